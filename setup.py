@@ -1,0 +1,27 @@
+"""Installs vlkd_ros as a Python package and as a ROS 2 ament_python package."""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "vlkd_ros"
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(include=["vlkd_ros", "vlkd_ros.*", "training", "training.*", "sim", "sim.*"]),
+    package_data={"sim": ["assets/**/*", "*.yaml"], "training": ["model_configs/*.json"]},
+    include_package_data=True,
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+    ],
+    python_requires=">=3.10",
+    zip_safe=False,
+    maintainer="vlkd_ros maintainers",
+    maintainer_email="maintainers@vlkd-ros.org",
+    description="CLIP distillation into small students, served as a ROS 2 grasp-feasibility node.",
+    license="MIT",
+    entry_points={"console_scripts": ["vlkd = vlkd_ros.cli:main", "vlkd_perception = vlkd_ros.node:main"]},
+)

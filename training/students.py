@@ -1,0 +1,84 @@
+"""Student image models: a timm backbone by name (any input channels) plus a projection to the teacher dim."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+# Our student names -> timm model names (all created with random init by default, as in the paper).
+STUDENTS = {
+    "resnet18": "resnet18",
+    "resnet34": "resnet34",
+    "resnet50": "resnet50",
+    "mobilenet_v3_small": "mobilenetv3_small_100",
+    "mobilenet_v3_large": "mobilenetv3_large_100",
+    "vit_b_32": "vit_base_patch32_224",
+}
+
+
+class StudentError(ValueError):
+    """Unknown student architecture or inconsistent student settings."""
+
+
+@dataclass
+class StudentConfig:
+    """Student architecture: backbone name, input channels, optional ComKD EduAttention."""
+
+    arch: str = "resnet18"
+    in_chans: int = 3
+    pretrained: bool = False
+    edu_attention: bool = False
+
+    def validate(self) -> None:
+        """Check the architecture name and channel count."""
+        if self.arch not in STUDENTS:
+            raise StudentError(f"unknown student arch {self.arch!r}; choose one of {sorted(STUDENTS)}")
+        if self.in_chans < 1:
+            raise StudentError(f"student.in_chans must be >= 1, got {self.in_chans}")
+
+
+def list_students() -> list[str]:
+    """Names accepted by `student.arch`."""
+    return sorted(STUDENTS)
+
+
+class Student(nn.Module):
+    """Backbone -> pooled feature -> linear projection to `embed_dim` (-> EduAttention) -> L2 normalised."""
+
+    def __init__(self, config: StudentConfig, embed_dim: int, image_size: int):
+        super().__init__()
+        import timm
+
+        config.validate()
+        self.config = config
+        extra = {"img_size": image_size} if config.arch.startswith("vit") else {}
+        self.backbone = timm.create_model(STUDENTS[config.arch], pretrained=config.pretrained, num_classes=0,
+                                          in_chans=config.in_chans, **extra)
+        head_dim = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
+        self.proj = nn.Linear(head_dim, embed_dim)
+        self.edu = None
+        if config.edu_attention:
+            from training.comkd import EduAttention
+
+            self.token_proj = nn.Linear(self.backbone.num_features, embed_dim)
+            self.edu = EduAttention(embed_dim)
+            self.register_buffer("edu_text", torch.zeros(0, embed_dim))
+
+    def set_attention_text(self, text: torch.Tensor) -> None:
+        """Fix the teacher text features EduAttention queries with (the training labels' texts)."""
+        if self.edu is None:
+            raise StudentError("this student has no EduAttention (student.edu_attention is false)")
+        self.edu_text = text.detach().to(self.proj.weight.device, self.proj.weight.dtype).clone()
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Normalised embeddings (B, embed_dim) of images (B, in_chans, H, W)."""
+        if images.ndim != 4 or images.shape[1] != self.config.in_chans:
+            raise StudentError(f"expected images of shape (B, {self.config.in_chans}, H, W), got {tuple(images.shape)}")
+        feats = self.backbone.forward_features(images)
+        pooled = self.proj(self.backbone.forward_head(feats, pre_logits=True))
+        if self.edu is not None:
+            tokens = feats.flatten(2).transpose(1, 2) if feats.ndim == 4 else feats
+            pooled = self.edu(pooled, self.token_proj(tokens), self.edu_text)
+        return F.normalize(pooled, dim=-1)

@@ -1,0 +1,145 @@
+"""`vlkd serve` (the perception node with the launch file's parameters) and `vlkd sim-camera` (a camera publisher)."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from vlkd_ros.cli import CLIError
+
+CHECKOUT = Path(__file__).resolve().parents[2]
+INTERFACES = CHECKOUT / "install" / "vlkd_interfaces"
+REEXEC_GUARD = "_VLKD_ROS_ENV_REEXEC"
+# `vlkd serve` flag -> node parameter; the same pairs as the launch arguments of launch/perception.launch.py.
+OVERRIDES = {"camera_topic": "image_topic", "model_dir": "model_dir", "device": "device"}
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the serve and sim-camera subcommands."""
+    p = sub.add_parser("serve", help="run the vlkd_perception ROS 2 node (what perception.launch.py starts)",
+                       description="Start the grasp-feasibility node with a ROS 2 params file, exactly as "
+                                   "`ros2 launch vlkd_ros perception.launch.py` does. Example: vlkd serve "
+                                   "--params config/perception.yaml --model-dir runs/grasp/model")
+    p.add_argument("--params", default=None, help=f"ROS 2 params file (default {default_params_file()})")
+    p.add_argument("--camera-topic", default="", help="override image_topic (launch argument camera_topic)")
+    p.add_argument("--model-dir", default="", help="override model_dir (launch argument model_dir)")
+    p.add_argument("--device", default="", help="override device (launch argument device)")
+    p.add_argument("--print-params", action="store_true",
+                   help="print the node's parameters as JSON and exit without loading the model")
+    p.add_argument("--ros-args", dest="ros_args", nargs=argparse.REMAINDER, default=[],
+                   help="last option: everything after it goes to rclpy, e.g. --ros-args -p threshold:=0.6")
+    p.set_defaults(func=run_serve)
+
+    c = sub.add_parser("sim-camera", help="publish camera frames from the ManiSkill clutter env (or an image folder)",
+                       description="Stream frames to a sensor_msgs/Image topic so the perception node can be "
+                                   "tried on one machine. Example: vlkd sim-camera --rate 30 --depth-topic "
+                                   "/camera/depth/image_raw")
+    c.add_argument("--source", choices=("env", "images"), default="env",
+                   help="env: render scenes of the clutter env; images: cycle over a folder of images")
+    c.add_argument("--env-id", default=None, help="ManiSkill env id for --source env (default VlkdPickClutter-v1)")
+    c.add_argument("--images", default="", help="folder of .png/.jpg files for --source images")
+    c.add_argument("--topic", default="/camera/image_raw", help="colour image topic (rgb8)")
+    c.add_argument("--depth-topic", default="", help="also publish depth (16UC1, mm) here")
+    c.add_argument("--camera-info-topic", default="", help="also publish sensor_msgs/CameraInfo here")
+    c.add_argument("--rate", type=float, default=30.0, help="frames per second")
+    c.add_argument("--image-size", type=int, default=224, help="square frame side in pixels")
+    c.add_argument("--camera", default="", help="env camera to publish (default: its first)")
+    c.add_argument("--seed", type=int, default=0, help="first scene seed")
+    c.add_argument("--scene-period", type=float, default=0.0, help="seconds between new scenes (0: one scene)")
+    c.add_argument("--sim-backend", choices=("cpu", "gpu"), default="cpu")
+    c.add_argument("--reliability", choices=("best_effort", "reliable"), default="best_effort")
+    c.add_argument("--frames", type=int, default=0, help="stop after this many frames (0: run until Ctrl-C)")
+    c.set_defaults(func=run_sim_camera)
+
+
+def default_params_file() -> Path:
+    """config/perception.yaml of this checkout, else the installed package's share/vlkd_ros/config copy."""
+    local = CHECKOUT / "config" / "perception.yaml"
+    if local.is_file():
+        return local
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        return Path(get_package_share_directory("vlkd_ros")) / "config" / "perception.yaml"
+    except Exception:  # noqa: BLE001 - no ament index: report the checkout path in the error
+        return local
+
+
+def ensure_ros_environment() -> None:
+    """Re-exec once with this checkout's built vlkd_interfaces on the library paths if they are missing.
+
+    The interface type-support libraries are found through LD_LIBRARY_PATH, which the dynamic loader reads
+    only when a process starts; `source scripts/env.sh` sets it, and so does this re-exec.
+    """
+    if not INTERFACES.is_dir():
+        return
+    lib = str(INTERFACES / "lib")
+    if lib in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep):
+        return
+    if os.environ.get(REEXEC_GUARD):
+        raise CLIError(f"{lib} is still not on LD_LIBRARY_PATH after re-exec; run `source scripts/env.sh` first")
+    env = dict(os.environ)
+    site = INTERFACES / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    for name, path in (("PYTHONPATH", site), ("LD_LIBRARY_PATH", lib), ("AMENT_PREFIX_PATH", INTERFACES)):
+        env[name] = os.pathsep.join([str(path)] + ([env[name]] if env.get(name) else []))
+    env[REEXEC_GUARD] = "1"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execve(sys.executable, list(sys.orig_argv), env)
+
+
+def node_ros_args(params: Path, extra: list[str]) -> list[str]:
+    """rclpy arguments: the params file, then whatever the user put after --ros-args."""
+    if not params.is_file():
+        raise CLIError(f"params file {params} not found (give one with --params)")
+    return ["--ros-args", "--params-file", str(params), *extra]
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Start the node with the params file and flag overrides; or print its parameters and exit."""
+    ensure_ros_environment()
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from vlkd_ros.node import PerceptionNode, run
+
+    params = Path(args.params) if args.params else default_params_file()
+    rclpy.init(args=["vlkd serve", *node_ros_args(params, args.ros_args)])
+    try:
+        overrides = [Parameter(param, value=getattr(args, flag)) for flag, param in OVERRIDES.items()
+                     if getattr(args, flag)]
+        try:
+            node = PerceptionNode(parameter_overrides=overrides)
+        except Exception as err:  # noqa: BLE001 - rclpy's parameter errors: one line for the user
+            raise CLIError(f"bad parameters in {params} or the overrides: {type(err).__name__}: {err}") from err
+        if args.print_params:
+            print(json.dumps(node.parameter_values(), sort_keys=True))
+            node.destroy_node()
+            return 0
+        return run(node)
+    finally:
+        rclpy.try_shutdown()
+
+
+def run_sim_camera(args: argparse.Namespace) -> int:
+    """Publish frames until Ctrl-C or --frames."""
+    ensure_ros_environment()
+    import rclpy
+
+    from vlkd_ros.sim_camera import CLUTTER_ENV_ID, SimCameraConfig, run
+
+    config = SimCameraConfig(source=args.source, env_id=args.env_id or CLUTTER_ENV_ID, images=args.images,
+                             topic=args.topic, depth_topic=args.depth_topic,
+                             camera_info_topic=args.camera_info_topic, rate=args.rate, image_size=args.image_size,
+                             camera=args.camera, seed=args.seed, scene_period=args.scene_period,
+                             sim_backend=args.sim_backend, reliability=args.reliability,
+                             frames=args.frames).validate()
+    rclpy.init(args=["vlkd sim-camera"])
+    try:
+        return run(config)
+    except RuntimeError as err:  # SAPIEN/Vulkan and missing-asset errors carry what to do
+        raise CLIError(str(err)) from err
+    finally:
+        rclpy.try_shutdown()

@@ -1,0 +1,65 @@
+"""`vlkd export`, `vlkd split`, `vlkd describe`, `vlkd students`: model and dataset tools."""
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the tool subcommands."""
+    p = sub.add_parser("export", help="TorchScript/ONNX export of a model dir, verified against PyTorch",
+                       description="Example: vlkd export --model runs/distill --format torchscript onnx")
+    p.add_argument("--model", required=True, help="model dir written by `vlkd distill`")
+    p.add_argument("--out", help="output dir (default MODEL/export)")
+    p.add_argument("--format", nargs="+", default=["torchscript", "onnx"], choices=["torchscript", "onnx"])
+    p.set_defaults(func=run_export)
+
+    s = sub.add_parser("split", help="seeded ID/OOD label split of an ImageFolder (|Y_id| = |Y_ood|)",
+                       description="Example: vlkd split --source images/ --out data/mysplit --seed 0")
+    s.add_argument("--source", required=True, help="folder with one sub-folder of images per label")
+    s.add_argument("--out", required=True, help="new dataset dir: train/ val_on_train/ val/ (symlinks) + split.json")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--id-holdout", type=float, default=0.2, help="fraction of each ID label held out as X_id")
+    s.set_defaults(func=run_split)
+
+    d = sub.add_parser("describe", help="generate label descriptions with a local text-generation model",
+                       description="Example: vlkd describe --dataset data/classification --lm models/gpt2 "
+                                   "--out descriptions.yaml")
+    d.add_argument("--dataset", required=True, help="dataset dir (labels from train/ and val/)")
+    d.add_argument("--lm", required=True, help="local transformers model folder (no download happens)")
+    d.add_argument("--out", required=True, help="YAML file to write (use as text.descriptions)")
+    d.add_argument("--max-new-tokens", type=int, default=40)
+    d.set_defaults(func=run_describe)
+
+    t = sub.add_parser("students", help="list student architectures")
+    t.set_defaults(func=lambda args: print("\n".join(__import__("training.students").students.list_students())))
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Export and print the verification report."""
+    from training.export import export_model
+
+    report = export_model(args.model, args.out, tuple(args.format))
+    print(json.dumps({"files": report["files"], "max_abs_diff": report["max_abs_diff"]}, indent=2))
+    return 0
+
+
+def run_split(args: argparse.Namespace) -> int:
+    """Make the split layout and print the split."""
+    from training.split import materialize_split
+
+    split = materialize_split(args.source, args.out, args.seed, args.id_holdout)
+    print(f"Y_id ({len(split['id'])}): {', '.join(split['id'])}\nY_ood ({len(split['ood'])}): {', '.join(split['ood'])}")
+    return 0
+
+
+def run_describe(args: argparse.Namespace) -> int:
+    """Generate and write descriptions for every label of a dataset."""
+    from training.data import DataConfig, load_distill_data
+    from training.describe import generate_descriptions, write_descriptions
+
+    data = load_distill_data(DataConfig(root=args.dataset))
+    labels = data.id_labels + data.ood_labels
+    path = write_descriptions(generate_descriptions(labels, args.lm, max_new_tokens=args.max_new_tokens), args.out)
+    print(f"wrote {len(labels)} descriptions to {path}")
+    return 0
