@@ -69,3 +69,6 @@ def tiny_overrides(data: Path, teacher: Path, out: Path, cache: Path) -> list[st
     return [f"data.root={data}", "teacher.model=VLKD-Tiny", f"teacher.pretrained={teacher}",
             f"teacher.cache_dir={cache}", f"output_dir={out}", "optim.epochs=2", "optim.batch_size=16",
             "teacher.batch_size=16", "teacher.device=cpu"]
+
+
+from grasp_fixtures import tiny_clutter, tiny_grasp_model  # noqa: E402,F401  (grasp fixtures, shared session-wide)

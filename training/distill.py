@@ -123,7 +123,7 @@ def _caption_features(config: DistillConfig, data: DistillData, teacher: Teacher
     return teacher_text_features(teacher, [[table[r]] for r in rel], config.teacher.cache_dir)
 
 
-class _EpochPermutation(Sampler[int]):
+class EpochPermutation(Sampler[int]):
     """A permutation of `indices` drawn from seed + epoch: the same order when an epoch is replayed."""
 
     def __init__(self, indices: list[int], seed: int, rank: int = 0, world: int = 1):
@@ -176,7 +176,7 @@ def distill(config: DistillConfig, resume: bool = False) -> Path:
         student.set_attention_text(prep.text_id)
     criterion = build_loss(config.losses).to(device)
     valid = prep.image_features.valid.nonzero().flatten().tolist()
-    sampler = _EpochPermutation(valid, config.seed, rank, world)
+    sampler = EpochPermutation(valid, config.seed, rank, world)
     transform = image_transform(prep.teacher.image_size, prep.teacher.mean, prep.teacher.std, config.data.augment)
     loader = DataLoader(ImageDataset(prep.data.train, transform), batch_size=config.optim.batch_size,
                         sampler=sampler, num_workers=config.data.num_workers, drop_last=len(sampler) > config.optim.batch_size)
@@ -191,7 +191,7 @@ def distill(config: DistillConfig, resume: bool = False) -> Path:
     elif resume:
         log.info("no checkpoint in %s: starting from scratch", out)
     model = DistributedDataParallel(student) if _is_distributed() else student
-    writer = _tensorboard(out) if rank == 0 else None
+    writer = tensorboard_writer(out) if rank == 0 else None
     text_id = prep.text_id.to(device)
     teacher_img = prep.image_features.features
     use_amp = config.optim.amp and device.type == "cuda"
@@ -224,7 +224,7 @@ def distill(config: DistillConfig, resume: bool = False) -> Path:
         record = {"epoch": epoch + 1, "step": step, "images_per_s": seen * world / (time.perf_counter() - t0),
                   "lr": optimizer.param_groups[0]["lr"], **{f"loss/{k}": v / max(seen, 1) for k, v in sums.items()}}
         if rank == 0:
-            _log_epoch(out, record, writer)
+            log_epoch(out, record, writer)
             save_checkpoint(out, epoch + 1, student, optimizer, scheduler, {"step": step},
                             keep=config.checkpoint_keep)
     if rank == 0:
@@ -241,7 +241,8 @@ def distill(config: DistillConfig, resume: bool = False) -> Path:
     return out
 
 
-def _log_epoch(out: Path, record: dict[str, Any], writer: Any) -> None:
+def log_epoch(out: Path, record: dict[str, Any], writer: Any) -> None:
+    """Append an epoch record to out/metrics.jsonl and, when a writer is given, to TensorBoard."""
     with open(out / "metrics.jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")
     if writer is not None:
@@ -250,7 +251,8 @@ def _log_epoch(out: Path, record: dict[str, Any], writer: Any) -> None:
                 writer.add_scalar(k, v, record["step"])
 
 
-def _tensorboard(out: Path) -> Any:
+def tensorboard_writer(out: Path) -> Any:
+    """A TensorBoard SummaryWriter under out/tensorboard, or None when tensorboard is not installed."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:

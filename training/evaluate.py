@@ -14,11 +14,12 @@ from tqdm import tqdm
 
 from training import metrics
 from training.config import apply_overrides, from_dict, merge_trees, read_yaml_tree
-from training.data import ImageDataset, ImageList, image_transform
+from training.data import DataConfig, ImageDataset, ImageList, image_transform
 from training.distill import DistillConfig, prepare
 from training.feature_cache import teacher_image_features
 from training.fewshot import FewShotConfig, ShotSet, finetune_few_shot
 from training.model_dir import load_model_dir
+from training.teacher import TeacherConfig
 from vlkd_ros.atomic_io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,18 @@ def load_eval_configs(model_dir: str | Path, config_path: str | None = None, ove
     distill_config.validate()
     eval_config.validate()
     return eval_config, distill_config
+
+
+def teacher_zero_shot(model: str, data_root: str, cache_dir: str = "runs/cache") -> dict[str, float]:
+    """Zero-shot accuracy of an open_clip teacher on a dataset's X_id (val_on_train) and X_ood (val)."""
+    config = DistillConfig(teacher=TeacherConfig(model=model, pretrained=None, cache_dir=cache_dir),
+                           data=DataConfig(root=data_root))
+    prep = prepare(config)
+    out = {}
+    for name, images, text in (("id", prep.data.x_id, prep.text_id), ("ood", prep.data.x_ood, prep.text_ood)):
+        feats = teacher_image_features(prep.teacher, images, config.teacher.cache_dir, desc=f"teacher ({name})")
+        out[name] = accuracy(feats.features, text, torch.tensor(images.targets))
+    return out
 
 
 def accuracy(features: torch.Tensor, text: torch.Tensor, targets: torch.Tensor) -> float:

@@ -14,6 +14,19 @@ import torch.nn.functional as F
 
 
 PACKAGED_MODEL_CONFIGS = Path(__file__).parent / "model_configs"
+# Named teachers shipped with the package (like open_clip's table of named weights): name -> local-dir folder.
+SHIPPED_TEACHERS = {"vlkd-offline": Path(__file__).parent / "assets" / "offline_teacher"}
+
+
+def resolve_model_name(model: str) -> str:
+    """Map a shipped teacher name to its `local-dir:` folder; other names pass through unchanged."""
+    if model in SHIPPED_TEACHERS:
+        folder = SHIPPED_TEACHERS[model]
+        if not (folder / "open_clip_config.json").is_file():
+            raise TeacherLoadError(f"shipped teacher {model!r} is missing from {folder}; "
+                                   "recreate it with `vlkd pretrain-teacher`")
+        return f"local-dir:{folder}"
+    return model
 
 
 class TeacherLoadError(ValueError):
@@ -67,12 +80,14 @@ class Teacher:
         pretrained = config.pretrained
         if pretrained and _looks_like_path(pretrained) and not Path(pretrained).is_file():
             raise TeacherLoadError(f"teacher.pretrained file {pretrained} does not exist")
-        known = config.model.startswith(("local-dir:", "hf-hub:")) or config.model in open_clip.list_models()
+        self.model_name = resolve_model_name(config.model)
+        known = self.model_name.startswith(("local-dir:", "hf-hub:")) or self.model_name in open_clip.list_models()
         if not known:
-            raise TeacherLoadError(f"unknown open_clip model {config.model!r}; e.g. {open_clip.list_models()[:8]}")
+            raise TeacherLoadError(f"unknown open_clip model {config.model!r}; e.g. {open_clip.list_models()[:8]} "
+                                   f"or a shipped teacher {sorted(SHIPPED_TEACHERS)}")
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(
-                config.model, pretrained=pretrained, device=self.device, weights_only=True)
+                self.model_name, pretrained=pretrained, device=self.device, weights_only=True)
         except pickle.UnpicklingError as err:
             raise TeacherLoadError(
                 f"refusing to load {pretrained}: it is a pickle with objects other than tensors "
@@ -85,7 +100,7 @@ class Teacher:
         self.model = model.eval().requires_grad_(False)
         self._fingerprint: dict[str, Any] | None = None
         self.preprocess = preprocess
-        self.tokenizer = open_clip.get_tokenizer(config.model)
+        self.tokenizer = open_clip.get_tokenizer(self.model_name)
         self.embed_dim = int(self.model.text_projection.shape[-1] if isinstance(
             getattr(self.model, "text_projection", None), torch.Tensor) else _probe_dim(self.model, self.device))
         visual = self.model.visual
@@ -104,8 +119,8 @@ class Teacher:
         pretrained = self.config.pretrained
         if pretrained and Path(pretrained).is_file():
             weights = "sha256:" + file_sha256(pretrained)
-        elif self.config.model.startswith("local-dir:"):
-            folder = Path(self.config.model[len("local-dir:"):])
+        elif self.model_name.startswith("local-dir:"):
+            folder = Path(self.model_name[len("local-dir:"):])
             weights = "dir:" + hashlib.sha256(b"".join(
                 file_sha256(p).encode() for p in sorted(folder.iterdir()) if p.is_file())).hexdigest()
         else:

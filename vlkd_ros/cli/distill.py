@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 
 
@@ -34,7 +35,8 @@ def run_distill(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = load_config(DistillConfig, args.config, args.overrides)
     out = distill(config, resume=args.resume)
-    print(f"model dir: {out}")
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"model dir: {out}")
     return 0
 
 
