@@ -148,7 +148,8 @@ def write_teacher_card(teacher_dir: str | Path, zero_shot: dict[str, float], dat
     text = (f"# Offline mini-world teacher\n\nA small CLIP (open_clip config in `open_clip_config.json`, "
             f"{size_mb:.1f} MB fp16 safetensors) pretrained contrastively on renders of all {len(labels)} categories "
             f"of the offline object set, with captions from their names and descriptions.\n\n"
-            f"Load: `teacher.model=local-dir:{teacher_dir}` `teacher.pretrained=null`.\n\n"
+            f"Load: `teacher.model=local-dir:{teacher_dir}` `teacher.pretrained=null` (the shipped copy is also "
+            f"`teacher.model=vlkd-offline`).\n\n"
             f"Zero-shot accuracy on {data_root}: X_id {100 * zero_shot['id']:.1f}%, X_ood {100 * zero_shot['ood']:.1f}%.\n\n"
             f"Reproduce: `{command}`\n")
     return atomic_write_text(teacher_dir / "CARD.md", text)
