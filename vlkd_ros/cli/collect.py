@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     k = kinds.add_parser("clutter", help="3-8 objects dropped on a table; base/hand RGB-D and graspable labels",
                          description="Example: vlkd collect clutter --objects offline --episodes 50")
-    _common(k, "data/clutter")
+    _common(k, "data/clutter_offline")
     k.add_argument("--episodes", type=int, help="number of scenes (default 50)")
     k.add_argument("--min-objects", type=int, help="fewest objects per scene (default 3)")
     k.add_argument("--max-objects", type=int, help="most objects per scene (default 8)")

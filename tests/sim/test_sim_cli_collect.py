@@ -1,0 +1,39 @@
+"""`vlkd collect` bad input: one clear line on stderr, exit status 2, nothing half-written."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from vlkd_ros.cli import main
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["classification", "--labels", "cofee mug"], "unknown object 'cofee mug'"),
+    (["classification", "--labels", ""], "zero objects"),
+    (["classification", "--image-size", "4"], "image_size 4"),
+    (["classification", "--objects", "nothing.yaml"], "nothing.yaml not found"),
+    (["clutter", "--max-objects", "0"], "zero objects"),
+    (["classification", "--split", "none", "--ood-fraction", "1.5"], "ood_fraction"),
+])
+def test_bad_input_exits_2(tmp_path, capsys, argv, message):
+    out = tmp_path / "out"
+    assert main(["collect", *argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.startswith("vlkd collect: error:") and not out.exists()
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
+def test_gpu_backend_without_gpu(tmp_path, capsys):
+    assert main(["collect", "classification", "--sim-backend", "gpu", "--out", str(tmp_path / "o")]) == 2
+    assert "needs a CUDA GPU" in capsys.readouterr().err
+
+
+@pytest.mark.sim
+def test_no_vulkan_device_says_what_to_install(tmp_path):
+    env = {**os.environ, "VK_DRIVER_FILES": str(tmp_path / "no_such_icd.json")}
+    result = subprocess.run([sys.executable, "-m", "vlkd_ros.cli", "collect", "classification", "--labels", "apple",
+                             "--split", "none", "--per-class", "1", "--out", str(tmp_path / "o")],
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "mesa-vulkan-drivers" in result.stderr and not (tmp_path / "o" / "manifest.jsonl").exists()
