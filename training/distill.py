@@ -186,6 +186,7 @@ def distill(config: DistillConfig, resume: bool = False) -> Path:
     ckpt = latest_checkpoint(out) if resume else None
     if ckpt is not None:
         state = load_checkpoint(ckpt, student, optimizer, scheduler)
+        _check_same_run(state.get("run", {}), _run_identity(config), ckpt)
         start_epoch, step = state["epoch"], state["step"]
         log.info("resumed from %s (epoch %d, step %d)", ckpt, start_epoch, step)
     elif resume:
@@ -225,8 +226,8 @@ def distill(config: DistillConfig, resume: bool = False) -> Path:
                   "lr": optimizer.param_groups[0]["lr"], **{f"loss/{k}": v / max(seen, 1) for k, v in sums.items()}}
         if rank == 0:
             log_epoch(out, record, writer)
-            save_checkpoint(out, epoch + 1, student, optimizer, scheduler, {"step": step},
-                            keep=config.checkpoint_keep)
+            save_checkpoint(out, epoch + 1, student, optimizer, scheduler,
+                            {"step": step, "run": _run_identity(config)}, keep=config.checkpoint_keep)
     if rank == 0:
         card = ModelCard(student=to_dict(config.student), embed_dim=prep.teacher.embed_dim,
                          image_size=prep.teacher.image_size, mean=list(prep.teacher.mean), std=list(prep.teacher.std),
@@ -239,6 +240,23 @@ def distill(config: DistillConfig, resume: bool = False) -> Path:
     if _is_distributed():
         dist.barrier()
     return out
+
+
+def _run_identity(config: DistillConfig) -> dict[str, Any]:
+    """The settings a resumed run must share with its checkpoint (speed-only settings excluded)."""
+    full = to_dict(config)
+    return {"seed": full["seed"], "student": full["student"], "optim": full["optim"], "losses": full["losses"],
+            "text": full["text"], "teacher": {k: full["teacher"][k] for k in ("model", "pretrained")},
+            "data_root": str(Path(config.data.root).resolve())}
+
+
+def _check_same_run(saved: dict[str, Any], current: dict[str, Any], ckpt: Path) -> None:
+    """Refuse to resume a checkpoint made with other settings (it would silently mix two runs)."""
+    changed = sorted(k for k in current if k in saved and saved[k] != current[k])
+    if changed:
+        detail = "; ".join(f"{k}: {saved[k]} -> {current[k]}" for k in changed[:3])
+        raise ValueError(f"cannot resume {ckpt}: it was made with other settings ({detail}); "
+                         "use another output_dir or the original settings")
 
 
 def log_epoch(out: Path, record: dict[str, Any], writer: Any) -> None:

@@ -111,6 +111,8 @@ def run_reproduce(config: MiniWorldConfig, repro: ReproduceConfig) -> dict[str, 
         raise ValueError(f"unknown Table-1 row(s) {unknown}; rows are {list(rows)}")
     collect_renders(config)
     results: dict[str, list[dict[str, float]]] = {}
+    out = Path(config.workdir)
+    summary: dict[str, dict[str, tuple[float, float]]] = {}
     for row in repro.rows:
         for seed in repro.seeds:
             run = copy.copy(config)
@@ -121,12 +123,13 @@ def run_reproduce(config: MiniWorldConfig, repro: ReproduceConfig) -> dict[str, 
             model_dir = distill(dconf, resume=True)
             res = evaluate(model_dir, eval_config_for(config, seed), dconf)
             results.setdefault(row, []).append(res["student"])
-    summary = {row: {k: (statistics.mean(v[k] for v in runs), statistics.pstdev(v[k] for v in runs))
-                     for k in ("id", "ood_0shot", "ood_kshot")} for row, runs in results.items()}
-    out = Path(config.workdir)
-    atomic_write_json(out / "table1.json", {"seeds": repro.seeds, "runs": results, "summary": summary})
-    atomic_write_text(out / "table1.md", table1_markdown(summary, config.k_shot, len(repro.seeds)))
-    plot_table1(summary, out / "table1.png", config.k_shot)
+        runs = results[row]
+        summary[row] = {k: (statistics.mean(v[k] for v in runs), statistics.pstdev(v[k] for v in runs))
+                        for k in ("id", "ood_0shot", "ood_kshot")}
+        # written after every row, so an interrupted reproduction still shows the finished rows
+        atomic_write_json(out / "table1.json", {"seeds": repro.seeds, "runs": results, "summary": summary})
+        atomic_write_text(out / "table1.md", table1_markdown(summary, config.k_shot, len(repro.seeds)))
+        plot_table1(summary, out / "table1.png", config.k_shot)
     return summary
 
 

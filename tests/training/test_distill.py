@@ -112,10 +112,12 @@ def test_bad_dataset_dirs_exit_with_a_message(tmp_path, tiny_teacher_file, capsy
     assert not (tmp_path / "run" / "model.json").exists()
 
 
-def test_checkpoint_from_another_architecture_is_rejected(tiny_dataset, tiny_teacher_file, tmp_path):
+def test_resume_refuses_a_checkpoint_of_another_run(tiny_dataset, tiny_teacher_file, tmp_path):
     distill(_config(tiny_dataset, tiny_teacher_file, tmp_path, "optim.epochs=1"))
+    with pytest.raises(ValueError, match="other settings.*optim"):
+        distill(_config(tiny_dataset, tiny_teacher_file, tmp_path, "optim.epochs=3"), resume=True)
     with pytest.raises(CheckpointError, match="do not fit this model"):
-        distill(_config(tiny_dataset, tiny_teacher_file, tmp_path, "optim.epochs=2", "student.arch=mobilenet_v3_small"),
+        distill(_config(tiny_dataset, tiny_teacher_file, tmp_path, "optim.epochs=1", "student.arch=mobilenet_v3_small"),
                 resume=True)
 
 

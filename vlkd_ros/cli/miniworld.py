@@ -22,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         d.add_argument("--data-dir", help="renders to collect or reuse (default data/miniworld/classification)")
         d.add_argument("--workers", type=int, help="render worker processes")
         d.add_argument("--epochs", type=int, help="distillation epochs")
+        d.add_argument("--fewshot-steps", type=int, help="few-shot finetune steps in the k-shot evaluation")
         if name == "reproduce":
             d.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
             d.add_argument("--rows", nargs="+", help="subset of Table-1 row names")
@@ -34,7 +35,7 @@ def _miniworld(args: argparse.Namespace):
     config = MiniWorldConfig()
     if args.quick:
         config = config.quick()
-    for key in ("workdir", "data_dir", "workers", "epochs"):
+    for key in ("workdir", "data_dir", "workers", "epochs", "fewshot_steps"):
         if getattr(args, key) is not None:
             setattr(config, key, getattr(args, key))
     return config
