@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import make_dataset, tiny_overrides
+from shapes_data import make_dataset, tiny_overrides
 from training.checkpoint import CheckpointError, latest_checkpoint
 from training.config import load_config
 from training.distill import DistillConfig, distill

@@ -4,7 +4,7 @@ import random
 
 import torch
 
-from conftest import COLOURS, SHAPES, draw_sample, make_dataset
+from shapes_data import COLOURS, SHAPES, draw_sample, make_dataset
 from training.evaluate import teacher_zero_shot
 from training.pretrain_teacher import PretrainConfig, captions_for, pretrain_teacher, write_teacher_card
 from training.teacher import Teacher, TeacherConfig

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import tiny_overrides
+from shapes_data import tiny_overrides
 from training.describe import DescribeError, generate_descriptions
 from training.split import split_labels
 from vlkd_ros.cli import main as cli
