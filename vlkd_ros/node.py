@@ -3,11 +3,13 @@
 It talks to the model only through `vlkd_ros.inference.GraspFeasibility`. Lifecycle: configure reads the
 parameters and creates publishers, activate loads the model and subscribes to the camera, deactivate
 unsubscribes and frees the model, cleanup destroys the publishers. `main()` configures and activates at
-start when the `autostart` parameter is true (the default), so it also runs without a lifecycle manager.
+start when the `autostart` parameter is true (the default), so it also runs without a lifecycle manager; a
+failed transition is logged and reported on /diagnostics, and the node stays up so it can be fixed and retried.
 """
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
 import uuid
@@ -25,7 +27,6 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.time import Time
 from sensor_msgs.msg import CameraInfo, Image
 
 from vlkd_interfaces.msg import GraspResult
@@ -35,8 +36,12 @@ from vlkd_ros.ros_image import ImageFormatError, image_to_depth, image_to_rgb, n
 NODE_NAME = "vlkd_perception"
 EXECUTOR_THREADS = 6
 LATENCY_WINDOW = 500
+JOB_DRAIN_S = 60.0
 RELIABILITIES = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
-BUILTIN_PARAMETERS = ("use_sim_time", "start_type_description_service")
+# Model view -> the parameter naming its topic. A model stacks some of these views (GraspFeasibility.views).
+VIEW_TOPICS = {"base_rgb": "image_topic", "base_depth": "depth_topic", "hand_rgb": "hand_image_topic",
+               "hand_depth": "hand_depth_topic"}
+BRIDGED_LOGGERS = ("vlkd_ros", "training")  # Python loggers of the model code, forwarded to the ROS logger
 
 ModelLoader = Callable[[str, str, str], Any]
 
@@ -77,20 +82,27 @@ PARAMETERS = (
     ParamSpec("device", "cpu", "torch device for the model, e.g. cpu or cuda:0", "configure"),
     ParamSpec("backend", "torch", "inference backend passed to GraspFeasibility.from_checkpoint", "configure"),
     ParamSpec("image_topic", "/camera/image_raw", "colour camera topic (sensor_msgs/Image)", "configure"),
-    ParamSpec("depth_topic", "", "depth camera topic (16UC1 mm or 32FC1 m); empty: none", "configure"),
+    ParamSpec("depth_topic", "", "depth topic of the same camera (16UC1 mm or 32FC1 m), for models that stack "
+              "base_depth; empty: none", "configure"),
+    ParamSpec("hand_image_topic", "", "wrist camera colour topic, for models that stack hand_rgb; empty: none",
+              "configure"),
+    ParamSpec("hand_depth_topic", "", "wrist camera depth topic, for models that stack hand_depth; empty: none",
+              "configure"),
     ParamSpec("camera_info_topic", "", "camera info topic (sensor_msgs/CameraInfo); empty: none", "configure"),
     ParamSpec("image_reliability", "best_effort", "QoS reliability of the camera subscriptions", "configure",
               choices=tuple(RELIABILITIES)),
-    ParamSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages", "configure",
+    ParamSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages", "startup",
               float_range=(0.1, 60.0)),
-    ParamSpec("threshold", 0.5, "decision threshold: graspable = score >= threshold", "runtime",
-              float_range=(0.0, 1.0)),
+    ParamSpec("threshold", -1.0, "decision threshold: graspable = score >= threshold; -1: the model's own "
+              "(calibrated) decision", "runtime", float_range=(-1.0, 1.0)),
     ParamSpec("max_frame_age", 1.0, "seconds after which the latest camera frame is too old to judge; 0: no limit",
               "runtime", float_range=(0.0, 3600.0)),
     ParamSpec("image_size", 0, "frames whose shorter side is larger are area-resized to this before the model; "
               "0: the model's input size", "runtime", int_range=(0, 8192)),
     ParamSpec("max_image_pixels", 3840 * 2160 * 2, "frames with more pixels are refused; 0: no limit", "runtime",
               int_range=(0, 2**31 - 1)),
+    ParamSpec("known_objects_only", False, "refuse names that are not in the model's object registry (false: "
+              "answer any name zero-shot, the model is open-vocabulary)", "runtime"),
     ParamSpec("results_rate", 1.0, "Hz at which the latest frame is judged for every known object and published "
               "on ~/results; 0: publish only the answers of ~/is_graspable", "runtime", float_range=(0.0, 30.0)),
     ParamSpec("publish_debug_image", False, "publish the judged frame with scores drawn on ~/debug_image",
@@ -123,7 +135,7 @@ class FrameJob:
     needed: int
     deadline: float
     frames: list = field(default_factory=list)
-    depth: list = field(default_factory=list)
+    extra: list = field(default_factory=list)  # per frame: {view: latest message} of the model's other views
     model_job: Any = None
     state: str = "queued"
     message: str = ""
@@ -133,6 +145,31 @@ class QueryError(Exception):
     """A query that cannot be answered; its text becomes the reply's message."""
 
 
+class RosLogHandler(logging.Handler):
+    """Forwards Python `logging` records (the inference API's) to a ROS logger; tracebacks only at debug."""
+
+    def __init__(self, ros_logger: Any) -> None:
+        super().__init__(logging.INFO)
+        self.ros_logger = ros_logger
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """Log the record's message (and its exception's one-line summary) at the matching ROS severity."""
+        try:
+            text = f"{record.name}: {record.getMessage()}"
+            if record.exc_info and record.exc_info[1] is not None:
+                err = record.exc_info[1]
+                text += f": {type(err).__name__}: {err}"
+                self.ros_logger.debug(logging.Formatter().formatException(record.exc_info))
+            if record.levelno >= logging.ERROR:
+                self.ros_logger.error(text)
+            elif record.levelno >= logging.WARNING:
+                self.ros_logger.warning(text)
+            else:
+                self.ros_logger.info(text)
+        except Exception:  # noqa: BLE001 - logging must never raise into the model's threads
+            self.handleError(record)
+
+
 class PerceptionNode(LifecycleNode):
     """Answers "is object X graspable?" about the latest camera frame or a given image."""
 
@@ -140,6 +177,12 @@ class PerceptionNode(LifecycleNode):
         """Declare parameters and services; `model_loader(model_dir, device, backend)` replaces the real loader."""
         super().__init__(kwargs.pop("node_name", NODE_NAME), **kwargs)
         self._load_model = model_loader or _load_grasp_model
+        self._log_handler = RosLogHandler(self.get_logger())
+        for name in BRIDGED_LOGGERS:
+            logger = logging.getLogger(name)
+            logger.addHandler(self._log_handler)
+            logger.setLevel(logging.INFO)
+            logger.propagate = False
         for spec in PARAMETERS:
             self.declare_parameter(spec.name, spec.default, spec.descriptor())
         self._params = {spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS}
@@ -147,11 +190,12 @@ class PerceptionNode(LifecycleNode):
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self._state = "unconfigured"
+        self._error = ""
         self._config: dict[str, Any] = {}
         self._model: Any = None
         self._model_lock = threading.Lock()
         self._frame: Frame | None = None
-        self._depth: Frame | None = None
+        self._views_latest: dict[str, Frame] = {}
         self._camera_info: CameraInfo | None = None
         self._frame_count = 0
         self._frame_jobs: dict[str, FrameJob] = {}
@@ -165,7 +209,6 @@ class PerceptionNode(LifecycleNode):
         self._subs: list = []
         self._results_pub = None
         self._debug_pub = None
-        self._diag_timer = None
 
         self._camera_group = MutuallyExclusiveCallbackGroup()
         self._query_group = MutuallyExclusiveCallbackGroup()
@@ -185,6 +228,13 @@ class PerceptionNode(LifecycleNode):
                                              callback_group=self._diag_group)
         self._results_timer = self.create_timer(1.0 / 30.0, self._on_results_tick,
                                                 callback_group=self._results_group)
+
+    def destroy_node(self) -> Any:
+        """Detach the logging bridge, then destroy the node."""
+        for name in BRIDGED_LOGGERS:
+            logging.getLogger(name).removeHandler(self._log_handler)
+            logging.getLogger(name).propagate = True
+        return super().destroy_node()
 
     # ----- parameters -----------------------------------------------------------------------------------
 
@@ -227,16 +277,14 @@ class PerceptionNode(LifecycleNode):
         """Read the configure-time parameters and create the publishers."""
         config = {spec.name: self._params[spec.name] for spec in PARAMETERS if spec.when == "configure"}
         if not config["model_dir"]:
-            self.get_logger().error("parameter model_dir is empty: set it to a grasp model dir "
-                                    "(e.g. --params config/perception.yaml or -p model_dir:=PATH)")
-            return TransitionCallbackReturn.FAILURE
+            return self._fail("parameter model_dir is empty: set it to a grasp model dir "
+                              "(model_dir in the params file, model_dir:=PATH or vlkd serve --model-dir PATH)")
         if not config["image_topic"]:
-            self.get_logger().error("parameter image_topic is empty: set it to the colour camera topic")
-            return TransitionCallbackReturn.FAILURE
+            return self._fail("parameter image_topic is empty: set it to the colour camera topic")
         self._config = config
         self._results_pub = self.create_lifecycle_publisher(GraspResult, "~/results", 10)
         self._debug_pub = self.create_lifecycle_publisher(Image, "~/debug_image", 1)
-        self._state = "inactive"
+        self._state, self._error = "inactive", ""
         self.get_logger().info(f"configured: model_dir={config['model_dir']} device={config['device']} "
                                f"image_topic={config['image_topic']}")
         return TransitionCallbackReturn.SUCCESS
@@ -248,25 +296,28 @@ class PerceptionNode(LifecycleNode):
         try:
             model = self._load_model(cfg["model_dir"], cfg["device"], cfg["backend"])
         except Exception as err:  # noqa: BLE001 - any load failure must leave the node inactive, not dead
-            self.get_logger().error(f"cannot load the model from {cfg['model_dir']!r}: {type(err).__name__}: {err}")
-            return TransitionCallbackReturn.FAILURE
-        if model.needs_depth and not cfg["depth_topic"]:
-            self.get_logger().error(f"model {model.model_version} needs depth frames but parameter depth_topic "
-                                    "is empty: set it to the depth camera topic")
-            return TransitionCallbackReturn.FAILURE
+            return self._fail(f"cannot load the model from {cfg['model_dir']!r}: {type(err).__name__}: {err}")
+        try:
+            views = model_views(model)
+        except ValueError as err:
+            return self._fail(str(err))
+        missing = [f"{VIEW_TOPICS[v]} (for view {v})" for v in views if not cfg[VIEW_TOPICS[v]]]
+        if missing:
+            return self._fail(f"model {model.model_version} stacks views {views} but parameter(s) "
+                              f"{', '.join(missing)} are empty: set them to the camera topics")
         with self._model_lock:
             self._model = model
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                          reliability=RELIABILITIES[cfg["image_reliability"]])
         self._subs = [self.create_subscription(Image, cfg["image_topic"], self._on_image, qos,
                                                callback_group=self._camera_group)]
-        if cfg["depth_topic"]:
-            self._subs.append(self.create_subscription(Image, cfg["depth_topic"], self._on_depth, qos,
-                                                       callback_group=self._camera_group))
+        for view in views[1:]:
+            self._subs.append(self.create_subscription(Image, cfg[VIEW_TOPICS[view]], self._view_callback(view),
+                                                       qos, callback_group=self._camera_group))
         if cfg["camera_info_topic"]:
             self._subs.append(self.create_subscription(CameraInfo, cfg["camera_info_topic"], self._on_camera_info,
                                                        qos, callback_group=self._camera_group))
-        self._state = "active"
+        self._state, self._error = "active", ""
         names = [name for name, _ in model.objects()]
         self.get_logger().info(
             f"active: model {model.model_version} loaded in {time.monotonic() - start:.1f} s, {len(names)} objects, "
@@ -274,22 +325,53 @@ class PerceptionNode(LifecycleNode):
             f"{self.get_fully_qualified_name()}/{{is_graspable,add_object,list_objects,get_job_status}}")
         return super().on_activate(state)
 
+    def _fail(self, reason: str) -> TransitionCallbackReturn:
+        """Log why a transition failed, keep it for /diagnostics, and return FAILURE."""
+        self._error = reason
+        self.get_logger().error(reason)
+        return TransitionCallbackReturn.FAILURE
+
+    def autostart(self) -> bool:
+        """Configure and activate; on failure log how to recover and stay up in the state reached."""
+        for step in (self.trigger_configure, self.trigger_activate):
+            if step() != TransitionCallbackReturn.SUCCESS:
+                self.get_logger().error(
+                    f"autostart stopped: {step.__name__[len('trigger_'):]} failed; the node stays {self._state}. "
+                    "Fix the parameters and drive the lifecycle (ros2 lifecycle set "
+                    f"{self.get_fully_qualified_name()} configure / activate), or restart it")
+                return False
+        return True
+
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Unsubscribe from the camera and free the model."""
         self._state = "inactive"
         for sub in self._subs:
             self.destroy_subscription(sub)
         self._subs = []
-        self._frame = self._depth = None
+        self._frame = None
+        self._views_latest = {}
         self._camera_info = None
         with self._jobs_lock:
             for job in self._frame_jobs.values():
                 if job.model_job is None and job.state == "queued":
                     job.state, job.message = "failed", "the node was deactivated before the frames arrived"
         with self._model_lock:
-            self._model = None
+            model, self._model = self._model, None
+        self._drain_jobs(model)
+        self._model_jobs.clear()
         self.get_logger().info("inactive: camera unsubscribed, model freed")
         return super().on_deactivate(state)
+
+    def _drain_jobs(self, model: Any) -> None:
+        """Let the model's running few-shot jobs commit to its registry before the model is dropped."""
+        running = [job_id for job_id, job in self._model_jobs.items() if job.state in ("queued", "running")]
+        close = getattr(model, "close", None)
+        if close is None:
+            return
+        if running:
+            self.get_logger().info(f"waiting up to {JOB_DRAIN_S:.0f} s for few-shot jobs {', '.join(running)} "
+                                   "to finish so the object registry stays consistent")
+        close(timeout=JOB_DRAIN_S)
 
     def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Destroy the publishers made in on_configure."""
@@ -321,14 +403,16 @@ class PerceptionNode(LifecycleNode):
             for job in self._frame_jobs.values():
                 if job.state == "queued" and job.model_job is None and len(job.frames) < job.needed:
                     job.frames.append(msg)
-                    job.depth.append(self._depth.msg if self._depth else None)
+                    job.extra.append({view: f.msg for view, f in self._views_latest.items()})
                     ready |= len(job.frames) == job.needed
         if ready:
             self._frames_ready.trigger()
 
-    def _on_depth(self, msg: Image) -> None:
-        """Keep the latest depth frame."""
-        self._depth = Frame(msg, self.get_clock().now().nanoseconds)
+    def _view_callback(self, view: str) -> Callable[[Image], None]:
+        """A subscription callback that keeps the latest frame of one more view (depth, wrist camera)."""
+        def keep(msg: Image) -> None:
+            self._views_latest[view] = Frame(msg, self.get_clock().now().nanoseconds)
+        return keep
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         """Keep the latest camera info."""
@@ -342,13 +426,12 @@ class PerceptionNode(LifecycleNode):
         with self._stats_lock:
             self._stats["in_flight"] += 1
         try:
-            name, score, stamp, note = self._judge(request, response)
-            threshold = float(self._params["threshold"])
-            response.success, response.score = True, float(score)
-            response.graspable = bool(score >= threshold)
+            name, result, stamp, note = self._judge(request, response)
+            score, graspable = self._decide(result)
+            response.success, response.score, response.graspable = True, score, graspable
             response.frame_stamp = stamp
             response.message = note
-            self._publish_result(stamp, self._frame_id(request), [name], [score], threshold)
+            self._publish_result(stamp, self._frame_id(request), [name], [score], [graspable])
         except QueryError as err:
             response.success, response.graspable, response.score = False, False, 0.0
             response.message = str(err)
@@ -373,21 +456,27 @@ class PerceptionNode(LifecycleNode):
             return request.image.header.frame_id
         return self._frame.msg.header.frame_id if self._frame else ""
 
+    def _decide(self, result: dict) -> tuple[float, bool]:
+        """(score, graspable) of one model answer under the `threshold` parameter."""
+        score, threshold = float(result["score"]), float(self._params["threshold"])
+        return score, (bool(result["graspable"]) if threshold < 0 else score >= threshold)
+
     def _judge(self, request: IsGraspable.Request,
-               response: IsGraspable.Response) -> tuple[str, float, TimeMsg, str]:
-        """Return (name, score, frame stamp, note) or raise QueryError with what was wrong."""
+               response: IsGraspable.Response) -> tuple[str, dict, TimeMsg, str]:
+        """Return (name, model answer, frame stamp, note) or raise QueryError with what was wrong."""
         model = self._require_model()
         name = request.object_name.strip()
         if not name:
             raise QueryError("object_name is empty: give the name of a known object (see ~/list_objects)")
         known = [known_name for known_name, _ in model.objects()]
-        if name not in known:
+        registered = canonical_name(name) in known
+        if not registered and self._params["known_objects_only"]:
             raise QueryError(f"unknown object {name!r}; known objects: {', '.join(known) or 'none'}; "
-                             "teach it with ~/add_object")
+                             "teach it with ~/add_object (or set known_objects_only to false for zero-shot)")
         if _has_image(request.image):
-            if model.needs_depth:
-                raise QueryError(f"model {model.model_version} needs colour and depth; leave image empty to judge "
-                                 "the camera's latest colour + depth frames")
+            if model_views(model) != ["base_rgb"]:
+                raise QueryError(f"model {model.model_version} stacks views {model_views(model)}; a request image "
+                                 "gives only base_rgb: leave image empty to judge the cameras' latest frames")
             msg, stamp, note = request.image, request.image.header.stamp, "request image"
         else:
             if self._frame is not None:
@@ -403,7 +492,8 @@ class PerceptionNode(LifecycleNode):
                 result = model.query(views, [name])[0][name]
             except ValueError as err:
                 raise QueryError(str(err)) from err
-        return name, float(result["score"]), stamp, f"{note}, {msg.width}x{msg.height} {msg.encoding}"
+        note = f"{note}, {msg.width}x{msg.height} {msg.encoding}"
+        return name, result, stamp, note if registered else f"{note}; zero-shot: {name!r} is not in the registry"
 
     def _require_model(self) -> Any:
         """The loaded model, or QueryError saying which lifecycle state the node is in."""
@@ -430,23 +520,26 @@ class PerceptionNode(LifecycleNode):
         taken = stamp.sec * 1_000_000_000 + stamp.nanosec or frame.received_ns
         return max(0.0, (self.get_clock().now().nanoseconds - taken) / 1e9)
 
-    def _views(self, model: Any, msg: Image, depth_msg: Image | None = None) -> Any:
-        """Convert a colour message (and the latest depth when the model needs it) to the model's input."""
+    def _views(self, model: Any, msg: Image, extra: dict[str, Image] | None = None) -> Any:
+        """The model's input: the colour frame `msg` as an RGB array, or a dict of every view the model stacks
+        (other views from `extra`, else the latest fresh frame of their topic)."""
         side = int(self._params["image_size"]) or int(getattr(model, "image_size", 0) or 0)
         limit = int(self._params["max_image_pixels"])
-        try:
-            rgb = image_to_rgb(msg, max_pixels=limit, shrink_to=side)
-        except ImageFormatError as err:
-            raise QueryError(f"image: {err}") from err
-        if not model.needs_depth:
-            return rgb
-        if depth_msg is None:
-            depth_msg = self._fresh(self._depth, self._config["depth_topic"], "depth").msg
-        try:
-            depth = image_to_depth(depth_msg, max_pixels=limit, shrink_to=side)
-        except ImageFormatError as err:
-            raise QueryError(f"depth image: {err}") from err
-        return {"base_rgb": rgb, "base_depth": depth}
+        views = model_views(model)
+        out = {}
+        for view in views:
+            if view == "base_rgb":
+                view_msg = msg
+            elif extra is not None and view in extra:
+                view_msg = extra[view]
+            else:
+                view_msg = self._fresh(self._views_latest.get(view), self._config[VIEW_TOPICS[view]], view).msg
+            convert = image_to_depth if view.endswith("_depth") else image_to_rgb
+            try:
+                out[view] = convert(view_msg, max_pixels=limit, shrink_to=side)
+            except ImageFormatError as err:
+                raise QueryError(f"{'image' if view == 'base_rgb' else view + ' frame'}: {err}") from err
+        return out["base_rgb"] if views == ["base_rgb"] else out
 
     def _on_add_object(self, request: AddObject.Request, response: AddObject.Response) -> AddObject.Response:
         """Start a few-shot job from the given images or the next camera frames; answers at once."""
@@ -470,9 +563,9 @@ class PerceptionNode(LifecycleNode):
                 response.job_id = job.job_id
                 response.message = f"collecting the next {take} frames from {self._config['image_topic']}"
             else:
-                if model.needs_depth:
-                    raise QueryError(f"model {model.model_version} needs colour + depth views: use take_next_frames "
-                                     "to take them from the cameras")
+                if model_views(model) != ["base_rgb"]:
+                    raise QueryError(f"model {model.model_version} stacks views {model_views(model)}: use "
+                                     "take_next_frames to take them from the cameras")
                 views = []
                 for i, img in enumerate(images):
                     try:
@@ -515,9 +608,9 @@ class PerceptionNode(LifecycleNode):
         for job in ready:
             try:
                 model = self._require_model()
-                views = [self._views(model, msg, depth) for msg, depth in zip(job.frames, job.depth)]
+                views = [self._views(model, msg, extra) for msg, extra in zip(job.frames, job.extra)]
                 job.model_job = self._start_model_job(model, job.name, job.description, views)
-                job.frames, job.depth = [], []
+                job.frames, job.extra = [], []
             except (QueryError, ValueError) as err:
                 job.state, job.message = "failed", str(err)
             except Exception as err:  # noqa: BLE001
@@ -557,7 +650,7 @@ class PerceptionNode(LifecycleNode):
     # ----- publishing -----------------------------------------------------------------------------------
 
     def _publish_result(self, stamp: TimeMsg, frame_id: str, names: list[str], scores: list[float],
-                        threshold: float) -> None:
+                        graspable: list[bool]) -> None:
         """Publish one GraspResult on ~/results."""
         pub, model = self._results_pub, self._model
         if pub is None or self._state != "active":
@@ -565,7 +658,7 @@ class PerceptionNode(LifecycleNode):
         msg = GraspResult()
         msg.header.stamp, msg.header.frame_id = stamp, frame_id
         msg.names, msg.scores = list(names), [float(s) for s in scores]
-        msg.graspable = [bool(s >= threshold) for s in scores]
+        msg.graspable = [bool(g) for g in graspable]
         msg.model_version = str(model.model_version) if model is not None else ""
         pub.publish(msg)
 
@@ -593,12 +686,11 @@ class PerceptionNode(LifecycleNode):
             self.get_logger().warning(f"results: cannot judge the latest frame: {err}",
                                       throttle_duration_sec=10.0)
             return
-        threshold = float(self._params["threshold"])
-        scores = [float(result[name]["score"]) for name in names]
-        self._publish_result(frame.msg.header.stamp, frame.msg.header.frame_id, names, scores, threshold)
+        scores, graspable = zip(*(self._decide(result[name]) for name in names))
+        self._publish_result(frame.msg.header.stamp, frame.msg.header.frame_id, names, list(scores), list(graspable))
         if self._params["publish_debug_image"] and self._debug_pub is not None:
             rgb = views["base_rgb"] if isinstance(views, dict) else views
-            self._debug_pub.publish(numpy_to_image(annotate(rgb, names, scores, threshold), "rgb8",
+            self._debug_pub.publish(numpy_to_image(annotate(rgb, names, scores, graspable), "rgb8",
                                                    frame.msg.header.frame_id, frame.msg.header.stamp))
 
     def _publish_diagnostics(self) -> None:
@@ -617,10 +709,12 @@ class PerceptionNode(LifecycleNode):
         with self._jobs_lock:
             waiting = sum(1 for j in self._frame_jobs.values() if j.state == "queued" and j.model_job is None)
         running = sum(1 for j in self._model_jobs.values() if j.state in ("queued", "running"))
-        status = DiagnosticStatus(name=f"{self.get_name()}: grasp feasibility",
+        status = DiagnosticStatus(name=f"{self.get_fully_qualified_name().lstrip('/')}: grasp feasibility",
                                   hardware_id=str(model.model_version) if model else "no model")
         limit = float(self._params["max_frame_age"])
-        if self._state != "active":
+        if self._error:
+            status.level, status.message = DiagnosticStatus.ERROR, f"node {self._state}: {self._error}"
+        elif self._state != "active":
             status.level, status.message = DiagnosticStatus.WARN, f"node {self._state}"
         elif frame is None:
             status.level, status.message = DiagnosticStatus.WARN, f"no frame yet on {self._config['image_topic']}"
@@ -635,6 +729,9 @@ class PerceptionNode(LifecycleNode):
             "image_topic": self._config.get("image_topic", ""),
             "objects": len(model.objects()) if model else 0,
             "frames_received": count,
+            "other_views": ", ".join(sorted(self._views_latest)) or "none",
+            "camera_info": (f"{self._camera_info.width}x{self._camera_info.height} {self._camera_info.header.frame_id}"
+                            if self._camera_info else "none"),
             "camera_rate_hz": round(rate, 2),
             "frame_age_s": round(age, 3),
             "latency_p50_ms": round(1000 * _percentile(lat, 50), 2),
@@ -661,8 +758,23 @@ class PerceptionNode(LifecycleNode):
                     job.state = "failed"
                     job.message = (f"only {len(job.frames)} of {job.needed} frames arrived on "
                                    f"{self._config.get('image_topic')} within fewshot_frame_timeout")
-                    job.frames, job.depth = [], []
+                    job.frames, job.extra = [], []
                     self.get_logger().warning(f"job {job.job_id} ({job.name!r}): {job.message}")
+
+
+def model_views(model: Any) -> list[str]:
+    """Views the model stacks, base_rgb first (older APIs: base_rgb, plus base_depth when it needs depth)."""
+    views = list(getattr(model, "views", None) or (["base_rgb", "base_depth"] if model.needs_depth else ["base_rgb"]))
+    unknown = [v for v in views if v not in VIEW_TOPICS]
+    if unknown or views[0] != "base_rgb":
+        raise ValueError(f"model views {views} are not supported; the node serves {list(VIEW_TOPICS)} with base_rgb "
+                         "first")
+    return views
+
+
+def canonical_name(name: str) -> str:
+    """An object name as the registry spells it: '_' as space, single spaces, lower case."""
+    return " ".join(name.replace("_", " ").split()).lower()
 
 
 def _has_image(img: Image) -> bool:
@@ -677,7 +789,7 @@ def _percentile(sorted_values: list[float], q: float) -> float:
     return float(np.percentile(sorted_values, q))
 
 
-def annotate(rgb: np.ndarray, names: list[str], scores: list[float], threshold: float) -> np.ndarray:
+def annotate(rgb: np.ndarray, names: list[str], scores: list[float], graspable: list[bool]) -> np.ndarray:
     """Return a copy of the frame with one line per object (name, score; green if graspable, red if not)."""
     try:
         import cv2
@@ -685,8 +797,8 @@ def annotate(rgb: np.ndarray, names: list[str], scores: list[float], threshold: 
         return rgb.copy()
     out = np.ascontiguousarray(rgb.copy())
     scale = max(0.35, out.shape[0] / 600)
-    for i, (name, score) in enumerate(zip(names, scores)):
-        colour = (40, 200, 40) if score >= threshold else (220, 40, 40)
+    for i, (name, score, ok) in enumerate(zip(names, scores, graspable)):
+        colour = (40, 200, 40) if ok else (220, 40, 40)
         y = int((i + 1) * 22 * scale)
         cv2.putText(out, f"{name}: {score:.2f}", (4, y), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, colour,
                     max(1, int(2 * scale)), cv2.LINE_AA)
@@ -700,16 +812,13 @@ def _load_grasp_model(model_dir: str, device: str, backend: str) -> Any:
     return GraspFeasibility.from_checkpoint(model_dir, device=device, backend=backend)
 
 
-def run(node: PerceptionNode, autostart: bool | None = None) -> int:
-    """Spin `node` on a multi-threaded executor until Ctrl-C or shutdown; 1 if autostart fails, else 0."""
+def run(node: PerceptionNode) -> int:
+    """Autostart if asked, then spin `node` on a multi-threaded executor until Ctrl-C or shutdown."""
     executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
     executor.add_node(node)
     try:
-        if node.get_parameter("autostart").value if autostart is None else autostart:
-            for step in (node.trigger_configure, node.trigger_activate):
-                if step() != TransitionCallbackReturn.SUCCESS:
-                    node.get_logger().fatal(f"autostart: {step.__name__[len('trigger_'):]} failed (see above)")
-                    return 1
+        if node.get_parameter("autostart").value:
+            node.autostart()
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

@@ -1,4 +1,4 @@
-"""ROS 2 node `vlkd_sim_camera`: streams camera frames to a topic from the ManiSkill clutter env or a folder of images.
+"""ROS 2 node `vlkd_sim_camera`: streams camera frames from the ManiSkill clutter env, recorded episodes or images.
 
 A background thread renders (or reads) frames; a timer publishes the newest one at the requested rate with a
 fresh stamp, so slow rendering or a scene reset never stalls the stream. `env` source: each scene is rendered
@@ -6,6 +6,7 @@ once (the table is static) and a new scene is drawn every `scene_period` seconds
 """
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -36,10 +37,14 @@ class SimCameraConfig:
     topic: str = "/camera/image_raw"
     depth_topic: str = ""
     camera_info_topic: str = ""
+    hand_topic: str = ""
+    hand_depth_topic: str = ""
     frame_id: str = "camera_color_optical_frame"
+    hand_frame_id: str = "hand_camera_color_optical_frame"
     rate: float = 30.0
     image_size: int = 224
     camera: str = ""
+    hand_camera: str = "hand_camera"
     seed: int = 0
     scene_period: float = 0.0
     sim_backend: str = "cpu"
@@ -67,23 +72,44 @@ class SimCameraConfig:
 
 @dataclass
 class Shot:
-    """One rendered view: RGB uint8 HxWx3, optional depth uint16 mm HxW, optional 3x3 intrinsics."""
+    """One rendered view: RGB uint8 HxWx3, optional depth uint16 mm HxW, optional 3x3 intrinsics, and the same
+    from the wrist (hand) camera when the source has one."""
 
     rgb: np.ndarray
     depth: np.ndarray | None = None
     intrinsics: np.ndarray | None = None
     label: str = ""
+    hand_rgb: np.ndarray | None = None
+    hand_depth: np.ndarray | None = None
 
 
 def image_folder_shots(folder: str | Path, size: int) -> Iterator[Shot]:
-    """Cycle forever over the images in `folder` (sorted, recursive), resized to size x size RGB."""
+    """Cycle forever over a folder's images, resized to size x size.
+
+    A folder of recorded clutter episodes (`<episode>/base_rgb.png`, optional `base_depth.png`, `hand_rgb.png`,
+    `hand_depth.png`, as in a clutter dataset's `episodes/`) replays every view; otherwise each image file
+    (sorted, recursive) is one colour frame.
+    """
     from PIL import Image as PILImage
 
-    files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not files:
+    def load(path: Path, depth: bool) -> np.ndarray | None:
+        if not path.is_file():
+            return None
+        img = PILImage.open(path)
+        if depth:
+            return np.asarray(img.resize((size, size), PILImage.NEAREST)).astype(np.uint16)
+        return np.asarray(img.convert("RGB").resize((size, size)))
+
+    episodes = sorted(p.parent for p in Path(folder).rglob("base_rgb.png"))
+    if episodes:
+        shots = [Shot(load(e / "base_rgb.png", False), load(e / "base_depth.png", True), label=e.name,
+                      hand_rgb=load(e / "hand_rgb.png", False), hand_depth=load(e / "hand_depth.png", True))
+                 for e in episodes]
+    else:
+        files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        shots = [Shot(load(p, False), label=p.parent.name) for p in files]
+    if not shots:
         raise ValueError(f"no {'/'.join(IMAGE_SUFFIXES)} images under {folder}")
-    shots = [Shot(np.asarray(PILImage.open(p).convert("RGB").resize((size, size))), label=p.parent.name)
-             for p in files]
     while True:
         yield from shots
 
@@ -93,34 +119,41 @@ def clutter_env_shots(config: SimCameraConfig) -> Iterator[Shot]:
     import gymnasium as gym
 
     import sim.envs  # noqa: F401 - registers the project's ManiSkill envs
-    from sim.backend import explain_render_failure, maniskill_backend_kwargs
+    from sim.envs.make import make_env
 
     if config.env_id not in gym.registry:
         raise ValueError(f"env {config.env_id!r} is not registered; registered vlkd envs: "
                          f"{', '.join(k for k in gym.registry if k.startswith('Vlkd')) or 'none'}")
-    try:
-        env = gym.make(config.env_id, obs_mode="rgbd", num_envs=1,
-                       sensor_configs=dict(width=config.image_size, height=config.image_size),
-                       **maniskill_backend_kwargs(config.sim_backend))
-    except Exception as err:  # noqa: BLE001 - turn SAPIEN's "no rendering device" into what to install
-        better = explain_render_failure(err)
-        raise (better or err) from err
+    env = make_env(config.env_id, config.sim_backend, obs_mode="rgbd",
+                   sensor_configs=dict(width=config.image_size, height=config.image_size))
     try:
         seed = config.seed
         while True:
             obs, _ = env.reset(seed=seed)
             seed += 1
             cameras = obs["sensor_data"]
-            name = config.camera or next(iter(cameras))
+            name = config.camera or ("base_camera" if "base_camera" in cameras else next(iter(cameras)))
             if name not in cameras:
                 raise ValueError(f"camera {name!r} not in env {config.env_id}; cameras: {', '.join(cameras)}")
-            data, param = cameras[name], obs.get("sensor_param", {}).get(name, {})
-            rgb = _numpy(data["rgb"])[0, ..., :3].astype(np.uint8)
-            depth = _numpy(data["depth"])[0, ..., 0].clip(0, 65535).astype(np.uint16) if "depth" in data else None
+            rgb, depth = _camera_arrays(cameras[name])
+            param = obs.get("sensor_param", {}).get(name, {})
             k = _numpy(param["intrinsic_cv"])[0] if "intrinsic_cv" in param else None
-            yield Shot(rgb, depth, k, label=f"seed {seed - 1}")
+            hand_rgb = hand_depth = None
+            if config.hand_topic or config.hand_depth_topic:
+                if config.hand_camera not in cameras:
+                    raise ValueError(f"hand camera {config.hand_camera!r} not in env {config.env_id}; cameras: "
+                                     f"{', '.join(cameras)}")
+                hand_rgb, hand_depth = _camera_arrays(cameras[config.hand_camera])
+            yield Shot(rgb, depth, k, label=f"seed {seed - 1}", hand_rgb=hand_rgb, hand_depth=hand_depth)
     finally:
         env.close()
+
+
+def _camera_arrays(data: dict) -> tuple[np.ndarray, np.ndarray | None]:
+    """(RGB uint8 HxWx3, depth uint16 mm HxW or None) of one ManiSkill camera's sensor data (first scene)."""
+    rgb = _numpy(data["rgb"])[0, ..., :3].astype(np.uint8)
+    depth = _numpy(data["depth"])[0, ..., 0].clip(0, 65535).astype(np.uint16) if "depth" in data else None
+    return rgb, depth
 
 
 def _numpy(value: Any) -> np.ndarray:
@@ -136,14 +169,16 @@ class SimCameraNode(Node):
         super().__init__("vlkd_sim_camera")
         self.config = config.validate()
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=RELIABILITIES[config.reliability])
-        self._image_pub = self.create_publisher(Image, config.topic, qos)
-        self._depth_pub = self.create_publisher(Image, config.depth_topic, qos) if config.depth_topic else None
-        self._info_pub = (self.create_publisher(CameraInfo, config.camera_info_topic, qos)
-                          if config.camera_info_topic else None)
+        # stream -> publisher; shot_messages() builds each stream's message from a Shot
+        topics = {"rgb": config.topic, "depth": config.depth_topic, "info": config.camera_info_topic,
+                  "hand_rgb": config.hand_topic, "hand_depth": config.hand_depth_topic}
+        self._pubs = {stream: self.create_publisher(CameraInfo if stream == "info" else Image, topic, qos)
+                      for stream, topic in topics.items() if topic}
         self._shots = shots if shots is not None else (
             image_folder_shots(config.images, config.image_size) if config.source == "images"
             else clutter_env_shots(config))
         self._latest: Shot | None = None
+        self._messages: tuple[Shot | None, dict] = (None, {})
         self._error: BaseException | None = None
         self._stop = threading.Event()
         self._next_scene = threading.Event()
@@ -181,19 +216,22 @@ class SimCameraNode(Node):
             return
         if self.config.source == "images":
             self._next_scene.set()
+        if self._messages[0] is not shot:  # convert each shot once; later publishes only restamp it
+            self._messages = (shot, shot_messages(shot, self.config.frame_id, self.config.hand_frame_id))
         stamp = self.get_clock().now().to_msg()
-        self._image_pub.publish(numpy_to_image(shot.rgb, "rgb8", self.config.frame_id, stamp))
-        if self._depth_pub is not None and shot.depth is not None:
-            self._depth_pub.publish(numpy_to_image(shot.depth, "16UC1", self.config.frame_id, stamp))
-        if self._info_pub is not None:
-            self._info_pub.publish(camera_info(shot, self.config.frame_id, stamp))
+        for stream, msg in self._messages[1].items():
+            if stream in self._pubs:
+                msg.header.stamp = stamp
+                self._pubs[stream].publish(msg)
+        if self.published == 0:
+            self._started = time.monotonic()
         self.published += 1
         if self.config.frames and self.published >= self.config.frames:
             raise _Done()
 
     def rate(self) -> float:
-        """Frames published per second since start."""
-        return self.published / max(1e-9, time.monotonic() - self._started)
+        """Frames published per second since the first one."""
+        return max(0, self.published - 1) / max(1e-9, time.monotonic() - self._started)
 
     def stop(self) -> None:
         """Ask the producer thread to stop."""
@@ -205,13 +243,27 @@ class _Done(Exception):
     """Raised by the timer after the requested number of frames."""
 
 
-def camera_info(shot: Shot, frame_id: str, stamp: Any) -> CameraInfo:
-    """A pinhole CameraInfo for the shot: its intrinsics (or a 90-degree guess), no distortion."""
+def shot_messages(shot: Shot, frame_id: str, hand_frame_id: str) -> dict:
+    """The messages of every stream the shot has: rgb, depth, info, hand_rgb, hand_depth."""
+    out = {"rgb": numpy_to_image(shot.rgb, "rgb8", frame_id), "info": camera_info(shot, frame_id)}
+    if shot.depth is not None:
+        out["depth"] = numpy_to_image(shot.depth, "16UC1", frame_id)
+    if shot.hand_rgb is not None:
+        out["hand_rgb"] = numpy_to_image(shot.hand_rgb, "rgb8", hand_frame_id)
+    if shot.hand_depth is not None:
+        out["hand_depth"] = numpy_to_image(shot.hand_depth, "16UC1", hand_frame_id)
+    return out
+
+
+def camera_info(shot: Shot, frame_id: str, stamp: Any = None) -> CameraInfo:
+    """A pinhole CameraInfo for the shot: its intrinsics (or fx = fy = width as a guess), no distortion."""
     h, w = shot.rgb.shape[:2]
     k = shot.intrinsics if shot.intrinsics is not None else np.array(
         [[w, 0, w / 2], [0, w, h / 2], [0, 0, 1]], dtype=float)
     msg = CameraInfo()
-    msg.header.stamp, msg.header.frame_id = stamp, frame_id
+    msg.header.frame_id = frame_id
+    if stamp is not None:
+        msg.header.stamp = stamp
     msg.height, msg.width = h, w
     msg.distortion_model, msg.d = "plumb_bob", [0.0] * 5
     msg.k = [float(v) for v in np.asarray(k, dtype=float).reshape(9)]
@@ -231,7 +283,11 @@ def run(config: SimCameraConfig) -> int:
         pass
     finally:
         node.stop()
-        node.get_logger().info(f"published {node.published} frames at {node.rate():.1f} Hz")
+        summary = f"published {node.published} frames at {node.rate():.1f} Hz"
+        if node.context.ok():
+            node.get_logger().info(summary)
+        else:  # Ctrl-C already shut the context down: rosout is gone
+            print(f"[vlkd_sim_camera] {summary}", file=sys.stderr, flush=True)
         executor.shutdown(timeout_sec=1.0)
         node.destroy_node()
     return 0

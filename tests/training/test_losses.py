@@ -143,7 +143,8 @@ def value(name: str, batch: DistillBatch, **params: object) -> float:
 
 
 def test_every_registered_term_has_a_hand_computation() -> None:
-    assert set(LOSSES) == set(HAND)
+    # Terms other modules register (the grasp losses in training/grasp_losses.py) are tested beside them.
+    assert {name for name, cls in LOSSES.items() if cls.__module__ == "training.losses"} == set(HAND)
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import importlib
 import sys
 
 # Modules under vlkd_ros.cli that each expose `register(subparsers)`; a subcommand sets `func(args) -> int`.
-COMMAND_MODULES = ("distill", "tools", "serve",)
+COMMAND_MODULES = ("distill", "tools", "miniworld", "serve", "collect", "grasp")
 
 
 class CLIError(Exception):

@@ -12,6 +12,7 @@ from vlkd_ros.cli import CLIError
 CHECKOUT = Path(__file__).resolve().parents[2]
 INTERFACES = CHECKOUT / "install" / "vlkd_interfaces"
 REEXEC_GUARD = "_VLKD_ROS_ENV_REEXEC"
+FASTDDS_PROFILE = "fastdds_large_frames.xml"
 # `vlkd serve` flag -> node parameter; the same pairs as the launch arguments of launch/perception.launch.py.
 OVERRIDES = {"camera_topic": "image_topic", "model_dir": "model_dir", "device": "device"}
 
@@ -37,12 +38,16 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "tried on one machine. Example: vlkd sim-camera --rate 30 --depth-topic "
                                    "/camera/depth/image_raw")
     c.add_argument("--source", choices=("env", "images"), default="env",
-                   help="env: render scenes of the clutter env; images: cycle over a folder of images")
+                   help="env: render scenes of the clutter env; images: cycle over recorded frames")
     c.add_argument("--env-id", default=None, help="ManiSkill env id for --source env (default VlkdPickClutter-v1)")
-    c.add_argument("--images", default="", help="folder of .png/.jpg files for --source images")
+    c.add_argument("--images", default="",
+                   help="for --source images: a folder of .png/.jpg files, or of recorded clutter episodes "
+                        "(<episode>/base_rgb.png, base_depth.png, hand_rgb.png, hand_depth.png) to replay every view")
     c.add_argument("--topic", default="/camera/image_raw", help="colour image topic (rgb8)")
     c.add_argument("--depth-topic", default="", help="also publish depth (16UC1, mm) here")
     c.add_argument("--camera-info-topic", default="", help="also publish sensor_msgs/CameraInfo here")
+    c.add_argument("--hand-topic", default="", help="also publish the wrist camera's colour frames here (env)")
+    c.add_argument("--hand-depth-topic", default="", help="also publish the wrist camera's depth here (env)")
     c.add_argument("--rate", type=float, default=30.0, help="frames per second")
     c.add_argument("--image-size", type=int, default=224, help="square frame side in pixels")
     c.add_argument("--camera", default="", help="env camera to publish (default: its first)")
@@ -90,6 +95,20 @@ def ensure_ros_environment() -> None:
     os.execve(sys.executable, list(sys.orig_argv), env)
 
 
+def use_large_frame_profile() -> None:
+    """Point Fast DDS at config/fastdds_large_frames.xml (bigger shared-memory segment) unless a profile is set.
+
+    With Fast DDS's default 512 KiB segment, best-effort camera frames larger than that are dropped on one host.
+    """
+    if os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp") != "rmw_fastrtps_cpp":
+        return
+    if os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE") or os.environ.get("FASTRTPS_DEFAULT_PROFILES_FILE"):
+        return
+    profile = default_params_file().with_name(FASTDDS_PROFILE)
+    if profile.is_file():
+        os.environ["FASTDDS_DEFAULT_PROFILES_FILE"] = str(profile)
+
+
 def node_ros_args(params: Path, extra: list[str]) -> list[str]:
     """rclpy arguments: the params file, then whatever the user put after --ros-args."""
     if not params.is_file():
@@ -106,6 +125,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from vlkd_ros.node import PerceptionNode, run
 
     params = Path(args.params) if args.params else default_params_file()
+    use_large_frame_profile()
     rclpy.init(args=["vlkd serve", *node_ros_args(params, args.ros_args)])
     try:
         overrides = [Parameter(param, value=getattr(args, flag)) for flag, param in OVERRIDES.items()
@@ -132,10 +152,12 @@ def run_sim_camera(args: argparse.Namespace) -> int:
 
     config = SimCameraConfig(source=args.source, env_id=args.env_id or CLUTTER_ENV_ID, images=args.images,
                              topic=args.topic, depth_topic=args.depth_topic,
-                             camera_info_topic=args.camera_info_topic, rate=args.rate, image_size=args.image_size,
+                             camera_info_topic=args.camera_info_topic, hand_topic=args.hand_topic,
+                             hand_depth_topic=args.hand_depth_topic, rate=args.rate, image_size=args.image_size,
                              camera=args.camera, seed=args.seed, scene_period=args.scene_period,
                              sim_backend=args.sim_backend, reliability=args.reliability,
                              frames=args.frames).validate()
+    use_large_frame_profile()
     rclpy.init(args=["vlkd sim-camera"])
     try:
         return run(config)

@@ -1,0 +1,136 @@
+"""Benchmark: grasp-feasibility query latency (p50/p95, batch 1) of the student through the inference API
+(torch and ONNX backends) and, in the same run on the same images and names, of the teacher answering the
+same queries (its image tower + the same prompt-pair scoring against cached text features).
+
+    python benchmarks/bench_grasp_query.py                       # 224 px, ResNet18 vs ViT-L-14, CPU
+    python benchmarks/bench_grasp_query.py --model runs/grasp/offline --teacher vlkd-offline
+    python benchmarks/bench_grasp_query.py --out benchmarks/results/grasp_query.json
+
+Without --model, a grasp model dir with untrained weights (latency does not depend on their values) is built
+at --image-size from the teacher's text tower; without --teacher-pretrained the teacher is randomly
+initialised (its architecture, hence its latency, is that of the pretrained model).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+def percentiles(seconds: list[float]) -> dict[str, float]:
+    """p50 / p95 / mean in milliseconds."""
+    ms = sorted(1000 * s for s in seconds)
+    return {"p50_ms": statistics.median(ms), "p95_ms": ms[min(len(ms) - 1, round(0.95 * (len(ms) - 1)))],
+            "mean_ms": statistics.fmean(ms), "n": len(ms)}
+
+
+def timed(fn, images: list[np.ndarray], warmup: int) -> list[float]:
+    """Seconds per call of fn(image) over `images`, after `warmup` untimed calls."""
+    for image in images[:warmup]:
+        fn(image)
+    out = []
+    for image in images:
+        t0 = time.perf_counter()
+        fn(image)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def build_untrained_model_dir(out: Path, teacher, image_size: int, arch: str) -> Path:
+    """A grasp model dir with random student weights at `image_size` and the teacher's text tower."""
+    from training.grasp_model_dir import GraspCard, ReplayBuffer, write_grasp_model_dir
+    from training.grasp_text import GraspTextConfig, TextTower, text_config_card
+    from training.model_dir import ModelCard
+    from training.students import Student, StudentConfig
+    from training.teacher import teacher_card
+    from vlkd_ros.object_registry import ObjectEntry
+
+    student = Student(StudentConfig(arch=arch), teacher.embed_dim, image_size)
+    card = ModelCard(student={"arch": arch, "in_chans": 3, "pretrained": False, "edu_attention": False},
+                     embed_dim=teacher.embed_dim, image_size=image_size, mean=list(teacher.mean),
+                     std=list(teacher.std), teacher=teacher_card(teacher), labels={"id": [], "ood": []},
+                     info={"task": "grasp", "untrained": True})
+    grasp = GraspCard(views=["base_rgb"], image_size=image_size, depth_max_m=2.0,
+                      text=text_config_card(GraspTextConfig()), logit_scale=1 / 0.07, logit_bias=0.0, threshold=0.5,
+                      calibration={}, objects={"id": [], "ood": []})
+    empty = torch.zeros(0, 3, image_size, image_size)
+    replay = ReplayBuffer([], empty, torch.zeros(0, 0), None, empty, torch.zeros(0, 0))
+    return write_grasp_model_dir(out, student, card, {"id": torch.zeros(0, teacher.embed_dim)}, grasp,
+                                 TextTower.from_teacher(teacher), replay, [ObjectEntry("tea cup")])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="grasp model dir (default: untrained ResNet18 at --image-size)")
+    parser.add_argument("--teacher", default="ViT-L-14", help="open_clip model or shipped teacher name")
+    parser.add_argument("--teacher-pretrained", default=None, help="weights for the teacher (default: random init)")
+    parser.add_argument("--student", default="resnet18", help="student arch of the untrained model dir")
+    parser.add_argument("--image-size", type=int, default=224, help="camera frame side and untrained model input")
+    parser.add_argument("--names", nargs="+", default=["tea cup", "hammer", "banana", "tennis ball", "coffee mug"])
+    parser.add_argument("--runs", type=int, default=50, help="timed student queries")
+    parser.add_argument("--teacher-runs", type=int, default=20,
+                        help="timed teacher queries (ViT-L-14 takes seconds each on a small CPU)")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    parser.add_argument("--no-onnx", action="store_true", help="skip the ONNX backend")
+    parser.add_argument("--out", help="write the results as JSON here")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from PIL import Image
+
+    from training.grasp_model_dir import read_grasp_card
+    from training.grasp_text import prompt_texts
+    from training.teacher import Teacher, TeacherConfig
+    from vlkd_ros.inference import GraspFeasibility
+
+    teacher = Teacher(TeacherConfig(model=args.teacher, pretrained=args.teacher_pretrained, device=args.device))
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (args.image_size, args.image_size, 3), dtype=np.uint8) for _ in range(args.runs)]
+    with tempfile.TemporaryDirectory(prefix="bench_grasp_") as tmp:
+        model_dir = Path(args.model) if args.model else build_untrained_model_dir(Path(tmp) / "model", teacher,
+                                                                                  args.image_size, args.student)
+        results: dict[str, dict] = {}
+        backends = ["torch"] + ([] if args.no_onnx else ["onnx"])
+        for backend in backends:
+            model = GraspFeasibility.from_checkpoint(model_dir, device=args.device, backend=backend)
+            results[f"student ({backend})"] = percentiles(timed(lambda f: model.query(f, args.names), frames,
+                                                                args.warmup))
+        config = read_grasp_card(model_dir).text_config()  # the teacher answers with the same prompts
+    pos_texts, neg_texts = prompt_texts(args.names, config)
+    pos, neg = teacher.encode_texts(pos_texts), teacher.encode_texts(neg_texts) if neg_texts else None
+
+    def teacher_query(frame: np.ndarray) -> list[dict]:
+        image = teacher.preprocess(Image.fromarray(frame)).unsqueeze(0)
+        feats = teacher.encode_images(image)
+        sim = feats @ pos.T - (feats @ neg.T if neg is not None else 0)
+        scores = torch.sigmoid(sim / 0.07)[0].tolist()
+        return [{n: {"graspable": s >= 0.5, "score": s} for n, s in zip(args.names, scores)}]
+
+    results[f"teacher {args.teacher}"] = percentiles(timed(teacher_query, frames[:args.teacher_runs], args.warmup))
+    meta = {"device": args.device, "threads": torch.get_num_threads(), "image": f"{args.image_size}x{args.image_size}",
+            "batch": 1, "names": len(args.names), "model": str(args.model or f"untrained {args.student}"),
+            "teacher": args.teacher, "teacher_pretrained": args.teacher_pretrained, "torch": torch.__version__,
+            "cpu_count": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2)}
+    print(json.dumps(meta))
+    print("| model | p50 ms | p95 ms | mean ms | queries |\n|---|---|---|---|---|")
+    for name, r in results.items():
+        print(f"| {name} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['mean_ms']:.1f} | {r['n']} |")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

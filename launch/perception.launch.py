@@ -1,0 +1,47 @@
+"""Starts the vlkd_perception grasp-feasibility node with config/perception.yaml.
+
+    ros2 launch vlkd_ros perception.launch.py camera_topic:=/camera/color/image_raw model_dir:=/path/to/model
+
+Without ROS 2's launch tools, `vlkd serve --params config/perception.yaml --camera-topic ... --model-dir ...`
+starts the same node with the same parameters (tests/vlkd_ros/test_node_launch.py checks that they agree).
+"""
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
+from launch_ros.actions import Node
+from launch_ros.substitutions import FindPackageShare
+
+PACKAGE = "vlkd_ros"
+EXECUTABLE = "vlkd_perception"
+NODE_NAME = "vlkd_perception"
+# launch argument -> node parameter it overrides; an empty argument keeps the params file's value.
+OVERRIDES = {"camera_topic": "image_topic", "model_dir": "model_dir", "device": "device"}
+
+
+def _node(context, *args, **kwargs):
+    """The node action, with the non-empty launch arguments as parameter overrides after the params file."""
+    overrides = {}
+    for argument, parameter in OVERRIDES.items():
+        value = LaunchConfiguration(argument).perform(context)
+        if value:
+            overrides[parameter] = value
+    return [Node(package=PACKAGE, executable=EXECUTABLE, name=NODE_NAME,
+                 namespace=LaunchConfiguration("namespace"),
+                 parameters=[LaunchConfiguration("params_file"), overrides],
+                 output="screen", emulate_tty=True)]
+
+
+def generate_launch_description() -> LaunchDescription:
+    """Launch arguments params_file, camera_topic, model_dir, device, namespace; one node."""
+    return LaunchDescription([
+        DeclareLaunchArgument(
+            "params_file", default_value=PathJoinSubstitution([FindPackageShare(PACKAGE), "config", "perception.yaml"]),
+            description="ROS 2 params file for the node"),
+        DeclareLaunchArgument("camera_topic", default_value="",
+                              description="colour image topic (empty: image_topic from params_file)"),
+        DeclareLaunchArgument("model_dir", default_value="",
+                              description="grasp model dir (empty: model_dir from params_file)"),
+        DeclareLaunchArgument("device", default_value="", description="torch device (empty: from params_file)"),
+        DeclareLaunchArgument("namespace", default_value="", description="namespace of the node"),
+        OpaqueFunction(function=_node),
+    ])

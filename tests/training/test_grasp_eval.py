@@ -1,0 +1,46 @@
+"""`vlkd eval-grasp`: Table 11 (accuracy / F1 over present objects, zero-shot / k-shot) from one command."""
+import json
+
+import pytest
+import torch
+
+from grasp_fixtures import grasp_overrides
+from training.grasp_data import GraspDataConfig, load_clutter_data
+from training.grasp_eval import COLUMNS, column_metrics, select_support
+from vlkd_ros.cli import main as cli
+
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+
+
+def test_one_command_trains_the_rows_and_writes_table_11(tiny_clutter, tiny_teacher_file, tmp_path, capsys):
+    train = [f"train.{o}" for o in grasp_overrides(tiny_clutter, tiny_teacher_file, tmp_path / "unused",
+                                                   tmp_path / "cache") if not o.startswith("output_dir")]
+    table = tmp_path / "table.yaml"
+    table.write_text("train_config: null\n")  # rows: the default L_cls, +L_im-cst, +rich descriptions
+    assert cli(["eval-grasp", "--table", str(table), *train, "train.optim.epochs=1", f"out_dir={tmp_path / 'table'}",
+                "eval.k_shot=3", "eval.fewshot.steps=2"]) == 0
+    shown = capsys.readouterr().out
+    assert "(a) Overall accuracy, zero-shot / 3-shot" in shown and "(b) F1 over present objects" in shown
+    assert "| method | Y_id on X_id | Y_id on X_ood | Y_ood on X_ood |" in shown
+    result = json.loads((tmp_path / "table" / "table.json").read_text())
+    assert [row["name"] for row in result["rows"]] == ["L_cls", "+L_im-cst", "+rich descriptions"]
+    for row in result["rows"]:
+        for mode in ("zero_shot", "few_shot"):
+            for column, _ in COLUMNS:
+                m = row[mode][column]
+                assert 0.0 <= m["accuracy"] <= 1.0 and m["pairs"] > 0
+        assert row["counts"]["x_ood_support"] + row["counts"]["x_ood_query"] == 72
+    cards = {name: json.loads((tmp_path / "table" / slug / "grasp.json").read_text())["text"]
+             for name, slug in (("L_cls", "l_cls"), ("+rich descriptions", "rich_descriptions"))}
+    assert not cards["L_cls"]["use_descriptions"] and cards["+rich descriptions"]["use_descriptions"]
+
+
+def test_support_selection_and_metrics(tiny_clutter):
+    data = load_clutter_data(GraspDataConfig(root=str(tiny_clutter)))
+    support, query = select_support(data.x_ood, data.ood_objects, 5, seed=0)
+    assert not set(support) & set(query) and len(support) + len(query) == len(data.x_ood)
+    with pytest.raises(ValueError, match="graspable in only .* X_ood observations; 50-shot"):
+        select_support(data.x_ood, data.ood_objects, 50, seed=0)
+    m = column_metrics(torch.tensor([[0.9, 0.1], [0.2, 0.8]]), torch.tensor([[1.0, 0.0], [0.0, 0.0]]),
+                       torch.tensor([[True, False], [True, True]]), 0.5)
+    assert m["accuracy"] == 0.75 and m["f1"] == pytest.approx(2 / 3) and m["present_pairs"] == 3

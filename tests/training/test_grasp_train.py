@@ -1,0 +1,47 @@
+"""`vlkd train-grasp`: a complete grasp model dir whose parts (text tower, replay, registry) reload on their own."""
+import json
+
+import pytest
+import torch
+
+from training.config import load_config
+from training.grasp_model_dir import ReplayBuffer, load_grasp_model_dir
+from training.grasp_text import TextTower
+from training.grasp_train import GraspTrainConfig
+from training.students import StudentError
+from vlkd_ros.object_registry import read_registry
+
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+
+
+def test_trained_model_dir_is_complete_and_self_contained(tiny_grasp_model):
+    records = [json.loads(line) for line in (tiny_grasp_model / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == list(range(1, 7))
+    assert {"loss/bce", "loss/im_cst"} <= set(records[-1]) and records[-1]["loss/total"] < records[0]["loss/total"]
+    model = load_grasp_model_dir(tiny_grasp_model)
+    assert model.card.labels == {"id": ["red circle", "blue square", "yellow triangle", "white bar"],
+                                 "ood": ["green triangle", "purple circle", "orange square", "cyan bar"]}
+    assert 0.0 <= model.grasp.threshold <= 1.0 and model.grasp.calibration["split"] == "val_on_train"
+    assert model.grasp.views == ["base_rgb"] and model.grasp.image_size == 32
+    registry = read_registry(tiny_grasp_model)
+    assert registry.names() == model.card.labels["id"] and registry.model_version.startswith("v0-")
+    assert registry.get("Red_Circle").description == "a small circle that is plain red"
+    # The saved text tower alone reproduces the teacher's prompt features, for any new name too.
+    tower = TextTower.load(tiny_grasp_model / "text_encoder")
+    assert torch.allclose(tower.encode(model.card.texts["ood"]), model.text_features["ood"], atol=1e-5)
+    replay = ReplayBuffer.load(tiny_grasp_model / "replay.safetensors")
+    assert replay.inputs.shape == (24, 3, 32, 32) and replay.targets.shape == (24, 4)
+    assert replay.teacher.shape == (24, 64) and replay.val_inputs.shape == (12, 3, 32, 32)
+
+
+def test_rgbd_hand_model_from_the_cli(tiny_rgbd_grasp_model):
+    model = load_grasp_model_dir(tiny_rgbd_grasp_model)
+    assert model.grasp.views == ["base_rgb", "base_depth", "hand_rgb", "hand_depth"]
+    assert model.student.config.in_chans == 8 and model.transform().needs_depth
+
+
+def test_channels_must_match_the_views(tiny_clutter):
+    with pytest.raises(StudentError, match="in_chans=3 but data.views .* stack 4 channels; set student.in_chans=4"):
+        load_config(GraspTrainConfig, None, [f"data.root={tiny_clutter}", "data.views=[base_rgb, base_depth]"])
+    with pytest.raises(ValueError, match="do not apply to clutter"):
+        load_config(GraspTrainConfig, None, ["losses=[{type: asl}, {type: cls}]"])

@@ -1,0 +1,230 @@
+"""GraspFeasibility: batched open-vocabulary queries, clear input errors, few-shot learning in the background with
+validate-then-swap, persistence across restarts and crashes, and the ONNX backend."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from grasp_fixtures import copy_model
+from training.grasp_data import GraspDataConfig, episode_targets, load_clutter_data, read_view
+from training.grasp_fewshot import FinetuneCheck
+from training.grasp_model import binary_counts, f1_score, roc_auc
+from vlkd_ros.inference import GraspFeasibility
+from vlkd_ros.object_registry import read_registry
+
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+REPO = Path(__file__).resolve().parents[2]
+NEW = "orange square"
+
+
+@pytest.fixture(scope="module")
+def data(tiny_clutter):
+    return load_clutter_data(GraspDataConfig(root=str(tiny_clutter)))
+
+
+def _frames(episodes):
+    return [read_view("base_rgb", e.images["base_rgb"]) for e in episodes]
+
+
+def _shots_and_query(data, name=NEW, k=5):
+    shots = [e for e in data.x_ood if name in e.objects and e.objects[name].graspable][:k]
+    return shots, [e for e in data.x_ood if e not in shots]
+
+
+def _accept_any_finetune(monkeypatch):
+    """Tests of the swap path use 1-step finetunes, whose validation outcome is noise: accept them."""
+    monkeypatch.setattr("vlkd_ros.inference.check_finetune", lambda *a, **k: FinetuneCheck(True, "ok", {}))
+
+
+def _quality(model, episodes, name):
+    """(F1 at the model's threshold, ROC AUC) of `name` over held-out observations."""
+    truth = episode_targets(episodes, [name])[0][:, 0]
+    rows = model.query(_frames(episodes), [name])
+    scores = torch.tensor([r[name]["score"] for r in rows])
+    pred = torch.tensor([r[name]["graspable"] for r in rows])
+    return f1_score(binary_counts(pred, truth > 0.5)), roc_auc(scores, truth)
+
+
+def test_query_is_batched_open_vocabulary_and_thresholded(tiny_grasp_model, data):
+    model = GraspFeasibility.from_checkpoint(tiny_grasp_model)
+    assert (model.image_size, model.needs_depth, model.views) == (32, False, ["base_rgb"])
+    assert model.model_version.startswith("v0-") and [n for n, _ in model.objects()][0] == "red circle"
+    frames = _frames(data.x_ood[:3])
+    names = ["red circle", "green triangle", "banana split"]  # a trained name, an OOD name, a name never seen
+    out = model.query(frames, names)
+    assert len(out) == 3 and all(list(r) == names for r in out)
+    for row in out:
+        for answer in row.values():
+            assert 0.0 <= answer["score"] <= 1.0 and answer["graspable"] == (answer["score"] >= model.threshold)
+    one = model.query(frames[1], ["Red_Circle"])  # one array -> one result; names are normalised
+    assert one[0]["Red_Circle"]["score"] == pytest.approx(out[1]["red circle"]["score"], abs=1e-5)
+    bigger = np.asarray(Image.fromarray(frames[0]).resize((80, 60)))  # any HxW is resized to the model's size
+    assert set(model.query(bigger, ["red circle"])[0]) == {"red circle"}
+
+
+def test_bad_inputs_raise_clear_errors(tiny_grasp_model, tiny_rgbd_grasp_model, data):
+    model = GraspFeasibility.from_checkpoint(tiny_grasp_model)
+    frame = _frames(data.train[:1])[0]
+    cases = [(lambda: model.query(frame, [""]), "is empty"), (lambda: model.query(frame, ["  "]), "is empty"),
+             (lambda: model.query(frame, ["?!"]), "no letters or digits"),
+             (lambda: model.query(frame, "red circle"), r"use \['red circle'\]"),
+             (lambda: model.query(frame, []), "non-empty list"), (lambda: model.query(frame, [3]), "must be a string"),
+             (lambda: model.query(frame.astype(np.float32), ["x"]), "image 0: view 'base_rgb' must be an HxWx3 uint8"),
+             (lambda: model.query([frame, frame[..., :2]], ["x"]), r"image 1: .*shape \(48, 48, 2\)"),
+             (lambda: model.query(frame[..., 0], ["x"]), "HxWx3 uint8"),
+             (lambda: model.query([], ["x"]), "no images given"),
+             (lambda: model.add_object("new thing", [frame] * 2), "needs at least k=5 shots, got 2"),
+             (lambda: model.add_object("new thing", [frame] * 2, k=0), "k must be a positive integer"),
+             (lambda: model.add_object("", [frame] * 5), "is empty")]
+    rgbd = GraspFeasibility.from_checkpoint(tiny_rgbd_grasp_model)
+    episode = data.train[0]
+    obs = {v: read_view(v, episode.images[v]) for v in rgbd.views}
+    cases += [(lambda: rgbd.query(frame, ["x"]), r"depth is required\): pass a dict"),
+              (lambda: rgbd.query({"base_rgb": frame, "hand_rgb": frame}, ["x"]), r"lacks view\(s\) \['base_depth'"),
+              (lambda: rgbd.query(dict(obs, base_depth=obs["base_depth"].astype(np.float64)), ["x"]), "float32 metres")]
+    for call, message in cases:
+        with pytest.raises(ValueError, match=message):
+            call()
+    assert rgbd.needs_depth
+    metres = dict(obs, base_depth=obs["base_depth"].astype(np.float32) / 1000)
+    same = rgbd.query(obs, ["x"])[0]["x"]["score"]
+    assert rgbd.query(metres, ["x"])[0]["x"]["score"] == pytest.approx(same, abs=1e-5)
+
+
+def test_add_object_learns_in_the_background_and_survives_a_restart(tiny_grasp_model, data, tmp_path, monkeypatch):
+    model_dir = copy_model(tiny_grasp_model, tmp_path / "model")
+    model = GraspFeasibility.from_checkpoint(model_dir)
+    shots, held_out = _shots_and_query(data)
+    f1_before, auc_before = _quality(model, held_out, NEW)
+    first = model.model_version
+    job = model.add_object(NEW, _frames(shots), description="a small square that is plain orange")
+    assert job.state in ("queued", "running") and model.job(job.job_id) is job
+    assert (NEW, "a small square that is plain orange") in model.objects()  # answerable zero-shot at once
+    frame, answered, slowest = _frames(held_out[:1]), 0, 0.0
+    while not job.wait(0.05):  # queries are served while the finetune runs
+        t0 = time.perf_counter()
+        assert NEW in model.query(frame, [NEW])[0]
+        answered, slowest = answered + 1, max(slowest, time.perf_counter() - t0)
+    assert job.state == "succeeded", job.message
+    assert answered >= 3 and model.model_version.startswith("v1-") and model.model_version != first
+    f1_after, auc_after = _quality(model, held_out, NEW)
+    print(f"held-out {NEW!r}: F1 {f1_before:.2f} -> {f1_after:.2f}, AUC {auc_before:.2f} -> {auc_after:.2f}; "
+          f"{answered} queries during the finetune, slowest {slowest * 1000:.0f} ms")
+    assert f1_after > f1_before and auc_after > auc_before + 0.05
+
+    restarted = GraspFeasibility.from_checkpoint(model_dir)
+    assert restarted.model_version == model.model_version
+    entry = read_registry(model_dir).get(NEW)
+    assert entry.finetuned and entry.n_shots == 5 and entry.source == "added"
+    assert restarted.query(frame, [NEW])[0][NEW]["score"] == pytest.approx(model.query(frame, [NEW])[0][NEW]["score"],
+                                                                          abs=1e-5)
+    restarted.fewshot = replace(restarted.fewshot, steps=1)
+    _accept_any_finetune(monkeypatch)
+    again = restarted.add_object("Orange  Square", _frames(shots), description="an orange box")  # update, not a copy
+    assert again.wait(120) and again.state == "succeeded", again.message
+    assert [n for n, _ in restarted.objects()].count(NEW) == 1 and (NEW, "an orange box") in restarted.objects()
+    assert read_registry(model_dir).get(NEW).n_shots == 10 and restarted.model_version.startswith("v2-")
+    assert sorted(p.name for p in (model_dir / "weights").iterdir()) == ["v0002.safetensors"]  # old versions pruned
+
+
+def test_a_finetune_that_fails_validation_is_not_swapped_in(tiny_grasp_model, data, tmp_path, monkeypatch):
+    model = GraspFeasibility.from_checkpoint(copy_model(tiny_grasp_model, tmp_path / "model"))
+    monkeypatch.setattr("vlkd_ros.inference.check_finetune", lambda *a, **k: FinetuneCheck(False, "forced", {}))
+    model.fewshot = replace(model.fewshot, steps=1)
+    before = model.model_version
+    job = model.add_object(NEW, _frames(_shots_and_query(data)[0]))
+    assert job.wait(120) and job.state == "failed" and "validation failed" in job.message and "forced" in job.message
+    assert model.model_version == before and NEW in [n for n, _ in model.objects()]  # still answerable zero-shot
+    assert not read_registry(model.model_dir).get(NEW).finetuned
+
+
+CHILD = textwrap.dedent("""
+    import os, signal, sys, time
+    from dataclasses import replace
+    from training.grasp_data import read_view
+    from training.grasp_fewshot import FinetuneCheck
+    import vlkd_ros.inference as inference
+    model_dir, mode, *shots = sys.argv[1:]
+    model = inference.GraspFeasibility.from_checkpoint(model_dir)
+    if mode == "commit":  # die between writing the new weights and committing the registry
+        real = inference.write_registry
+        def dying(root, registry):
+            if registry.weights_version > 0:
+                os.kill(os.getpid(), signal.SIGKILL)
+            real(root, registry)
+        inference.write_registry = dying
+        inference.check_finetune = lambda *a, **k: FinetuneCheck(True, "ok", {})
+        model.fewshot = replace(model.fewshot, steps=1)
+    else:
+        model.fewshot = replace(model.fewshot, steps=100000)
+    job = model.add_object("mystery box", [read_view("base_rgb", p) for p in shots])
+    while job.progress == 0 and not job.wait(0.01):
+        pass
+    print("RUNNING", job.state, flush=True)
+    job.wait()
+    print("FINISHED", job.state, job.message, flush=True)
+""")
+
+
+def test_a_crash_during_add_object_leaves_the_previous_model_serving(tiny_grasp_model, data, tmp_path, monkeypatch):
+    model_dir = copy_model(tiny_grasp_model, tmp_path / "model")
+    before = read_registry(model_dir).model_version
+    shots = [str(e.images["base_rgb"]) for e in _shots_and_query(data)[0]]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    for mode in ("finetune", "commit"):
+        child = subprocess.Popen([sys.executable, "-c", CHILD, str(model_dir), mode, *shots], env=env, cwd=REPO,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = child.stdout.readline()
+        assert line.startswith("RUNNING"), line + child.stderr.read()
+        if mode == "finetune":
+            child.send_signal(signal.SIGKILL)
+        assert child.wait(120) == -signal.SIGKILL, child.stdout.read() + child.stderr.read()
+        model = GraspFeasibility.from_checkpoint(model_dir)  # loads, serves, and is the previous model
+        assert model.model_version == before
+        assert set(model.query(_frames(data.x_id[:2]), ["mystery box"])[0]) == {"mystery box"}
+        assert not read_registry(model_dir).get("mystery box").finetuned
+    assert (model_dir / "weights" / "v0001.safetensors").is_file()  # written, never committed
+    model.fewshot = replace(model.fewshot, steps=1)
+    _accept_any_finetune(monkeypatch)
+    job = model.add_object("mystery box", [read_view("base_rgb", p) for p in shots])
+    assert job.wait(120) and job.state == "succeeded", job.message
+    assert GraspFeasibility.from_checkpoint(model_dir).model_version == model.model_version != before
+
+
+def test_onnx_backend_answers_like_torch_and_follows_swaps(tiny_grasp_model, data, tmp_path, monkeypatch):
+    model_dir = copy_model(tiny_grasp_model, tmp_path / "model")
+    torch_model = GraspFeasibility.from_checkpoint(model_dir)
+    onnx_model = GraspFeasibility.from_checkpoint(model_dir, backend="onnx")
+    frames, names = _frames(data.x_ood[:4]), ["red circle", NEW, "teapot"]
+    for a, b in zip(torch_model.query(frames, names), onnx_model.query(frames, names)):
+        for name in names:
+            assert a[name]["score"] == pytest.approx(b[name]["score"], abs=1e-4)
+    assert len(list((model_dir / "onnx").glob("student-*.onnx"))) == 1
+    onnx_model.fewshot = replace(onnx_model.fewshot, steps=1)
+    _accept_any_finetune(monkeypatch)
+    job = onnx_model.add_object(NEW, _frames(_shots_and_query(data)[0]))
+    assert job.wait(120) and job.state == "succeeded", job.message
+    exported = list((model_dir / "onnx").glob("student-*.onnx"))
+    assert len(exported) == 1 and read_registry(model_dir).weights_sha256[:16] in exported[0].name
+    with pytest.raises(ValueError, match="backend must be one of"):
+        GraspFeasibility.from_checkpoint(model_dir, backend="tensorrt")
+
+
+def test_add_object_cli_reports_bad_shots(tiny_grasp_model, data, tmp_path, capsys):
+    from vlkd_ros.cli import main as cli
+
+    model_dir = copy_model(tiny_grasp_model, tmp_path / "model")
+    shots = [str(e.images["base_rgb"]) for e in _shots_and_query(data)[0]]
+    assert cli(["add-object", "--model", str(model_dir), "--name", NEW, "--images", *shots[:2]]) == 2
+    assert "needs at least k=5 shots, got 2" in capsys.readouterr().err
+    assert cli(["add-object", "--model", str(model_dir), "--name", NEW, "--images", str(tmp_path / "nope.png")]) == 2
+    assert "nope.png does not exist" in capsys.readouterr().err

@@ -1,0 +1,174 @@
+"""vlkd_perception over real DDS: `vlkd serve` (the real GraspFeasibility on a tiny model dir), `vlkd sim-camera`
+streaming at 30 Hz and a client process (node_driver.py), each in its own process on loopback."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ros_peers import ROOT, VLKD
+
+DRIVER = Path(__file__).with_name("node_driver.py")
+PARAMS = ROOT / "config" / "perception.yaml"
+DRIVER_TIMEOUT_S = 150
+
+pytestmark = pytest.mark.ros
+
+
+def serve_cmd(model_dir: Path, namespace: str, *ros_params: str) -> list[str]:
+    """`vlkd serve` with the shipped params file, under `namespace`, camera topic inside it."""
+    params = [x for p in ("results_rate:=2.0", *ros_params) for x in ("-p", p)]
+    return [*VLKD, "serve", "--params", str(PARAMS), "--model-dir", str(model_dir),
+            "--camera-topic", f"{namespace}/camera/image_raw", "--ros-args", "-r", f"__ns:={namespace}", *params]
+
+
+def camera_cmd(images: Path, namespace: str, rate: float = 30.0) -> list[str]:
+    """`vlkd sim-camera` cycling over a folder of frames."""
+    return [*VLKD, "sim-camera", "--source", "images", "--images", str(images), "--image-size", "96",
+            "--rate", str(rate), "--topic", f"{namespace}/camera/image_raw"]
+
+
+def drive(scenario: str, env: dict, config: dict) -> dict:
+    """Run node_driver.py; return its checks by name."""
+    proc = subprocess.run([sys.executable, str(DRIVER), scenario, json.dumps(config)], env=env,
+                          capture_output=True, text=True, timeout=DRIVER_TIMEOUT_S)
+    checks = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("{"):
+            row = json.loads(line)
+            checks[row.pop("check")] = row
+    assert proc.returncode == 0, f"driver failed ({proc.returncode}); checks {list(checks)}\n{proc.stderr[-3000:]}"
+    return checks
+
+
+def known_objects(model_dir: Path) -> list[str]:
+    """Names in the model dir's registry, read through the inference API's loader."""
+    from vlkd_ros.inference import GraspFeasibility
+
+    return [name for name, _ in GraspFeasibility.from_checkpoint(model_dir).objects()]
+
+
+def object_shots(folder: Path, name: str = "green triangle", k: int = 5) -> Path:
+    """k base-RGB views of scenes holding `name` (from the grasp test fixtures), as PNG files."""
+    import random
+
+    from grasp_fixtures import render_scene
+    from PIL import Image
+
+    folder.mkdir()
+    rng = random.Random(3)
+    for i in range(k):
+        views, _ = render_scene([name], rng)
+        Image.fromarray(views["base_rgb"]).save(folder / f"{i}.png")
+    return folder
+
+
+def test_node_answers_every_call_under_load(ros_env, procs, grasp_model_dir: Path, camera_images: Path,
+                                           tmp_path: Path) -> None:
+    """No frame, zero-shot and refused names, bad images, a 4K frame, 200 queries during a 30 Hz stream and a
+    few-shot job, a stale frame, run-time parameters and a lifecycle round trip: all answered, nothing lost."""
+    env, ns = ros_env
+    known = known_objects(grasp_model_dir)
+    node = procs(serve_cmd(grasp_model_dir, ns), env, "node")
+    c = drive("reliability", env, {"node": f"{ns}/vlkd_perception", "known": known,
+                                   "camera_cmd": camera_cmd(camera_images, ns),
+                                   "shots_dir": str(object_shots(tmp_path / "shots"))})
+    (tmp_path / "checks.json").write_text(json.dumps(c, indent=1))
+    log = node.output()
+    assert c["services"]["ok"], log
+
+    assert c["no_frame"]["answered"] and not c["no_frame"]["success"]
+    assert "no camera frame received yet" in c["no_frame"]["message"]
+    assert c["camera_frame"]["ok"] and c["camera_frame"]["success"], c["camera_frame"]
+    assert 0.0 <= c["camera_frame"]["score"] <= 1.0 and c["camera_frame"]["stamp"][0] > 0
+
+    assert c["unknown_zero_shot"]["success"] and "zero-shot" in c["unknown_zero_shot"]["message"]
+    assert c["set_known_only"]["result"][0] and c["unset_known_only"]["result"][0]
+    assert not c["unknown"]["success"] and "unknown object 'flying saucer'" in c["unknown"]["message"]
+    assert not c["empty_name"]["success"] and "object_name is empty" in c["empty_name"]["message"]
+
+    assert c["request_image"]["success"] and c["request_image"]["stamp"] == [42, 7]
+    assert not c["wrong_encoding"]["success"]
+    assert "unsupported colour encoding 'yuv422'" in c["wrong_encoding"]["message"]
+    assert not c["wrong_size"]["success"] and "data has 4608 bytes" in c["wrong_size"]["message"]
+    assert c["frame_4k"]["success"] and "3840x2160 bgr8" in c["frame_4k"]["message"]
+
+    assert c["add_object"]["accepted"] and c["add_object"]["job_id"], c["add_object"]
+    assert not c["add_object_refused"]["accepted"] and "name is empty" in c["add_object_refused"]["message"]
+    stress = c["stress"]
+    assert stress["answered"] == stress["sent"] == 200, stress
+    assert stress["ok"] == 200, stress  # every name is answerable: known, being added, or zero-shot
+    assert c["add_object_images"]["accepted"], c["add_object_images"]
+    states = {state for _, state in c["job_states_during_stress"]["states"]}
+    assert states & {"queued", "running"}, f"no few-shot job ran during the 200 queries: {states}"
+    for job in (c["job"], c["job_images"]):
+        assert job["finished"] and job["found"], job
+        assert job["state"] in ("succeeded", "failed")
+        if job["state"] == "failed":  # a refused finetune keeps the old model serving; it must say why
+            assert "validation failed" in job["message"], job
+    assert not c["job_unknown"]["found"]
+    assert set(known) | {"test gadget", "green triangle"} <= set(c["list_objects"]["names"]), c["list_objects"]
+    assert c["list_objects"]["model_version"]
+    assert c["after_job"]["success"] and "zero-shot" not in c["after_job"]["message"]
+
+    diag = c["diagnostics"]["last"]
+    assert diag["state"] == "active" and diag["model_version"] == c["list_objects"]["model_version"]
+    assert float(diag["camera_rate_hz"]) > 15.0, diag
+    assert int(diag["queries_total"]) >= 200 and float(diag["latency_p95_ms"]) > 0
+    assert c["results"]["count"] > 0 and c["results"]["multi"] > 0, c["results"]
+    assert c["set_debug_image"]["result"][0] and c["debug_image"]["ok"], c["debug_image"]
+    assert c["debug_image"]["encoding"] == "rgb8"
+
+    assert not c["stale"]["success"] and "older than max_frame_age 1.00 s" in c["stale"]["message"]
+    assert c["stale"]["stamp"][0] > 0
+    assert c["set_max_frame_age"]["result"][0] and c["stale_allowed"]["success"]
+    assert c["set_threshold_0"]["result"][0] and c["threshold_0"]["graspable"]
+    assert not c["set_threshold_bad"]["result"][0]
+    assert not c["set_model_dir_active"]["result"][0]
+    assert "read in on_configure" in c["set_model_dir_active"]["result"][1]
+
+    assert c["deactivate"]["ok"] and c["activate"]["ok"]
+    assert not c["inactive_query"]["success"] and "node is inactive" in c["inactive_query"]["message"]
+    assert c["reactivated_query"]["success"]
+    assert set(c["list_objects"]["names"]) <= set(c["reactivated_list"]["names"]), "registry lost on reload"
+
+    assert node.popen.poll() is None, f"node died:\n{log[-3000:]}"
+    assert node.stop() == 0
+    log = node.output()
+    assert "Traceback" not in log, log[-3000:]
+
+
+def test_node_serves_an_rgbd_model_from_four_topics(ros_env, procs, tiny_rgbd_grasp_model: Path, tiny_clutter: Path,
+                                                    tmp_path: Path) -> None:
+    """A base + wrist RGB-D model: activation fails with the missing topics named, the node stays up, is fixed
+    through its lifecycle, then judges four replayed views and learns from the next frames."""
+    from grasp_fixtures import copy_model
+
+    env, ns = ros_env
+    model = copy_model(tiny_rgbd_grasp_model, tmp_path / "model")
+    topics = {"depth_topic": f"{ns}/camera/depth", "hand_image_topic": f"{ns}/hand/image_raw",
+              "hand_depth_topic": f"{ns}/hand/depth"}
+    node = procs(serve_cmd(model, ns, f"depth_topic:={topics['depth_topic']}"), env, "node")
+    camera = [*VLKD, "sim-camera", "--source", "images", "--images", str(tiny_clutter / "episodes"),
+              "--image-size", "48", "--rate", "15", "--topic", f"{ns}/camera/image_raw",
+              "--depth-topic", topics["depth_topic"], "--hand-topic", topics["hand_image_topic"],
+              "--hand-depth-topic", topics["hand_depth_topic"]]
+    c = drive("rgbd", env, {"node": f"{ns}/vlkd_perception", "known": known_objects(model), "camera_cmd": camera,
+                            "set_topics": {k: v for k, v in topics.items() if k != "depth_topic"}})
+    (tmp_path / "checks.json").write_text(json.dumps(c, indent=1))
+
+    assert "node is inactive" in c["not_activated"]["message"]
+    diag = c["diagnostics_error"]["last"]
+    assert diag["level"] == 2 and "hand_image_topic (for view hand_rgb)" in diag["message"], diag
+    assert c["cleanup"]["ok"] and c["set_hand_image_topic"]["result"][0] and c["set_hand_depth_topic"]["result"][0]
+    assert c["configure"]["ok"] and c["activate"]["ok"]
+    assert c["rgbd_answer"]["ok"] and c["rgbd_answer"]["success"], c["rgbd_answer"]
+    assert "48x48 rgb8" in c["rgbd_answer"]["message"]
+    assert not c["request_image_refused"]["success"]
+    assert "leave image empty" in c["request_image_refused"]["message"]
+    assert c["add_object"]["accepted"], c["add_object"]
+    assert c["job"]["finished"] and (c["job"]["state"] == "succeeded" or "validation failed" in c["job"]["message"])
+    assert node.popen.poll() is None and node.stop() == 0

@@ -1,0 +1,374 @@
+"""Clutter datasets for grasp feasibility: episodes, per-object labels, the ID/OOD object split, and the one
+observation transform (views -> stacked, normalised channels) shared by training and the inference API."""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import Dataset
+
+from training.data import DatasetError, ImageList
+from training.split import split_labels
+from vlkd_ros.dataset_dir import DatasetInfo, read_dataset_info, read_manifest
+
+log = logging.getLogger(__name__)
+
+# Camera views a clutter episode can hold: kind and channel count. A model stacks the views it uses, in order.
+VIEWS: dict[str, tuple[str, int]] = {"base_rgb": ("rgb", 3), "base_depth": ("depth", 1),
+                                     "hand_rgb": ("rgb", 3), "hand_depth": ("depth", 1)}
+
+# The paper's YCB split for PickClutter (14 ID / 12 OOD objects).
+YCB_ID = ("002_master_chef_can", "006_mustard_bottle", "011_banana", "013_apple", "015_peach", "024_bowl",
+          "030_fork", "032_knife", "035_power_drill", "037_scissors", "048_hammer", "056_tennis_ball",
+          "058_golf_ball", "062_dice")
+YCB_OOD = ("003_cracker_box", "012_strawberry", "014_lemon", "016_pear", "017_orange", "021_bleach_cleanser",
+           "026_sponge", "031_spoon", "036_wood_block", "043_phillips_screwdriver", "053_mini_soccer_ball",
+           "077_rubiks_cube")
+
+
+@dataclass
+class ObjectSplitConfig:
+    """Which objects are Y_id / Y_ood. `auto`: explicit lists if given, else the dataset's split, else the
+    paper's YCB split when the dataset has the YCB objects, else a seeded 50/50 split of the labels."""
+
+    mode: Literal["auto", "explicit", "dataset", "ycb", "half"] = "auto"
+    id: list[str] = field(default_factory=list)
+    ood: list[str] = field(default_factory=list)
+    seed: int = 0
+
+    def validate(self) -> None:
+        """Explicit mode needs both lists, disjoint."""
+        if self.mode == "explicit" and not (self.id and self.ood):
+            raise DatasetError("data.split.mode=explicit needs non-empty data.split.id and data.split.ood")
+        overlap = sorted(set(self.id) & set(self.ood))
+        if overlap:
+            raise DatasetError(f"objects {overlap} are in both data.split.id and data.split.ood")
+
+
+@dataclass
+class GraspDataConfig:
+    """Where the clutter dataset is, which views the model stacks, and how observations are sized."""
+
+    root: str = "data/clutter_offline"
+    views: list[str] = field(default_factory=lambda: ["base_rgb"])
+    image_size: int | None = None
+    depth_max_m: float = 2.0
+    split: ObjectSplitConfig = field(default_factory=ObjectSplitConfig)
+    train_split: str = "train"
+    id_split: str = "val_on_train"
+    ood_split: str = "val"
+    num_workers: int = 0
+
+    def validate(self) -> None:
+        """Check views, sizes and the split."""
+        check_views(self.views)
+        if self.image_size is not None and self.image_size < 16:
+            raise DatasetError(f"data.image_size must be >= 16 (or null for the teacher's size), got {self.image_size}")
+        if not self.depth_max_m > 0:
+            raise DatasetError(f"data.depth_max_m must be > 0, got {self.depth_max_m}")
+        self.split.validate()
+
+
+def check_views(views: list[str]) -> None:
+    """Views must be known, unique, and include base_rgb (the view the teacher sees)."""
+    unknown = [v for v in views if v not in VIEWS]
+    if unknown or not views:
+        raise DatasetError(f"unknown or no views {unknown or views}; choose from {list(VIEWS)}")
+    if len(set(views)) != len(views):
+        raise DatasetError(f"views contain duplicates: {views}")
+    if "base_rgb" not in views:
+        raise DatasetError(f"views must include 'base_rgb' (the teacher's view), got {views}")
+
+
+def view_channels(views: list[str]) -> int:
+    """Number of stacked input channels for `views`."""
+    return sum(VIEWS[v][1] for v in views)
+
+
+@dataclass
+class ObjectLabel:
+    """One object's state in an episode."""
+
+    present: bool
+    graspable: bool
+    visible_fraction: float = 0.0
+
+
+@dataclass
+class Episode:
+    """One observation: image files per view and the labels of the objects placed in the scene."""
+
+    id: str
+    split: str
+    images: dict[str, Path]
+    objects: dict[str, ObjectLabel]
+
+
+@dataclass
+class ClutterData:
+    """The three episode splits of a clutter dataset and its object split."""
+
+    root: Path
+    info: DatasetInfo
+    train: list[Episode]
+    x_id: list[Episode]
+    x_ood: list[Episode]
+    id_objects: list[str]
+    ood_objects: list[str]
+    split_source: str
+
+    @property
+    def descriptions(self) -> dict[str, str]:
+        """Rich descriptions of the objects, from dataset.json."""
+        return dict(self.info.descriptions)
+
+
+def episode_targets(episodes: list[Episode], names: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(graspable float (N, C), present bool (N, C)) of `names` in each episode; unlisted objects are absent."""
+    grasp = torch.zeros(len(episodes), len(names))
+    present = torch.zeros(len(episodes), len(names), dtype=torch.bool)
+    for i, ep in enumerate(episodes):
+        for j, name in enumerate(names):
+            obj = ep.objects.get(name)
+            if obj is not None:
+                grasp[i, j] = float(obj.graspable)
+                present[i, j] = obj.present
+    return grasp, present
+
+
+def load_clutter_data(config: GraspDataConfig) -> ClutterData:
+    """Read a clutter dataset dir (kind 'clutter') through its manifest, with the configured object split."""
+    root = Path(config.root)
+    if not root.is_dir():
+        raise DatasetError(f"dataset dir {root} does not exist (collect one with `vlkd collect clutter`)")
+    info = read_dataset_info(root)
+    if info.kind != "clutter":
+        raise DatasetError(f"{root} is a {info.kind!r} dataset; grasp training needs kind 'clutter'")
+    known = set(info.labels)
+    episodes: dict[str, list[Episode]] = {}
+    for row in read_manifest(root):
+        ep = _episode(root, row, known, config.views)
+        episodes.setdefault(ep.split, []).append(ep)
+    train = episodes.get(config.train_split, [])
+    if not train:
+        raise DatasetError(f"{root} has no episodes in split {config.train_split!r} (splits: {sorted(episodes)})")
+    id_objects, ood_objects, source = resolve_object_split(info, config.split)
+    leaked = sorted({n for ep in train for n, o in ep.objects.items() if o.present and n in set(ood_objects)})
+    if leaked:
+        raise DatasetError(f"OOD objects {leaked[:5]} appear in {config.train_split!r} episodes; the split "
+                           f"({source}) must keep Y_ood out of training scenes")
+    return ClutterData(root, info, train, episodes.get(config.id_split, []), episodes.get(config.ood_split, []),
+                       id_objects, ood_objects, source)
+
+
+def resolve_object_split(info: DatasetInfo, config: ObjectSplitConfig) -> tuple[list[str], list[str], str]:
+    """(Y_id, Y_ood, where the split came from) following `config.mode`."""
+    labels = list(info.labels)
+    mode = config.mode
+    if mode == "auto":
+        mode = ("explicit" if config.id or config.ood else "dataset" if info.split.get("id") and info.split.get("ood")
+                else "ycb" if _ycb_names(labels) else "half")
+    if mode == "explicit":
+        ids, oods = list(config.id), list(config.ood)
+    elif mode == "dataset":
+        ids, oods = list(info.split.get("id", [])), list(info.split.get("ood", []))
+        if not ids or not oods:
+            raise DatasetError("data.split.mode=dataset but dataset.json has no split {id, ood}")
+    elif mode == "ycb":
+        found = _ycb_names(labels)
+        if not found:
+            raise DatasetError("data.split.mode=ycb but the dataset lacks the paper's YCB objects "
+                               f"(e.g. {YCB_ID[0]}); its labels are {labels[:5]}...")
+        ids, oods = found
+    else:
+        half = split_labels(labels, config.seed)
+        ids, oods = half["id"], half["ood"]
+    unknown = sorted(set(ids + oods) - set(labels))
+    if unknown:
+        raise DatasetError(f"split names objects the dataset does not have: {unknown[:5]}; labels: {labels[:10]}")
+    if set(ids) & set(oods):
+        raise DatasetError(f"objects {sorted(set(ids) & set(oods))[:5]} are both ID and OOD")
+    return ids, oods, mode
+
+
+def _ycb_key(name: str) -> str:
+    return re.sub(r"^\d+[_ ]", "", name).replace("_", " ").strip().lower()
+
+
+def _ycb_names(labels: list[str]) -> tuple[list[str], list[str]] | None:
+    by_key = {_ycb_key(lab): lab for lab in labels}
+    ids = [by_key.get(_ycb_key(n)) for n in YCB_ID]
+    oods = [by_key.get(_ycb_key(n)) for n in YCB_OOD]
+    if None in ids or None in oods:
+        return None
+    return ids, oods
+
+
+def _episode(root: Path, row: dict, known: set[str], views: list[str]) -> Episode:
+    where = f"{root}/manifest.jsonl episode {row.get('episode')!r}"
+    try:
+        images = {view: root / rel for view, rel in row["images"].items()}
+        objects = {o["name"]: ObjectLabel(bool(o["present"]), bool(o["graspable"]), float(o.get("visible_fraction", 0)))
+                   for o in row["objects"]}
+        episode = Episode(str(row["episode"]), str(row["split"]), images, objects)
+    except (KeyError, TypeError) as err:
+        raise DatasetError(f"{where}: not a clutter row {{episode, split, images, objects}}: missing {err}") from err
+    unknown = sorted(set(objects) - known)
+    if unknown:
+        raise DatasetError(f"{where} names objects not in dataset.json labels: {unknown[:5]}")
+    missing = [v for v in views if v not in images]
+    if missing:
+        raise DatasetError(f"{where} has no {missing} image (has {sorted(images)}); change data.views")
+    return episode
+
+
+class ObservationTransform:
+    """Views (HxWx3 uint8 RGB; HxW uint16 mm or float32 m depth) -> one (C, S, S) float tensor: each view is
+    resized (shorter side) and centre-cropped to S, RGB normalised with the teacher's mean/std, depth clipped
+    to [0, depth_max_m] and mapped to [-1, 1]."""
+
+    def __init__(self, views: list[str], image_size: int, mean: list[float] | tuple[float, ...],
+                 std: list[float] | tuple[float, ...], depth_max_m: float):
+        check_views(list(views))
+        self.views, self.image_size, self.depth_max_m = list(views), int(image_size), float(depth_max_m)
+        self.mean = torch.tensor(list(mean), dtype=torch.float32).view(3, 1, 1)
+        self.std = torch.tensor(list(std), dtype=torch.float32).view(3, 1, 1)
+
+    @property
+    def channels(self) -> int:
+        """Stacked channel count."""
+        return view_channels(self.views)
+
+    @property
+    def needs_depth(self) -> bool:
+        """True when a depth view is stacked."""
+        return any(VIEWS[v][0] == "depth" for v in self.views)
+
+    def __call__(self, observation: Mapping[str, np.ndarray]) -> torch.Tensor:
+        """Stack the model's views of one observation; raises ValueError naming a missing or malformed view."""
+        if not isinstance(observation, Mapping):
+            raise ValueError(f"an observation must be a dict of views {self.views}, got {type(observation).__name__}")
+        missing = [v for v in self.views if v not in observation]
+        if missing:
+            raise ValueError(f"observation lacks view(s) {missing}: this model stacks {self.views} "
+                             f"(got {sorted(observation)})")
+        return torch.cat([self._view(v, observation[v]) for v in self.views])
+
+    def _view(self, view: str, array: np.ndarray) -> torch.Tensor:
+        kind = VIEWS[view][0]
+        x = check_rgb(view, array) if kind == "rgb" else check_depth(view, array)
+        t = torch.from_numpy(np.array(x, copy=True))
+        if kind == "rgb":
+            t = t.permute(2, 0, 1).float().div_(255)
+            t = self._resize(t, "bilinear").clamp_(0, 1)
+            return (t - self.mean) / self.std
+        t = t.float().div_(1000.0) if t.dtype == torch.int32 else t.float()
+        t = self._resize(t[None], "nearest").clamp_(0, self.depth_max_m)
+        return t / self.depth_max_m * 2 - 1
+
+    def _resize(self, t: torch.Tensor, mode: str) -> torch.Tensor:
+        s = self.image_size
+        h, w = t.shape[-2:]
+        scale = s / min(h, w)
+        nh, nw = max(s, round(h * scale)), max(s, round(w * scale))
+        if (nh, nw) != (h, w):
+            kwargs = {"align_corners": False, "antialias": True} if mode == "bilinear" else {}
+            t = F.interpolate(t[None], size=(nh, nw), mode=mode, **kwargs)[0]
+        top, left = (nh - s) // 2, (nw - s) // 2
+        return t[:, top:top + s, left:left + s]
+
+    def read(self, episode: Episode) -> torch.Tensor:
+        """Decode an episode's image files and stack them."""
+        return self({v: read_view(v, episode.images[v]) for v in self.views})
+
+
+def check_rgb(view: str, array: np.ndarray) -> np.ndarray:
+    """An RGB view must be a non-empty HxWx3 uint8 array."""
+    if not isinstance(array, np.ndarray) or array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3 \
+            or 0 in array.shape:
+        raise ValueError(f"view {view!r} must be an HxWx3 uint8 RGB array, got {_describe(array)}")
+    return array
+
+
+def check_depth(view: str, array: np.ndarray) -> np.ndarray:
+    """A depth view must be HxW (or HxWx1), uint16 millimetres or float32 metres; returned as int32 mm or float32 m."""
+    ok = isinstance(array, np.ndarray) and array.dtype in (np.uint16, np.float32) and 0 not in array.shape \
+        and (array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 1))
+    if not ok:
+        raise ValueError(f"view {view!r} must be an HxW depth array, uint16 millimetres or float32 metres, "
+                         f"got {_describe(array)}")
+    array = array.reshape(array.shape[:2])
+    if array.dtype == np.float32 and not np.isfinite(array).all():
+        array = np.nan_to_num(array, nan=0.0, posinf=0.0, neginf=0.0)
+    return array.astype(np.int32) if array.dtype == np.uint16 else array
+
+
+def _describe(array: object) -> str:
+    if isinstance(array, np.ndarray):
+        return f"shape {array.shape} dtype {array.dtype}"
+    return f"a {type(array).__name__}"
+
+
+def read_view(view: str, path: str | os.PathLike) -> np.ndarray:
+    """Decode one view's file: RGB -> HxWx3 uint8, depth (16-bit PNG, mm) -> HxW uint16."""
+    with Image.open(path) as img:
+        if VIEWS[view][0] == "rgb":
+            return np.asarray(img.convert("RGB"))
+        depth = np.asarray(img)
+    if depth.ndim == 3:
+        depth = depth[..., 0]
+    if depth.dtype != np.uint16:
+        if depth.dtype.kind not in "iu" or depth.min() < 0 or depth.max() > 65535:
+            raise DatasetError(f"{path}: depth must be a 16-bit PNG in millimetres, got dtype {depth.dtype}")
+        depth = depth.astype(np.uint16)
+    return depth
+
+
+def base_rgb_images(episodes: list[Episode]) -> ImageList:
+    """The episodes' base RGB files as an ImageList (what the teacher encodes)."""
+    return ImageList([ep.images["base_rgb"] for ep in episodes], [0] * len(episodes), ["observation"])
+
+
+class EpisodeDataset(Dataset):
+    """(stacked observation tensor, index) per episode."""
+
+    def __init__(self, episodes: list[Episode], transform: ObservationTransform):
+        self.episodes, self.transform = episodes, transform
+
+    def __len__(self) -> int:
+        return len(self.episodes)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        return self.transform.read(self.episodes[index]), index
+
+
+def augment_observations(x: torch.Tensor, generator: torch.Generator, min_scale: float = 0.6) -> torch.Tensor:
+    """Per observation: random horizontal flip and random crop of `min_scale`..1 of the area resized back,
+    applied alike to every stacked channel (B, C, S, S)."""
+    b, _, h, w = x.shape
+    out = torch.empty_like(x)
+    flips = torch.rand(b, generator=generator) < 0.5
+    scales = min_scale + (1 - min_scale) * torch.rand(b, generator=generator)
+    for i in range(b):
+        xi = x[i].flip(-1) if flips[i] else x[i]
+        ch, cw = max(1, round(h * float(scales[i]) ** 0.5)), max(1, round(w * float(scales[i]) ** 0.5))
+        top = int(torch.randint(0, h - ch + 1, (1,), generator=generator))
+        left = int(torch.randint(0, w - cw + 1, (1,), generator=generator))
+        out[i] = F.interpolate(xi[None, :, top:top + ch, left:left + cw], size=(h, w), mode="bilinear",
+                               align_corners=False)[0]
+    return out
+
+
+def stack_episodes(episodes: list[Episode], transform: ObservationTransform) -> torch.Tensor:
+    """All episodes' observations as one (N, C, S, S) tensor."""
+    if not episodes:
+        return torch.zeros(0, transform.channels, transform.image_size, transform.image_size)
+    return torch.stack([transform.read(ep) for ep in episodes])

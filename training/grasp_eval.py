@@ -1,0 +1,245 @@
+"""`vlkd eval-grasp`: the paper's Table 11 for grasp feasibility: overall accuracy and F1 over present
+objects for Y_id on X_id, Y_id on X_ood and Y_ood on X_ood, zero-shot and after k-shot finetuning; one
+row per trained model (L_cls, +L_im-cst, +rich descriptions), trained on demand from one table config."""
+from __future__ import annotations
+
+import logging
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from training.config import apply_overrides, from_dict, load_config, read_yaml_tree
+from training.feature_cache import teacher_image_features
+from training.grasp_data import (ClutterData, Episode, base_rgb_images, episode_targets, load_clutter_data,
+                                 stack_episodes)
+from training.grasp_fewshot import GraspFewShotConfig, GraspShots, finetune_grasp
+from training.grasp_losses import build_grasp_loss, needs_teacher_features
+from training.grasp_model import accuracy_score, binary_counts, f1_score, score_episodes
+from training.grasp_model_dir import GraspModelDir, load_grasp_model_dir
+from training.grasp_train import GraspTrainConfig, train_grasp
+from training.teacher import Teacher, resolve_device
+from vlkd_ros.atomic_io import atomic_write_json, atomic_write_text
+from vlkd_ros.object_registry import REGISTRY_FILE
+
+log = logging.getLogger(__name__)
+COLUMNS = (("x_id", "Y_id on X_id"), ("id_on_ood", "Y_id on X_ood"), ("ood_on_ood", "Y_ood on X_ood"))
+
+
+@dataclass
+class GraspEvalConfig:
+    """k shots per OOD object picked from X_ood (the rest is the query set); `fewshot` overrides the model's
+    own few-shot settings (grasp.json); replay is drawn from at most `replay_size` training episodes."""
+
+    k_shot: int = 5
+    fewshot: dict[str, Any] = field(default_factory=dict)
+    batch_size: int = 64
+    replay_size: int = 2000
+    seed: int = 0
+    device: str = "auto"
+
+    def validate(self) -> None:
+        """Check ranges."""
+        if self.k_shot < 1 or self.batch_size < 1 or self.replay_size < 0:
+            raise ValueError(f"eval needs k_shot >= 1, batch_size >= 1, replay_size >= 0; got {self.k_shot}, "
+                             f"{self.batch_size}, {self.replay_size}")
+
+
+def _default_rows() -> list[dict[str, Any]]:
+    return [{"name": "L_cls", "overrides": ["losses=[{type: asl}]"]},
+            {"name": "+L_im-cst", "overrides": ["losses=[{type: asl}, {type: im_cst}]"]},
+            {"name": "+rich descriptions", "overrides": ["losses=[{type: asl}, {type: im_cst}]",
+                                                         "text.use_descriptions=true"]}]
+
+
+@dataclass
+class GraspTableConfig:
+    """The table job: a base training config, one row per variant (name + training overrides), where the
+    rows' model dirs go (`out_dir/<row>`), whether to retrain rows that already have a model, eval settings."""
+
+    train_config: str | None = "configs/grasp_offline.yaml"
+    rows: list[dict[str, Any]] = field(default_factory=_default_rows)
+    out_dir: str = "runs/grasp_table"
+    retrain: bool = False
+    eval: GraspEvalConfig = field(default_factory=GraspEvalConfig)
+
+    def validate(self) -> None:
+        """Rows need unique names and override lists."""
+        names = [r.get("name") for r in self.rows]
+        if not self.rows or None in names or len(set(names)) != len(names):
+            raise ValueError(f"table rows need unique names, got {names}")
+        for r in self.rows:
+            if set(r) - {"name", "overrides"} or not isinstance(r.get("overrides", []), list):
+                raise ValueError(f"a table row is {{name, overrides: [key=value, ...]}}, got {r}")
+        self.eval.validate()
+
+
+def load_table_config(path: str | None, overrides: list[str]) -> tuple[GraspTableConfig, list[str]]:
+    """Table config from YAML + overrides; overrides starting with `train.` go (without it) to every row's
+    training config and are returned separately."""
+    train = [o[len("train."):] for o in overrides if o.startswith("train.")]
+    rest = [o for o in overrides if not o.startswith("train.")]
+    return load_config(GraspTableConfig, path, rest), train
+
+
+def select_support(episodes: list[Episode], names: list[str], k: int, seed: int) -> tuple[list[int], list[int]]:
+    """Seeded support set holding >= k observations where each of `names` is graspable; returns (support,
+    query) episode indices. Raises ValueError when an object has too few such observations."""
+    grasp, _ = episode_targets(episodes, names)
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(episodes), generator=g).tolist()
+    chosen: list[int] = []
+    for j, name in enumerate(names):
+        have = int(grasp[chosen, j].sum()) if chosen else 0
+        for i in order:
+            if have >= k:
+                break
+            if i not in chosen and grasp[i, j] > 0:
+                chosen.append(i)
+                have += 1
+        if have < k:
+            raise ValueError(f"object {name!r} is graspable in only {have} X_ood observations; {k}-shot evaluation "
+                             f"needs at least {k} (plus some left for the query set)")
+    query = [i for i in range(len(episodes)) if i not in set(chosen)]
+    return sorted(chosen), query
+
+
+def column_metrics(scores: torch.Tensor, graspable: torch.Tensor, present: torch.Tensor,
+                   threshold: float) -> dict[str, float]:
+    """Overall accuracy over all (observation, object) pairs; F1 of 'graspable' over the pairs whose object
+    is present (`f1`) and over all pairs (`f1_all`)."""
+    pred, target = scores >= threshold, graspable > 0.5
+    all_counts = binary_counts(pred, target)
+    present_counts = binary_counts(pred, target, present)
+    return {"accuracy": accuracy_score(all_counts), "f1": f1_score(present_counts), "f1_all": f1_score(all_counts),
+            "pairs": int(scores.numel()), "present_pairs": int(present.sum())}
+
+
+def evaluate_grasp(model_dir: str | Path, config: GraspEvalConfig, train_overrides: list[str] | None = None
+                   ) -> dict[str, Any]:
+    """Zero-shot and k-shot metrics of one grasp model dir on its dataset (from its config.yaml + overrides)."""
+    config.validate()
+    train_config = _train_config(model_dir, train_overrides or [])
+    device = resolve_device(config.device)
+    gm = load_grasp_model_dir(model_dir, device)
+    data = load_clutter_data(train_config.data)
+    if data.id_objects != gm.card.labels["id"] or data.ood_objects != gm.card.labels["ood"]:
+        raise ValueError(f"model {model_dir} was trained with Y_id {gm.card.labels['id'][:4]}..., Y_ood "
+                         f"{gm.card.labels['ood'][:4]}...; the dataset split gives {data.id_objects[:4]}..., "
+                         f"{data.ood_objects[:4]}...")
+    if not data.x_ood:
+        raise ValueError(f"{data.root} has no X_ood episodes (split {train_config.data.ood_split!r})")
+    names = data.id_objects + data.ood_objects
+    n_id = len(data.id_objects)
+    pos, neg = _all_text(gm)
+    support, query = select_support(data.x_ood, data.ood_objects, config.k_shot, config.seed)
+    x_query = [data.x_ood[i] for i in query]
+    fewshot = from_dict(GraspFewShotConfig, {**gm.grasp.fewshot, **config.fewshot}, "eval.fewshot.")
+    fewshot.validate()
+    tuned = finetune_grasp(gm.student, gm.scorer(), *_fewshot_sets(gm, data, support, names, fewshot, config,
+                                                                 train_config), pos, neg, fewshot, config.seed, device)
+    result: dict[str, Any] = {
+        "model_dir": str(model_dir), "k_shot": config.k_shot, "threshold": gm.grasp.threshold,
+        "objects": {"id": data.id_objects, "ood": data.ood_objects, "split": data.split_source},
+        "counts": {"x_id": len(data.x_id), "x_ood": len(data.x_ood), "x_ood_support": len(support),
+                   "x_ood_query": len(query)},
+        "fewshot": {"steps": fewshot.steps, "params": fewshot.params, "lr": fewshot.lr},
+        "zero_shot": {}, "few_shot": {}, "per_object": {}}
+    for mode, student in (("zero_shot", gm.student), ("few_shot", tuned)):
+        s_id = score_episodes(student, gm.scorer(), data.x_id, gm.transform(), pos[:n_id],
+                              None if neg is None else neg[:n_id], config.batch_size, device)
+        s_ood = score_episodes(student, gm.scorer(), x_query, gm.transform(), pos, neg, config.batch_size, device)
+        g_id, p_id = episode_targets(data.x_id, data.id_objects)
+        g_ood, p_ood = episode_targets(x_query, names)
+        t = gm.grasp.threshold
+        result[mode] = {"x_id": column_metrics(s_id, g_id, p_id, t),
+                        "id_on_ood": column_metrics(s_ood[:, :n_id], g_ood[:, :n_id], p_ood[:, :n_id], t),
+                        "ood_on_ood": column_metrics(s_ood[:, n_id:], g_ood[:, n_id:], p_ood[:, n_id:], t)}
+        for j, name in enumerate(data.ood_objects):
+            m = column_metrics(s_ood[:, n_id + j:n_id + j + 1], g_ood[:, n_id + j:n_id + j + 1],
+                               p_ood[:, n_id + j:n_id + j + 1], t)
+            result["per_object"].setdefault(name, {})[mode] = m
+    return result
+
+
+def _train_config(model_dir: str | Path, overrides: list[str]) -> GraspTrainConfig:
+    path = Path(model_dir) / "config.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: the model must be a dir written by `vlkd train-grasp`")
+    raw = apply_overrides(read_yaml_tree(path), overrides)
+    config = from_dict(GraspTrainConfig, raw)
+    config.validate()
+    return config
+
+
+def _all_text(gm: GraspModelDir) -> tuple[torch.Tensor, torch.Tensor | None]:
+    t = gm.text_features
+    neg = torch.cat([t["id_neg"], t["ood_neg"]]) if "id_neg" in t else None
+    return torch.cat([t["id"], t["ood"]]), neg
+
+
+def _fewshot_sets(gm: GraspModelDir, data: ClutterData, support: list[int], names: list[str],
+                  fewshot: GraspFewShotConfig, config: GraspEvalConfig, train_config: GraspTrainConfig
+                  ) -> tuple[GraspShots, GraspShots]:
+    """Support episodes (all objects labelled) and replayed training episodes (Y_ood absent there)."""
+    transform = gm.transform()
+    g = torch.Generator().manual_seed(config.seed)
+    replay_idx = torch.randperm(len(data.train), generator=g)[:config.replay_size].tolist()
+    sup_eps, rep_eps = [data.x_ood[i] for i in support], [data.train[i] for i in replay_idx]
+    t_sup = t_rep = None
+    if needs_teacher_features(build_grasp_loss(fewshot.losses)):
+        teacher = Teacher(train_config.teacher)
+        cache = train_config.teacher.cache_dir
+        t_sup = teacher_image_features(teacher, base_rgb_images(sup_eps), cache, 0.0, desc="teacher (support)").features
+        t_rep = teacher_image_features(teacher, base_rgb_images(rep_eps), cache, 0.0, desc="teacher (replay)").features
+    sets = []
+    for eps, feats in ((sup_eps, t_sup), (rep_eps, t_rep)):
+        targets, _ = episode_targets(eps, names)
+        known = torch.ones_like(targets, dtype=torch.bool)
+        sets.append(GraspShots(stack_episodes(eps, transform), targets, known, feats))
+    return sets[0], sets[1]
+
+
+def make_table(config: GraspTableConfig, train_overrides: list[str] | None = None) -> dict[str, Any]:
+    """Train each row's model unless its dir is complete (or `retrain`), evaluate all, write table.md/json."""
+    config.validate()
+    out = Path(config.out_dir)
+    rows: list[dict[str, Any]] = []
+    for row in config.rows:
+        model_dir = out / _slug(row["name"])
+        overrides = list(train_overrides or []) + list(row.get("overrides", [])) + [f"output_dir={model_dir}"]
+        if config.retrain or not (model_dir / REGISTRY_FILE).is_file():
+            log.info("training row %r into %s", row["name"], model_dir)
+            train_grasp(load_config(GraspTrainConfig, config.train_config, overrides))
+        rows.append({"name": row["name"], **evaluate_grasp(model_dir, config.eval, list(train_overrides or []))})
+    result = {"k_shot": config.eval.k_shot, "rows": rows}
+    atomic_write_json(out / "table.json", result)
+    atomic_write_text(out / "table.md", table_markdown(result))
+    return result
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "row"
+
+
+def table_markdown(result: dict[str, Any]) -> str:
+    """Table 11's layout: (a) overall accuracy, (b) F1 over present objects; cells are zero-shot / k-shot.
+    `result` is {"k_shot", "rows": [{"name", "zero_shot", "few_shot", "counts", ...}]}."""
+    k = result["k_shot"]
+    pct = lambda v: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}"  # noqa: E731
+    lines = []
+    for title, key in (("(a) Overall accuracy", "accuracy"), ("(b) F1 over present objects", "f1")):
+        lines += [f"{title}, zero-shot / {k}-shot", "",
+                  "| method | " + " | ".join(label for _, label in COLUMNS) + " |",
+                  "|---|" + "---|" * len(COLUMNS)]
+        for r in result["rows"]:
+            cells = [f"{pct(r['zero_shot'][c][key])} / {pct(r['few_shot'][c][key])}" for c, _ in COLUMNS]
+            lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
+        lines.append("")
+    c = result["rows"][0]["counts"]
+    lines.append(f"X_id: {c['x_id']} observations; X_ood: {c['x_ood_query']} query observations after "
+                 f"{c['x_ood_support']} support observations ({k} shots per OOD object) were used for finetuning.")
+    return "\n".join(lines) + "\n"

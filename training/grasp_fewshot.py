@@ -1,0 +1,169 @@
+"""Few-shot grasp learning: finetune the student on new shots with balanced replay batches, and the checks a
+finetuned student must pass before it may replace the serving one."""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any, Callable, Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from training.fewshot import FewShotConfig, balanced_batches
+from training.grasp_data import augment_observations
+from training.grasp_losses import GraspBatch, build_grasp_loss, needs_teacher_features
+from training.grasp_model import GraspScorer, accuracy_score, binary_counts, roc_auc, score_inputs
+from training.students import Student
+
+
+@dataclass
+class GraspFewShotConfig(FewShotConfig):
+    """FewShotConfig with a multi-label loss; `params` picks what is trained ('all' = the whole student as in
+    the paper, 'head' = only the projection on frozen backbone features: much cheaper on a CPU); `augment`
+    flips and crops every drawn observation (shots and replay alike; 'all' only) so 5 shots generalise beyond
+    themselves; a finetune is rejected when the known objects' ranking on held-out observations drops by more
+    than `max_drop`; each object keeps its newest `max_shots` shots."""
+
+    losses: list[dict[str, Any]] = field(default_factory=lambda: [{"type": "asl", "weight": 1.0}])
+    params: Literal["all", "head"] = "all"
+    augment: bool = True
+    max_drop: float = 0.05
+    max_shots: int = 20
+
+    def validate(self) -> None:
+        """Check ranges and the loss list."""
+        if not 0 < self.new_fraction <= 0.5:
+            raise ValueError(f"fewshot.new_fraction must be in (0, 0.5], got {self.new_fraction}")
+        if self.steps < 1 or self.batch_size < 2 or self.lr <= 0:
+            raise ValueError(f"fewshot needs steps >= 1, batch_size >= 2, lr > 0; got {self.steps}, "
+                             f"{self.batch_size}, {self.lr}")
+        if not 0 <= self.max_drop <= 1 or self.max_shots < 1:
+            raise ValueError(f"fewshot needs 0 <= max_drop <= 1 and max_shots >= 1, got {self.max_drop}, "
+                             f"{self.max_shots}")
+        build_grasp_loss(self.losses)
+
+
+@dataclass
+class GraspShots:
+    """Transformed observations (N, C, S, S) with graspable targets (N, M), a mask (N, M) of the known pairs
+    and, when available, teacher image features (N, D)."""
+
+    inputs: Tensor
+    targets: Tensor
+    mask: Tensor
+    teacher: Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.inputs)
+
+    @staticmethod
+    def cat(parts: list["GraspShots"]) -> "GraspShots":
+        """Concatenate sets with the same columns; teacher features only if every part has them."""
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            raise ValueError("nothing to concatenate")
+        teacher = torch.cat([p.teacher for p in parts]) if all(p.teacher is not None for p in parts) else None
+        return GraspShots(torch.cat([p.inputs for p in parts]), torch.cat([p.targets for p in parts]),
+                          torch.cat([p.mask for p in parts]), teacher)
+
+
+def finetune_grasp(student: Student, scorer: GraspScorer, shots: GraspShots, replay: GraspShots, pos: Tensor,
+                   neg: Tensor | None, config: GraspFewShotConfig, seed: int = 0, device: str | torch.device = "cpu",
+                   progress: Callable[[float], None] | None = None) -> Student:
+    """Finetune a copy of `student` (the scorer stays fixed): each step draws at most `new_fraction` of the
+    batch from `shots`, the rest from `replay`. Returns the finetuned copy in eval mode."""
+    config.validate()
+    criterion = build_grasp_loss(config.losses).to(device)
+    if needs_teacher_features(criterion) and (shots.teacher is None or (len(replay) and replay.teacher is None)):
+        raise ValueError(f"few-shot losses {list(criterion.terms)} need teacher features for shots and replay; "
+                         "use fewshot.losses=[{type: asl}]")
+    model = copy.deepcopy(student).to(device)
+    scorer = copy.deepcopy(scorer).to(device).requires_grad_(False)
+    pos, neg = pos.to(device), None if neg is None else neg.to(device)
+    if config.params == "head":
+        if model.edu is not None:
+            raise ValueError("fewshot.params=head does not support students with EduAttention; use params=all")
+        model.eval().requires_grad_(False)
+        model.proj.requires_grad_(True)
+        encode_new, encode_rep = _pooled(model, shots.inputs, device), _pooled(model, replay.inputs, device)
+        params = list(model.proj.parameters())
+    else:
+        model.train().requires_grad_(True)
+        encode_new, encode_rep = shots.inputs, replay.inputs
+        params = list(model.parameters())
+    opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
+    generator = torch.Generator().manual_seed(seed)
+    plan = balanced_batches(len(shots), len(replay), config.batch_size, config.new_fraction, config.steps, generator)
+    for step, (new, rep) in enumerate(plan):
+        x = torch.cat([encode_new[new], encode_rep[rep]])
+        if config.augment and config.params == "all":
+            x = augment_observations(x, generator)
+        x = x.to(device)
+        feats = F.normalize(model.proj(x), dim=-1) if config.params == "head" else model(x)
+        targets = torch.cat([shots.targets[new], replay.targets[rep]]).to(device)
+        mask = torch.cat([shots.mask[new], replay.mask[rep]]).to(device)
+        teacher = _teacher_rows(shots, new, replay, rep)
+        batch = GraspBatch(student=feats, teacher_img=feats.detach() if teacher is None else teacher.to(device),
+                           text=pos, labels=torch.zeros(len(x), dtype=torch.long, device=device),
+                           logits=scorer(feats, pos, neg), targets=targets, mask=mask)
+        loss, _ = criterion(batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if progress is not None:
+            progress((step + 1) / len(plan))
+    return model.eval().requires_grad_(False)
+
+
+@torch.no_grad()
+def _pooled(model: Student, inputs: Tensor, device: str | torch.device, batch_size: int = 64) -> Tensor:
+    """Backbone features before the projection (the frozen part in 'head' mode), on the CPU."""
+    out = [model.backbone.forward_head(model.backbone.forward_features(inputs[i:i + batch_size].to(device)),
+                                       pre_logits=True).cpu() for i in range(0, len(inputs), batch_size)]
+    return torch.cat(out) if out else torch.zeros(0, model.proj.in_features)
+
+
+def _teacher_rows(shots: GraspShots, new: Tensor, replay: GraspShots, rep: Tensor) -> Tensor | None:
+    """Teacher features of a batch, or None when some drawn row has none."""
+    if shots.teacher is None or (len(rep) and replay.teacher is None):
+        return None
+    return torch.cat([shots.teacher[new]] + ([replay.teacher[rep]] if len(rep) else []))
+
+
+@dataclass
+class FinetuneCheck:
+    """Outcome of the checks a finetuned student must pass before it is swapped in."""
+
+    ok: bool
+    reason: str
+    report: dict[str, float]
+
+
+def check_finetune(old: Student, new: Student, scorer: GraspScorer, threshold: float, val_inputs: Tensor,
+                   val_targets: Tensor, val_pos: Tensor, val_neg: Tensor | None, shot_inputs: Tensor, shot_pos: Tensor,
+                   shot_neg: Tensor | None, max_drop: float, device: str | torch.device = "cpu") -> FinetuneCheck:
+    """New scores must be finite; the known objects' ranking quality (ROC AUC) on held-out observations may
+    drop by at most `max_drop` (a forgetting guard that a calibration shift alone does not trip); the new
+    object's mean score on its own shots must not fall. Accuracy at the threshold is reported, not gated."""
+    report: dict[str, float] = {}
+    new_shot = score_inputs(new, scorer, shot_inputs, shot_pos, shot_neg, device=device)
+    old_shot = score_inputs(old, scorer, shot_inputs, shot_pos, shot_neg, device=device)
+    report.update(old_shot_score=float(old_shot.mean()), new_shot_score=float(new_shot.mean()))
+    if not torch.isfinite(new_shot).all():
+        return FinetuneCheck(False, "the finetuned model produces non-finite scores", report)
+    if len(val_inputs):
+        for tag, model in (("old", old), ("new", new)):
+            scores = score_inputs(model, scorer, val_inputs, val_pos, val_neg, device=device)
+            if not torch.isfinite(scores).all():
+                return FinetuneCheck(False, "the finetuned model produces non-finite scores", report)
+            report[f"{tag}_val_auc"] = roc_auc(scores, val_targets)
+            report[f"{tag}_val_accuracy"] = accuracy_score(binary_counts(scores >= threshold, val_targets > 0.5))
+        if report["new_val_auc"] < report["old_val_auc"] - max_drop - 1e-9:
+            return FinetuneCheck(False, f"known objects' ROC AUC on held-out observations fell from "
+                                        f"{report['old_val_auc']:.3f} to {report['new_val_auc']:.3f} (more than "
+                                        f"fewshot.max_drop={max_drop})", report)
+    if not report["new_shot_score"] >= report["old_shot_score"] - 1e-6:
+        return FinetuneCheck(False, f"the new object's score on its shots fell from {report['old_shot_score']:.3f} "
+                                    f"to {report['new_shot_score']:.3f}", report)
+    return FinetuneCheck(True, "ok", report)

@@ -1,0 +1,207 @@
+"""`vlkd train-grasp`: multi-label grasp-feasibility training of the student on clutter observations of Y_id,
+with the distillation terms that apply to multi-object images, then threshold calibration and the model dir."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from training.config import dump_config, to_dict
+from training.distill import EpochPermutation, OptimConfig, build_optimizer, log_epoch, tensorboard_writer
+from training.feature_cache import teacher_image_features, teacher_text_features
+from training.grasp_data import (ClutterData, EpisodeDataset, GraspDataConfig, ObservationTransform, base_rgb_images,
+                                 episode_targets, load_clutter_data, stack_episodes, view_channels)
+from training.grasp_fewshot import GraspFewShotConfig
+from training.grasp_losses import GraspBatch, build_grasp_loss, needs_teacher_features
+from training.grasp_model import GraspScorer, calibrate_threshold, score_episodes
+from training.grasp_model_dir import GraspCard, ReplayBuffer, write_grasp_model_dir
+from training.grasp_text import GraspTextConfig, TextTower, resolve_prompt_texts, text_config_card
+from training.model_dir import ModelCard
+from training.students import Student, StudentConfig, StudentError
+from training.teacher import Teacher, TeacherConfig, resolve_device, teacher_card
+from vlkd_ros.object_registry import ObjectEntry
+
+log = logging.getLogger(__name__)
+
+
+def _default_losses() -> list[dict[str, Any]]:
+    return [{"type": "asl", "weight": 1.0}, {"type": "im_cst", "weight": 1.0}]
+
+
+@dataclass
+class GraspTrainConfig:
+    """One grasp training job: teacher, student, clutter data, prompts, optimiser, losses, few-shot defaults;
+    a resumable checkpoint every `checkpoint_every` epochs and after the last."""
+
+    output_dir: str = "runs/grasp"
+    seed: int = 0
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    student: StudentConfig = field(default_factory=StudentConfig)
+    data: GraspDataConfig = field(default_factory=GraspDataConfig)
+    text: GraspTextConfig = field(default_factory=GraspTextConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    losses: list[dict[str, Any]] = field(default_factory=_default_losses)
+    fewshot: GraspFewShotConfig = field(default_factory=GraspFewShotConfig)
+    calibration: Literal["f1", "accuracy"] = "f1"
+    replay_size: int = 64
+    val_size: int = 64
+    checkpoint_keep: int = 2
+    checkpoint_every: int = 1
+
+    def validate(self) -> None:
+        """Validate every section; the student's input channels must match the stacked views."""
+        for part in (self.teacher, self.student, self.data, self.text, self.optim, self.fewshot):
+            part.validate()
+        build_grasp_loss(self.losses)
+        channels = view_channels(self.data.views)
+        if self.student.in_chans != channels:
+            raise StudentError(f"student.in_chans={self.student.in_chans} but data.views {self.data.views} stack "
+                               f"{channels} channels; set student.in_chans={channels}")
+        if self.replay_size < 0 or self.val_size < 0 or self.checkpoint_every < 1:
+            raise ValueError(f"replay_size, val_size must be >= 0 and checkpoint_every >= 1; got {self.replay_size}, "
+                             f"{self.val_size}, {self.checkpoint_every}")
+
+
+class GraspNet(nn.Module):
+    """Student + scorer: the trainable parts, checkpointed together."""
+
+    def __init__(self, student: Student, scorer: GraspScorer):
+        super().__init__()
+        self.student, self.scorer = student, scorer
+
+
+@dataclass
+class _Texts:
+    pos: dict[str, torch.Tensor]
+    neg: dict[str, torch.Tensor | None]
+    texts: dict[str, list[list[str]]]
+
+
+def _text_features(config: GraspTrainConfig, teacher: Teacher, data: ClutterData) -> _Texts:
+    out = _Texts({}, {}, {})
+    for part, names in (("id", data.id_objects), ("ood", data.ood_objects)):
+        pos, neg = resolve_prompt_texts(names, config.text, data.descriptions)
+        out.texts[part] = pos
+        out.pos[part] = teacher_text_features(teacher, pos, config.teacher.cache_dir)
+        out.neg[part] = teacher_text_features(teacher, neg, config.teacher.cache_dir) if neg else None
+    return out
+
+
+def train_grasp(config: GraspTrainConfig, resume: bool = False) -> Path:
+    """Train, calibrate the threshold on X_id and write the grasp model dir (= config.output_dir)."""
+    config.validate()
+    torch.manual_seed(config.seed)
+    out = Path(config.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(dump_config(config))
+    data = load_clutter_data(config.data)
+    teacher = Teacher(config.teacher)
+    device = resolve_device(config.teacher.device)
+    image_size = config.data.image_size or teacher.image_size
+    transform = ObservationTransform(config.data.views, image_size, teacher.mean, teacher.std, config.data.depth_max_m)
+    texts = _text_features(config, teacher, data)
+    criterion = build_grasp_loss(config.losses).to(device)
+    teacher_img = None
+    if needs_teacher_features(criterion):
+        teacher_img = teacher_image_features(teacher, base_rgb_images(data.train), config.teacher.cache_dir,
+                                             0.0, config.data.num_workers, desc="teacher features (train)").features
+    student = Student(config.student, teacher.embed_dim, image_size)
+    if student.edu is not None:
+        student.set_attention_text(texts.pos["id"])
+    net = GraspNet(student, GraspScorer()).to(device)
+    targets, _ = episode_targets(data.train, data.id_objects)
+    sampler = EpochPermutation(list(range(len(data.train))), config.seed)
+    loader = DataLoader(EpisodeDataset(data.train, transform), batch_size=config.optim.batch_size, sampler=sampler,
+                        num_workers=config.data.num_workers, drop_last=len(sampler) > config.optim.batch_size)
+    optimizer, scheduler = build_optimizer(list(net.parameters()) + list(criterion.parameters()), config.optim,
+                                           len(loader))
+    start_epoch, step = 0, 0
+    ckpt = latest_checkpoint(out) if resume else None
+    if ckpt is not None:
+        state = load_checkpoint(ckpt, net, optimizer, scheduler)
+        start_epoch, step = state["epoch"], state["step"]
+        log.info("resumed from %s (epoch %d, step %d)", ckpt, start_epoch, step)
+    writer = tensorboard_writer(out)
+    pos, neg = texts.pos["id"].to(device), None if texts.neg["id"] is None else texts.neg["id"].to(device)
+    use_amp = config.optim.amp and device.type == "cuda"
+    for epoch in range(start_epoch, config.optim.epochs):
+        sampler.set_epoch(epoch)
+        net.train()
+        sums: dict[str, float] = {}
+        seen, t0 = 0, time.perf_counter()
+        for x, index in tqdm(loader, desc=f"grasp epoch {epoch + 1}/{config.optim.epochs}", unit="batch"):
+            x = x.to(device, non_blocking=True)
+            with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
+                feats = net.student(x)
+            feats = feats.float()
+            t_img = feats.detach() if teacher_img is None else teacher_img[index].to(device)
+            batch = GraspBatch(student=feats, teacher_img=t_img, text=pos,
+                               labels=torch.zeros(len(x), dtype=torch.long, device=device),
+                               logits=net.scorer(feats, pos, neg), targets=targets[index].to(device),
+                               mask=torch.ones(len(x), len(pos), dtype=torch.bool, device=device))
+            loss, terms = criterion(batch)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if scheduler is not None and config.optim.schedule == "onecycle":
+                scheduler.step()
+            step += 1
+            seen += len(x)
+            for k, v in {"total": loss.item(), **terms}.items():
+                sums[k] = sums.get(k, 0.0) + v * len(x)
+        if scheduler is not None and config.optim.schedule == "step":
+            scheduler.step()
+        log_epoch(out, {"epoch": epoch + 1, "step": step, "images_per_s": seen / (time.perf_counter() - t0),
+                        "lr": optimizer.param_groups[0]["lr"], "scale": net.scorer.scale,
+                        "bias": net.scorer.bias.item(),
+                        **{f"loss/{k}": v / max(seen, 1) for k, v in sums.items()}}, writer)
+        if (epoch + 1) % config.checkpoint_every == 0 or epoch + 1 == config.optim.epochs:
+            save_checkpoint(out, epoch + 1, net, optimizer, scheduler, {"step": step}, keep=config.checkpoint_keep)
+    if writer is not None:
+        writer.close()
+    net.eval()
+    calib_eps, calib_split = (data.x_id, config.data.id_split) if data.x_id else (data.train, config.data.train_split)
+    scores = score_episodes(net.student, net.scorer, calib_eps, transform, pos, neg, config.optim.batch_size, device)
+    threshold, value = calibrate_threshold(scores, episode_targets(calib_eps, data.id_objects)[0], config.calibration)
+    log.info("threshold %.3f (%s %.3f on %s)", threshold, config.calibration, value, calib_split)
+    replay = _replay_buffer(config, data, transform, teacher_img)
+    card = ModelCard(student=to_dict(config.student), embed_dim=teacher.embed_dim, image_size=image_size,
+                     mean=list(teacher.mean), std=list(teacher.std), teacher=teacher_card(teacher),
+                     labels={"id": data.id_objects, "ood": data.ood_objects}, texts=texts.texts,
+                     logit_scale=net.scorer.scale,
+                     info={"task": "grasp", "epochs": config.optim.epochs, "steps": step, "dataset": str(data.root)})
+    grasp = GraspCard(views=list(config.data.views), image_size=image_size, depth_max_m=config.data.depth_max_m,
+                      text=text_config_card(config.text), logit_scale=net.scorer.scale,
+                      logit_bias=net.scorer.bias.item(), threshold=threshold,
+                      calibration={"metric": config.calibration, "value": value, "split": calib_split,
+                                   "pairs": int(scores.numel())},
+                      objects={"id": data.id_objects, "ood": data.ood_objects, "split": data.split_source},
+                      fewshot=to_dict(config.fewshot))
+    features = {"id": texts.pos["id"], "ood": texts.pos["ood"]}
+    if texts.neg["id"] is not None:
+        features.update(id_neg=texts.neg["id"], ood_neg=texts.neg["ood"])
+    objects = [ObjectEntry(name, data.descriptions.get(name, ""), "train") for name in data.id_objects]
+    return write_grasp_model_dir(out, net.student.cpu(), card, features, grasp, TextTower.from_teacher(teacher),
+                                 replay, objects)
+
+
+def _replay_buffer(config: GraspTrainConfig, data: ClutterData, transform: ObservationTransform,
+                   teacher_img: torch.Tensor | None) -> ReplayBuffer:
+    """A seeded sample of training observations (replay) and of X_id observations (validation)."""
+    g = torch.Generator().manual_seed(config.seed)
+    idx = torch.randperm(len(data.train), generator=g)[:config.replay_size].tolist()
+    held_out = data.x_id or [ep for i, ep in enumerate(data.train) if i not in set(idx)]
+    val = [held_out[i] for i in torch.randperm(len(held_out), generator=g)[:config.val_size].tolist()]
+    train_eps = [data.train[i] for i in idx]
+    return ReplayBuffer(list(data.id_objects), stack_episodes(train_eps, transform),
+                        episode_targets(train_eps, data.id_objects)[0],
+                        teacher_img[idx] if teacher_img is not None else None,
+                        stack_episodes(val, transform), episode_targets(val, data.id_objects)[0])

@@ -1,0 +1,117 @@
+"""`vlkd train-grasp`, `vlkd eval-grasp` and `vlkd add-object`: grasp feasibility from clutter observations."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the grasp subcommands."""
+    t = sub.add_parser("train-grasp", help="train the grasp-feasibility student on a clutter dataset",
+                       description="Multi-label training on Y_id clutter observations, threshold calibration, model "
+                                   "dir. Example: vlkd train-grasp --config configs/grasp_offline.yaml "
+                                   "data.root=data/clutter_offline")
+    t.add_argument("--config", help="YAML config (defaults: training.grasp_train.GraspTrainConfig)")
+    t.add_argument("--resume", action="store_true", help="continue from output_dir's last checkpoint")
+    t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.views=[base_rgb,base_depth] "
+                                                "student.in_chans=4")
+    t.set_defaults(func=run_train)
+
+    e = sub.add_parser("eval-grasp", help="Table 11: accuracy / F1, zero-shot and k-shot, one row per model",
+                       description="Either evaluate model dirs (--model, one row each) or make the whole table from a "
+                                   "table config, training rows that have no model yet (--table). Example: vlkd "
+                                   "eval-grasp --table configs/grasp_table_offline.yaml train.data.root=data/clutter")
+    what = e.add_mutually_exclusive_group(required=True)
+    what.add_argument("--model", nargs="+", help="grasp model dir(s) written by `vlkd train-grasp`")
+    what.add_argument("--table", help="table config YAML (training.grasp_eval.GraspTableConfig)")
+    e.add_argument("--out", help="output dir for table.md/json (default: the table's out_dir, or MODEL/eval)")
+    e.add_argument("overrides", nargs="*", help="table/eval overrides (eval.k_shot=5); `train.`-prefixed ones go to "
+                                                "every row's training config (train.data.root=...)")
+    e.set_defaults(func=run_eval)
+
+    a = sub.add_parser("add-object", help="teach a grasp model a new object from a few observations",
+                       description="Registers the object (answerable zero-shot at once), finetunes on the shots, "
+                                   "validates, then swaps the weights in the model dir atomically. Example: vlkd "
+                                   "add-object --model runs/grasp --name 'tea cup' "
+                                   "--images a.png b.png c.png d.png e.png")
+    a.add_argument("--model", required=True, help="grasp model dir (changed in place)")
+    a.add_argument("--name", required=True, help="object name")
+    a.add_argument("--images", nargs="+", required=True,
+                   help="RGB image files, or episode folders holding one <view>.png per view the model stacks")
+    a.add_argument("--description", help="rich description of the object")
+    a.add_argument("-k", type=int, default=5, help="minimum number of shots (default 5)")
+    a.add_argument("--device", default="cpu")
+    a.set_defaults(func=run_add_object)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Load the config, train, print where the model is."""
+    from training.config import load_config
+    from training.grasp_train import GraspTrainConfig, train_grasp
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    out = train_grasp(load_config(GraspTrainConfig, args.config, args.overrides), resume=args.resume)
+    print(f"model dir: {out}")
+    return 0
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """Make the table (training missing rows) or evaluate the given model dirs; print the Markdown table."""
+    from training.config import load_config
+    from training.grasp_eval import GraspEvalConfig, evaluate_grasp, load_table_config, make_table, table_markdown
+    from vlkd_ros.atomic_io import atomic_write_json, atomic_write_text
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.table:
+        config, train_overrides = load_table_config(args.table, args.overrides)
+        if args.out:
+            config.out_dir = args.out
+        make_table(config, train_overrides)
+        out = Path(config.out_dir)
+    else:
+        train_overrides = [o[len("train."):] for o in args.overrides if o.startswith("train.")]
+        eval_overrides = [o[len("eval."):] for o in args.overrides if o.startswith("eval.")]
+        unknown = [o for o in args.overrides if not o.startswith(("train.", "eval."))]
+        if unknown:
+            raise ValueError(f"with --model, overrides must start with eval. or train.; got {unknown}")
+        eval_config = load_config(GraspEvalConfig, None, eval_overrides)
+        rows = [{"name": str(m), **evaluate_grasp(m, eval_config, train_overrides)} for m in args.model]
+        out = Path(args.out or Path(args.model[0]) / "eval")
+        result = {"k_shot": eval_config.k_shot, "rows": rows}
+        atomic_write_json(out / "table.json", result)
+        atomic_write_text(out / "table.md", table_markdown(result))
+    print((out / "table.md").read_text())
+    print(f"written: {out / 'table.md'}, {out / 'table.json'}")
+    return 0
+
+
+def run_add_object(args: argparse.Namespace) -> int:
+    """Add the object, wait for the finetune, print the job's outcome."""
+    from vlkd_ros.inference import GraspFeasibility
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    model = GraspFeasibility.from_checkpoint(args.model, device=args.device)
+    shots = [_read_observation(Path(p), model.views) for p in args.images]
+    job = model.add_object(args.name, shots, description=args.description, k=args.k)
+    print(f"{args.name!r} registered (answerable zero-shot); finetuning job {job.job_id} ...")
+    job.wait()
+    print(json.dumps({"state": job.state, "message": job.message, "model_version": model.model_version,
+                      "report": job.report}, indent=2))
+    return 0 if job.state == "succeeded" else 1
+
+
+def _read_observation(path: Path, views: list[str]) -> object:
+    """An RGB file (for RGB models) or a folder with <view>.png files (as `vlkd collect clutter` writes)."""
+    from training.grasp_data import read_view
+
+    if path.is_dir():
+        missing = [v for v in views if not (path / f"{v}.png").is_file()]
+        if missing:
+            files = ", ".join(f"{v}.png" for v in missing)
+            raise FileNotFoundError(f"{path} has no {files} (the model stacks {views})")
+        return {v: read_view(v, path / f"{v}.png") for v in views}
+    if not path.is_file():
+        raise FileNotFoundError(f"shot {path} does not exist")
+    return read_view("base_rgb", path) if views == ["base_rgb"] else {"base_rgb": read_view("base_rgb", path)}
