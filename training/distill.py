@@ -210,15 +210,10 @@ def distill(config: DistillConfig, resume: bool = False) -> Path:
                                  labels=targets,
                                  captions=prep.captions[index].to(device) if prep.captions is not None else None)
             loss, terms = criterion(batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None and config.optim.schedule == "onecycle":
-                scheduler.step()
+            optimizer_step(loss, optimizer, scheduler, config.optim.schedule)
             step += 1
             seen += len(images)
-            for k, v in {"total": loss.item(), **terms}.items():
-                sums[k] = sums.get(k, 0.0) + v * len(images)
+            accumulate_terms(sums, loss, terms, len(images))
             bar.set_postfix(loss=f"{loss.item():.3f}")
         if scheduler is not None and config.optim.schedule == "step":
             scheduler.step()
@@ -240,6 +235,21 @@ def distill(config: DistillConfig, resume: bool = False) -> Path:
     if _is_distributed():
         dist.barrier()
     return out
+
+
+def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scheduler: Any, schedule: str) -> None:
+    """Backward and optimizer step, plus the scheduler step when the schedule is per batch (one-cycle)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    if scheduler is not None and schedule == "onecycle":
+        scheduler.step()
+
+
+def accumulate_terms(sums: dict[str, float], loss: torch.Tensor, terms: dict[str, float], n: int) -> None:
+    """Add a batch's total and per-term losses, weighted by its size, to the epoch sums."""
+    for k, v in {"total": loss.item(), **terms}.items():
+        sums[k] = sums.get(k, 0.0) + v * n
 
 
 def _run_identity(config: DistillConfig) -> dict[str, Any]:

@@ -15,7 +15,8 @@ from tqdm import tqdm
 
 from training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from training.config import dump_config, to_dict
-from training.distill import EpochPermutation, OptimConfig, build_optimizer, log_epoch, tensorboard_writer
+from training.distill import (EpochPermutation, OptimConfig, accumulate_terms, build_optimizer, log_epoch,
+                              optimizer_step, tensorboard_writer)
 from training.feature_cache import teacher_image_features, teacher_text_features
 from training.grasp_data import (ClutterData, EpisodeDataset, GraspDataConfig, ObservationTransform, base_rgb_images,
                                  episode_targets, load_clutter_data, stack_episodes, view_channels)
@@ -148,15 +149,10 @@ def train_grasp(config: GraspTrainConfig, resume: bool = False) -> Path:
                                logits=net.scorer(feats, pos, neg), targets=targets[index].to(device),
                                mask=torch.ones(len(x), len(pos), dtype=torch.bool, device=device))
             loss, terms = criterion(batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if scheduler is not None and config.optim.schedule == "onecycle":
-                scheduler.step()
+            optimizer_step(loss, optimizer, scheduler, config.optim.schedule)
             step += 1
             seen += len(x)
-            for k, v in {"total": loss.item(), **terms}.items():
-                sums[k] = sums.get(k, 0.0) + v * len(x)
+            accumulate_terms(sums, loss, terms, len(x))
         if scheduler is not None and config.optim.schedule == "step":
             scheduler.step()
         log_epoch(out, {"epoch": epoch + 1, "step": step, "images_per_s": seen / (time.perf_counter() - t0),
