@@ -19,7 +19,8 @@ from sim.finalize import json_ready, write_dataset
 from sim.geometry import check_readable
 from sim.image_io import write_rgb_png
 from sim.plan import ClassificationSample, classification_plan, split_labels
-from sim.shards import PartWriter, Progress, done_indices, merge_rows, prepare_out_dir, run_workers
+from sim.shards import (PartWriter, Progress, done_indices, env_batches, merge_rows, pending, prepare_out_dir,
+                        run_workers)
 from vlkd_ros.dataset_dir import DatasetInfo
 
 KIND = "classification"
@@ -59,8 +60,7 @@ def render_shard(config: ClassificationConfig, out: str, worker: int, workers: i
 
     root = Path(out)
     catalog, labels, _, plan = _plan(config)
-    done = done_indices(root)
-    todo = [s for s in plan if s.index % workers == worker and s.index not in done]
+    todo = pending(plan, root, worker, workers)
     if not todo:
         return
     env = make_env(OBJECT_ON_TABLE_ENV, config.sim_backend, num_envs=config.num_envs, obs_mode="rgb",
@@ -68,10 +68,7 @@ def render_shard(config: ClassificationConfig, out: str, worker: int, workers: i
                    image_size=config.image_size)
     writer = PartWriter(root, worker)
     try:
-        n = env.unwrapped.num_envs
-        for start in range(0, len(todo), n):
-            batch = todo[start:start + n]
-            padded = batch + [batch[-1]] * (n - len(batch))
+        for batch, padded in env_batches(todo, env.unwrapped.num_envs):
             obs, _ = env.reset(seed=[s.seed for s in padded], options={"object": [s.label for s in padded]})
             images = obs["sensor_data"]["base_camera"]["rgb"].cpu().numpy()
             for j, sample in enumerate(batch):

@@ -25,7 +25,8 @@ from sim.finalize import json_ready, write_dataset
 from sim.geometry import check_readable
 from sim.image_io import write_depth_png, write_rgb_png
 from sim.plan import ClutterEpisode, clutter_plan, split_labels
-from sim.shards import PartWriter, Progress, done_indices, merge_rows, prepare_out_dir, run_workers
+from sim.shards import (PartWriter, Progress, done_indices, env_batches, merge_rows, pending, prepare_out_dir,
+                        run_workers)
 from sim.ycb import YCB_ASSETS, require_assets
 from vlkd_ros.atomic_io import atomic_write_json
 from vlkd_ros.dataset_dir import DatasetInfo
@@ -76,18 +77,14 @@ def render_shard(config: ClutterConfig, out: str, worker: int, workers: int, pro
 
     root = Path(out)
     catalog, _, _, plan = _plan(config)
-    done = done_indices(root)
-    todo = [e for e in plan if e.index % workers == worker and e.index not in done]
+    todo = pending(plan, root, worker, workers)
     if not todo:
         return
     env = _make_env(config, root / SCENES_FILE)
     writer = PartWriter(root, worker)
     try:
         base = env.unwrapped
-        n = base.num_envs
-        for start in range(0, len(todo), n):
-            batch = todo[start:start + n]
-            padded = batch + [batch[-1]] * (n - len(batch))
+        for batch, padded in env_batches(todo, base.num_envs):
             obs, _ = env.reset(seed=[e.seed for e in padded], options={"episode_idx": [e.index for e in padded]})
             sensors = obs["sensor_data"]
             names = [list(e.objects) for e in padded]

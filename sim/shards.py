@@ -13,9 +13,9 @@ import multiprocessing as mp
 import queue
 import shutil
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tqdm import tqdm
 
@@ -27,6 +27,7 @@ PARTS_DIR = ".parts"
 SETTINGS_FILE = f"{PARTS_DIR}/settings.json"
 ARTEFACTS = (*SPLITS, "episodes", PARTS_DIR, INFO_FILE, MANIFEST_FILE, "CARD.md", "montage.png")
 Progress = Callable[[int], None]
+T = TypeVar("T")
 
 
 def prepare_out_dir(out: Path, settings: dict[str, Any], overwrite: bool) -> None:
@@ -69,6 +70,19 @@ def merge_rows(out: Path) -> list[dict[str, Any]]:
 def done_indices(out: Path) -> set[int]:
     """Indices of the samples already finished in `out`."""
     return {int(r["index"]) for r in merge_rows(out)}
+
+
+def pending(plan: Sequence[T], out: Path, worker: int, workers: int) -> list[T]:
+    """This worker's share of `plan` (items with index % workers == worker) that `out` does not hold yet."""
+    done = done_indices(out)
+    return [item for item in plan if item.index % workers == worker and item.index not in done]
+
+
+def env_batches(todo: list[T], num_envs: int) -> Iterator[tuple[list[T], list[T]]]:
+    """(batch, the batch padded to `num_envs` by repeating its last item) for vectorised env resets."""
+    for start in range(0, len(todo), num_envs):
+        batch = todo[start:start + num_envs]
+        yield batch, batch + [batch[-1]] * (num_envs - len(batch))
 
 
 class PartWriter:

@@ -18,7 +18,7 @@ from training.grasp_data import (ClutterData, Episode, base_rgb_images, episode_
                                  stack_episodes)
 from training.grasp_fewshot import GraspFewShotConfig, GraspShots, finetune_grasp
 from training.grasp_losses import build_grasp_loss, needs_teacher_features
-from training.grasp_model import accuracy_score, binary_counts, f1_score, score_episodes
+from training.grasp_model import accuracy_score, binary_counts, f1_score, roc_auc, score_episodes
 from training.grasp_model_dir import GraspModelDir, load_grasp_model_dir
 from training.grasp_train import GraspTrainConfig, train_grasp
 from training.teacher import Teacher, resolve_device
@@ -110,12 +110,13 @@ def select_support(episodes: list[Episode], names: list[str], k: int, seed: int)
 def column_metrics(scores: torch.Tensor, graspable: torch.Tensor, present: torch.Tensor,
                    threshold: float) -> dict[str, float]:
     """Overall accuracy over all (observation, object) pairs; F1 of 'graspable' over the pairs whose object
-    is present (`f1`) and over all pairs (`f1_all`)."""
+    is present (`f1`) and over all pairs (`f1_all`); ROC AUC of the scores over all pairs (`auc`, free of the
+    threshold: how well graspable pairs are ranked above the rest)."""
     pred, target = scores >= threshold, graspable > 0.5
     all_counts = binary_counts(pred, target)
     present_counts = binary_counts(pred, target, present)
     return {"accuracy": accuracy_score(all_counts), "f1": f1_score(present_counts), "f1_all": f1_score(all_counts),
-            "pairs": int(scores.numel()), "present_pairs": int(present.sum())}
+            "auc": roc_auc(scores, target.float()), "pairs": int(scores.numel()), "present_pairs": int(present.sum())}
 
 
 def evaluate_grasp(model_dir: str | Path, config: GraspEvalConfig, train_overrides: list[str] | None = None
@@ -226,17 +227,19 @@ def _slug(name: str) -> str:
 
 
 def table_markdown(result: dict[str, Any]) -> str:
-    """Table 11's layout: (a) overall accuracy, (b) F1 over present objects; cells are zero-shot / k-shot.
+    """Table 11's layout: (a) overall accuracy, (b) F1 over present objects, plus (c) ROC AUC over all pairs;
+    cells are zero-shot / k-shot.
     `result` is {"k_shot", "rows": [{"name", "zero_shot", "few_shot", "counts", ...}]}."""
     k = result["k_shot"]
     pct = lambda v: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}"  # noqa: E731
     lines = []
-    for title, key in (("(a) Overall accuracy", "accuracy"), ("(b) F1 over present objects", "f1")):
+    for title, key in (("(a) Overall accuracy", "accuracy"), ("(b) F1 over present objects", "f1"),
+                       ("(c) ROC AUC over all pairs (threshold-free)", "auc")):
         lines += [f"{title}, zero-shot / {k}-shot", "",
                   "| method | " + " | ".join(label for _, label in COLUMNS) + " |",
                   "|---|" + "---|" * len(COLUMNS)]
         for r in result["rows"]:
-            cells = [f"{pct(r['zero_shot'][c][key])} / {pct(r['few_shot'][c][key])}" for c, _ in COLUMNS]
+            cells = [f"{pct(r['zero_shot'][c].get(key))} / {pct(r['few_shot'][c].get(key))}" for c, _ in COLUMNS]
             lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
         lines.append("")
     c = result["rows"][0]["counts"]

@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from training.checkpoint import latest_checkpoint, load_checkpoint, load_weights_into, save_checkpoint
 from training.config import dump_config, to_dict
 from training.distill import (EpochPermutation, OptimConfig, accumulate_terms, build_optimizer, log_epoch,
                               optimizer_step, tensorboard_writer)
@@ -25,7 +25,7 @@ from training.grasp_losses import GraspBatch, build_grasp_loss, needs_teacher_fe
 from training.grasp_model import GraspScorer, calibrate_threshold, score_episodes
 from training.grasp_model_dir import GraspCard, ReplayBuffer, write_grasp_model_dir
 from training.grasp_text import GraspTextConfig, TextTower, resolve_prompt_texts, text_config_card
-from training.model_dir import ModelCard
+from training.model_dir import ModelCard, read_model_card
 from training.students import Student, StudentConfig, StudentError
 from training.teacher import Teacher, TeacherConfig, resolve_device, teacher_card
 from vlkd_ros.object_registry import ObjectEntry
@@ -40,10 +40,12 @@ def _default_losses() -> list[dict[str, Any]]:
 @dataclass
 class GraspTrainConfig:
     """One grasp training job: teacher, student, clutter data, prompts, optimiser, losses, few-shot defaults;
-    a resumable checkpoint every `checkpoint_every` epochs and after the last."""
+    a resumable checkpoint every `checkpoint_every` epochs and after the last; `student_init` starts the student
+    from a `vlkd distill` model dir (same arch, channels, embedding and input size) instead of from scratch."""
 
     output_dir: str = "runs/grasp"
     seed: int = 0
+    student_init: str | None = None
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     student: StudentConfig = field(default_factory=StudentConfig)
     data: GraspDataConfig = field(default_factory=GraspDataConfig)
@@ -115,6 +117,8 @@ def train_grasp(config: GraspTrainConfig, resume: bool = False) -> Path:
         teacher_img = teacher_image_features(teacher, base_rgb_images(data.train), config.teacher.cache_dir,
                                              0.0, config.data.num_workers, desc="teacher features (train)").features
     student = Student(config.student, teacher.embed_dim, image_size)
+    if config.student_init:
+        init_student(student, config.student_init, teacher.embed_dim, image_size)
     if student.edu is not None:
         student.set_attention_text(texts.pos["id"])
     net = GraspNet(student, GraspScorer()).to(device)
@@ -173,7 +177,8 @@ def train_grasp(config: GraspTrainConfig, resume: bool = False) -> Path:
                      mean=list(teacher.mean), std=list(teacher.std), teacher=teacher_card(teacher),
                      labels={"id": data.id_objects, "ood": data.ood_objects}, texts=texts.texts,
                      logit_scale=net.scorer.scale,
-                     info={"task": "grasp", "epochs": config.optim.epochs, "steps": step, "dataset": str(data.root)})
+                     info={"task": "grasp", "epochs": config.optim.epochs, "steps": step, "dataset": str(data.root),
+                           "student_init": config.student_init})
     grasp = GraspCard(views=list(config.data.views), image_size=image_size, depth_max_m=config.data.depth_max_m,
                       text=text_config_card(config.text), logit_scale=net.scorer.scale,
                       logit_bias=net.scorer.bias.item(), threshold=threshold,
@@ -187,6 +192,18 @@ def train_grasp(config: GraspTrainConfig, resume: bool = False) -> Path:
     objects = [ObjectEntry(name, data.descriptions.get(name, ""), "train") for name in data.id_objects]
     return write_grasp_model_dir(out, net.student.cpu(), card, features, grasp, TextTower.from_teacher(teacher),
                                  replay, objects)
+
+
+def init_student(student: Student, model_dir: str, embed_dim: int, image_size: int) -> None:
+    """Load a distilled student's weights; its card must match this student's config, embedding and input size."""
+    card = read_model_card(model_dir)
+    ours = {"student": to_dict(student.config), "embed_dim": embed_dim, "image_size": image_size}
+    theirs = {"student": card.student, "embed_dim": card.embed_dim, "image_size": card.image_size}
+    if ours != theirs:
+        raise StudentError(f"student_init {model_dir} does not fit this training: it has {theirs}, this run needs "
+                           f"{ours} (set student.* and data.image_size to match, or train it with the same teacher)")
+    load_weights_into(student, Path(model_dir) / "model.safetensors", "distilled student weights")
+    log.info("student starts from %s", model_dir)
 
 
 def _replay_buffer(config: GraspTrainConfig, data: ClutterData, transform: ObservationTransform,

@@ -25,7 +25,9 @@ from safetensors.torch import load_file, save_file
 from training.checkpoint import save_weights
 from training.config import from_dict
 from training.grasp_export import export_student_onnx
+from training.grasp_data import Episode, episode_targets, read_view
 from training.grasp_fewshot import GraspFewShotConfig, GraspShots, check_finetune, finetune_grasp
+from training.grasp_model import binary_counts, f1_score, roc_auc
 from training.grasp_model_dir import GraspModelDir, ReplayBuffer, load_grasp_model_dir
 from training.grasp_text import prompt_texts
 from training.students import Student
@@ -352,6 +354,30 @@ class GraspFeasibility:
             if entry.shots and entry.name != skip:
                 parts.append(_one_column(self._load_shots(entry), len(names), c))
         return GraspShots.cat(parts)
+
+
+def episode_observation(episode: Episode, views: list[str]) -> Any:
+    """What `query` takes for a recorded episode: its RGB array, or {view: array} for multi-view models."""
+    if views == ["base_rgb"]:
+        return read_view("base_rgb", episode.images["base_rgb"])
+    return {v: read_view(v, episode.images[v]) for v in views}
+
+
+def name_quality(model: GraspFeasibility, episodes: Sequence[Episode], name: str,
+                 batch_size: int = 32) -> dict[str, float]:
+    """How well `model` answers `name` on labelled episodes: F1 of 'graspable' at its threshold, ROC AUC of the
+    scores, and the counts behind them."""
+    if not episodes:
+        raise ValueError(f"no labelled observations to measure {name!r} on")
+    truth = episode_targets(list(episodes), [normalize_name(name)])[0][:, 0] > 0.5
+    scores: list[float] = []
+    for i in range(0, len(episodes), batch_size):
+        rows = model.query([episode_observation(e, model.views) for e in episodes[i:i + batch_size]], [name])
+        scores += [r[name]["score"] for r in rows]
+    score = torch.tensor(scores)
+    counts = binary_counts(score >= model.threshold, truth)
+    return {"f1": f1_score(counts), "auc": roc_auc(score, truth.float()), "observations": len(episodes),
+            "graspable": int(truth.sum()), **counts}
 
 
 def _one_column(inputs: torch.Tensor, n_names: int, col: int) -> GraspShots:

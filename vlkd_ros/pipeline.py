@@ -24,10 +24,12 @@ BASE_CONFIG = CONFIG_DIR / "miniworld_resnet18.yaml"
 
 @dataclass
 class MiniWorldConfig:
-    """Data and schedule of the mini-world runs (`quick` shrinks both for a smoke run)."""
+    """Data and schedule of the mini-world runs (`quick` shrinks both for a smoke run); the demo's grasp stage
+    renders `clutter_episodes` table scenes and trains the grasp head from the distilled student."""
 
     workdir: str = "runs/demo"
     data_dir: str = "data/miniworld/classification"
+    clutter_dir: str = "data/miniworld/clutter"
     distill_config: str = str(BASE_CONFIG)
     per_class: int = 30
     image_size: int = 64
@@ -36,11 +38,14 @@ class MiniWorldConfig:
     k_shot: int = 5
     seed: int = 0
     workers: int = 1
+    clutter_episodes: int = 60
+    grasp_epochs: int = 8
 
     def quick(self) -> "MiniWorldConfig":
-        """A copy sized to finish in about a minute."""
+        """A copy sized to finish in two to three minutes on two CPU cores."""
         return MiniWorldConfig(**{**self.__dict__, "per_class": 10, "epochs": 3, "fewshot_steps": 15,
-                                  "workdir": self.workdir + "-quick", "data_dir": self.data_dir + "-quick"})
+                                  "clutter_episodes": 16, "grasp_epochs": 2, "workdir": self.workdir + "-quick",
+                                  "data_dir": self.data_dir + "-quick", "clutter_dir": self.clutter_dir + "-quick"})
 
 
 def collect_renders(config: MiniWorldConfig) -> Path:
@@ -52,6 +57,44 @@ def collect_renders(config: MiniWorldConfig) -> Path:
                                       seed=config.seed, workers=config.workers)
     collect_classification(sim_config, config.data_dir)
     return Path(config.data_dir)
+
+
+def collect_clutter_scenes(config: MiniWorldConfig) -> Path:
+    """Render (or resume/reuse) PickClutter-style table scenes of the offline objects, same split and size."""
+    from sim.collect_clutter import collect_clutter
+    from sim.config import ClutterConfig
+
+    collect_clutter(ClutterConfig(objects="offline", episodes=config.clutter_episodes, image_size=config.image_size,
+                                  seed=config.seed, workers=config.workers), config.clutter_dir)
+    return Path(config.clutter_dir)
+
+
+def train_grasp_from(config: MiniWorldConfig, student_dir: str | Path) -> Path:
+    """The grasp model of `configs/grasp_offline.yaml` on the demo's scenes, starting from the distilled student."""
+    from training.grasp_train import GraspTrainConfig, train_grasp
+
+    return train_grasp(load_config(GraspTrainConfig, CONFIG_DIR / "grasp_offline.yaml", [
+        f"data.root={config.clutter_dir}", f"output_dir={Path(config.workdir) / 'grasp'}",
+        f"student_init={student_dir}", f"optim.epochs={config.grasp_epochs}", f"seed={config.seed}"]), resume=True)
+
+
+def grasp_query_example(grasp_dir: str | Path, clutter_dir: str | Path) -> dict[str, Any]:
+    """Ask the grasp model about every object on one held-out (X_ood) table frame and one absent object."""
+    from training.grasp_data import GraspDataConfig, load_clutter_data, read_view
+    from vlkd_ros.inference import GraspFeasibility
+
+    data = load_clutter_data(GraspDataConfig(root=str(clutter_dir)))
+    episode = (data.x_ood or data.x_id or data.train)[0]
+    absent = next(n for n in data.ood_objects + data.id_objects if n not in episode.objects)
+    names = sorted(episode.objects) + [absent]
+    model = GraspFeasibility.from_checkpoint(grasp_dir)
+    try:
+        answers = model.query([read_view("base_rgb", episode.images["base_rgb"])], names)[0]
+    finally:
+        model.close()
+    truth = {n: episode.objects[n].graspable if n in episode.objects else False for n in names}
+    return {"frame": str(episode.images["base_rgb"]), "threshold": model.threshold,
+            "answers": [{"name": n, "ood": n in data.ood_objects, "truth": truth[n], **answers[n]} for n in names]}
 
 
 def distill_config_for(config: MiniWorldConfig, run_name: str, overrides: list[str] | None = None) -> DistillConfig:
@@ -75,7 +118,10 @@ def run_demo(config: MiniWorldConfig) -> dict[str, Any]:
     dconf = distill_config_for(config, "distill")
     model_dir = distill(dconf, resume=True)
     result = evaluate(model_dir, eval_config_for(config, config.seed), dconf)
+    scenes = collect_clutter_scenes(config)
+    grasp_dir = train_grasp_from(config, model_dir)
     report = {"data": str(data), "model_dir": str(model_dir), "eval_dir": str(Path(model_dir) / "eval"),
+              "grasp_dir": str(grasp_dir), "grasp_query": grasp_query_example(grasp_dir, scenes),
               "seconds": round(time.perf_counter() - t0, 1), "result": result}
     atomic_write_json(Path(config.workdir) / "demo_report.json", report)
     return report
@@ -167,6 +213,12 @@ def plot_table1(summary: dict[str, dict[str, tuple[float, float]]], path: Path, 
 
 def demo_summary(report: dict[str, Any]) -> str:
     """Short human-readable report of a demo run."""
-    return (markdown_report(report["result"]) + f"\nData: {report['data']}\nModel dir: {report['model_dir']} "
-            f"(checkpoints in checkpoints/)\nPlots and eval.json: {report['eval_dir']}\n"
+    query = report["grasp_query"]
+    rows = [f"| {a['name']}{' (OOD)' if a['ood'] else ''} | {a['score']:.2f} | {'yes' if a['graspable'] else 'no'} | "
+            f"{'yes' if a['truth'] else 'no'} |" for a in query["answers"]]
+    grasp = "\n".join([f"\nIs it graspable? {query['frame']} (threshold {query['threshold']:.2f})\n",
+                       "| object | score | answer | truth |", "|---|---|---|---|", *rows])
+    return (markdown_report(report["result"]) + grasp + f"\n\nData: {report['data']}\nModel dir: "
+            f"{report['model_dir']} (checkpoints in checkpoints/)\nPlots and eval.json: {report['eval_dir']}\n"
+            f"Grasp model dir: {report['grasp_dir']} (serve it: vlkd serve --model-dir {report['grasp_dir']})\n"
             f"Finished in {report['seconds']:.0f} s\n")

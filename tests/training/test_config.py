@@ -30,3 +30,43 @@ def test_bad_config_is_rejected_with_the_reason(override, message):
 def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(DistillConfig, tmp_path / "nope.yaml")
+
+
+SHIPPED = {"miniworld_resnet18.yaml": "training.distill:DistillConfig",
+           "paper_vitl14_resnet18.yaml": "training.distill:DistillConfig",
+           "pretrain_teacher.yaml": "training.pretrain_teacher:PretrainConfig",
+           "grasp_offline.yaml": "training.grasp_train:GraspTrainConfig",
+           "grasp_ycb_vitl14.yaml": "training.grasp_train:GraspTrainConfig",
+           "grasp_table_offline.yaml": "training.grasp_eval:GraspTableConfig"}
+
+
+def test_every_shipped_config_loads_and_validates():
+    import importlib
+    from pathlib import Path
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    assert sorted(p.name for p in configs.glob("*.yaml")) == sorted(SHIPPED)
+    for name, target in SHIPPED.items():
+        module, cls = target.split(":")
+        load_config(getattr(importlib.import_module(module), cls), configs / name)
+    paper = load_config(DistillConfig, configs / "paper_vitl14_resnet18.yaml")
+    assert (paper.teacher.model, paper.teacher.pretrained, paper.student.arch) == ("ViT-L-14", "openai", "resnet18")
+
+
+@pytest.mark.slow
+def test_paper_config_trains_with_a_randomly_initialised_vit_l_14(tiny_dataset, tmp_path):
+    """The real ViT-L-14 path (architecture, 224 px preprocessing, teacher cache, training) without its weights,
+    which need the internet: `python -m pytest -m slow -k paper_config`."""
+    import json
+    from pathlib import Path
+
+    from training.distill import distill
+
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    config = load_config(DistillConfig, configs / "paper_vitl14_resnet18.yaml", [
+        "teacher.pretrained=null", f"data.root={tiny_dataset}", f"output_dir={tmp_path / 'run'}",
+        f"teacher.cache_dir={tmp_path / 'cache'}", "data.num_workers=0", "optim.epochs=1", "optim.batch_size=8",
+        "teacher.batch_size=8", "teacher.device=cpu"])
+    model_dir = distill(config)
+    card = json.loads((Path(model_dir) / "model.json").read_text())
+    assert card["image_size"] == 224 and card["embed_dim"] == 768

@@ -1,4 +1,4 @@
-"""`vlkd eval-grasp`: Table 11 (accuracy / F1 over present objects, zero-shot / k-shot) from one command."""
+"""`vlkd eval-grasp`: Table 11 (accuracy / F1 over present objects / ROC AUC, zero-shot / k-shot) from one command."""
 import json
 
 import pytest
@@ -21,6 +21,7 @@ def test_one_command_trains_the_rows_and_writes_table_11(tiny_clutter, tiny_teac
                 "eval.k_shot=3", "eval.fewshot.steps=2"]) == 0
     shown = capsys.readouterr().out
     assert "(a) Overall accuracy, zero-shot / 3-shot" in shown and "(b) F1 over present objects" in shown
+    assert "(c) ROC AUC over all pairs (threshold-free)" in shown
     assert "| method | Y_id on X_id | Y_id on X_ood | Y_ood on X_ood |" in shown
     result = json.loads((tmp_path / "table" / "table.json").read_text())
     assert [row["name"] for row in result["rows"]] == ["L_cls", "+L_im-cst", "+rich descriptions"]
@@ -44,3 +45,4 @@ def test_support_selection_and_metrics(tiny_clutter):
     m = column_metrics(torch.tensor([[0.9, 0.1], [0.2, 0.8]]), torch.tensor([[1.0, 0.0], [0.0, 0.0]]),
                        torch.tensor([[True, False], [True, True]]), 0.5)
     assert m["accuracy"] == 0.75 and m["f1"] == pytest.approx(2 / 3) and m["present_pairs"] == 3
+    assert m["auc"] == 1.0  # the one graspable pair outranks all three others

@@ -45,3 +45,20 @@ def test_channels_must_match_the_views(tiny_clutter):
         load_config(GraspTrainConfig, None, [f"data.root={tiny_clutter}", "data.views=[base_rgb, base_depth]"])
     with pytest.raises(ValueError, match="do not apply to clutter"):
         load_config(GraspTrainConfig, None, ["losses=[{type: asl}, {type: cls}]"])
+
+
+def test_student_init_loads_a_model_dirs_student_and_refuses_a_mismatch(tiny_grasp_model):
+    from safetensors.torch import load_file
+
+    from training.grasp_train import init_student
+    from training.model_dir import read_model_card
+    from training.students import Student, StudentConfig
+
+    card = read_model_card(tiny_grasp_model)
+    student = Student(StudentConfig(**card.student), card.embed_dim, card.image_size)
+    init_student(student, str(tiny_grasp_model), card.embed_dim, card.image_size)
+    saved = load_file(str(tiny_grasp_model / "model.safetensors"))
+    assert all(torch.equal(v, saved[k]) for k, v in student.state_dict().items())
+    with pytest.raises(StudentError, match="does not fit this training"):
+        init_student(Student(StudentConfig(**card.student), card.embed_dim, 48), str(tiny_grasp_model),
+                     card.embed_dim, 48)

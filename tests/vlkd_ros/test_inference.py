@@ -1,5 +1,6 @@
 """GraspFeasibility: batched open-vocabulary queries, clear input errors, few-shot learning in the background with
 validate-then-swap, persistence across restarts and crashes, and the ONNX backend."""
+import json
 import os
 import signal
 import subprocess
@@ -11,14 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from grasp_fixtures import copy_model
-from training.grasp_data import GraspDataConfig, episode_targets, load_clutter_data, read_view
+from training.grasp_data import GraspDataConfig, load_clutter_data, read_view
 from training.grasp_fewshot import FinetuneCheck
-from training.grasp_model import binary_counts, f1_score, roc_auc
-from vlkd_ros.inference import GraspFeasibility
+from vlkd_ros.inference import GraspFeasibility, name_quality
 from vlkd_ros.object_registry import read_registry
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
@@ -43,15 +42,6 @@ def _shots_and_query(data, name=NEW, k=5):
 def _accept_any_finetune(monkeypatch):
     """Tests of the swap path use 1-step finetunes, whose validation outcome is noise: accept them."""
     monkeypatch.setattr("vlkd_ros.inference.check_finetune", lambda *a, **k: FinetuneCheck(True, "ok", {}))
-
-
-def _quality(model, episodes, name):
-    """(F1 at the model's threshold, ROC AUC) of `name` over held-out observations."""
-    truth = episode_targets(episodes, [name])[0][:, 0]
-    rows = model.query(_frames(episodes), [name])
-    scores = torch.tensor([r[name]["score"] for r in rows])
-    pred = torch.tensor([r[name]["graspable"] for r in rows])
-    return f1_score(binary_counts(pred, truth > 0.5)), roc_auc(scores, truth)
 
 
 def test_query_is_batched_open_vocabulary_and_thresholded(tiny_grasp_model, data):
@@ -104,7 +94,7 @@ def test_add_object_learns_in_the_background_and_survives_a_restart(tiny_grasp_m
     model_dir = copy_model(tiny_grasp_model, tmp_path / "model")
     model = GraspFeasibility.from_checkpoint(model_dir)
     shots, held_out = _shots_and_query(data)
-    f1_before, auc_before = _quality(model, held_out, NEW)
+    before = name_quality(model, held_out, NEW)
     first = model.model_version
     job = model.add_object(NEW, _frames(shots), description="a small square that is plain orange")
     assert job.state in ("queued", "running") and model.job(job.job_id) is job
@@ -116,10 +106,11 @@ def test_add_object_learns_in_the_background_and_survives_a_restart(tiny_grasp_m
         answered, slowest = answered + 1, max(slowest, time.perf_counter() - t0)
     assert job.state == "succeeded", job.message
     assert answered >= 3 and model.model_version.startswith("v1-") and model.model_version != first
-    f1_after, auc_after = _quality(model, held_out, NEW)
-    print(f"held-out {NEW!r}: F1 {f1_before:.2f} -> {f1_after:.2f}, AUC {auc_before:.2f} -> {auc_after:.2f}; "
-          f"{answered} queries during the finetune, slowest {slowest * 1000:.0f} ms")
-    assert f1_after > f1_before and auc_after > auc_before + 0.05
+    after = name_quality(model, held_out, NEW)
+    print(f"held-out {NEW!r}: F1 {before['f1']:.2f} -> {after['f1']:.2f}, AUC {before['auc']:.2f} -> "
+          f"{after['auc']:.2f}; {answered} queries during the finetune, slowest {slowest * 1000:.0f} ms")
+    assert after["f1"] > before["f1"] and after["auc"] > before["auc"] + 0.05
+    assert after["tp"] + after["fn"] == after["graspable"] and after["observations"] == len(held_out)
 
     restarted = GraspFeasibility.from_checkpoint(model_dir)
     assert restarted.model_version == model.model_version
@@ -228,3 +219,20 @@ def test_add_object_cli_reports_bad_shots(tiny_grasp_model, data, tmp_path, caps
     assert "needs at least k=5 shots, got 2" in capsys.readouterr().err
     assert cli(["add-object", "--model", str(model_dir), "--name", NEW, "--images", str(tmp_path / "nope.png")]) == 2
     assert "nope.png does not exist" in capsys.readouterr().err
+
+
+def test_add_object_cli_measures_the_held_out_gain(tiny_grasp_model, data, tiny_clutter, tmp_path, capsys):
+    from vlkd_ros.cli import main as cli
+
+    model_dir = copy_model(tiny_grasp_model, tmp_path / "model")
+    shots, held_out = _shots_and_query(data)
+    args = ["add-object", "--model", str(model_dir), "--name", "Orange Square", "--eval-data", str(tiny_clutter),
+            "--images", *[str(e.images["base_rgb"].parent) for e in shots]]
+    assert cli(args) == 0
+    out = capsys.readouterr().out
+    gain = json.loads(out[out.index("{"):out.rindex("}") + 1])["held_out"]
+    assert gain["before"]["observations"] == gain["after"]["observations"] == len(held_out)
+    assert gain["after"]["f1"] > gain["before"]["f1"], out
+    assert f"held-out 'Orange Square' on {len(held_out)} observations: F1" in out
+    assert cli([*args[:4], "teapot", *args[5:]]) == 2
+    assert "'teapot' is not an object of" in capsys.readouterr().err

@@ -4,19 +4,29 @@ import json
 import pytest
 
 from vlkd_ros.cli import main as cli
-from vlkd_ros.pipeline import TABLE1_ROWS, MiniWorldConfig, ReproduceConfig, run_demo, run_reproduce, table1_markdown
+from vlkd_ros.pipeline import (TABLE1_ROWS, MiniWorldConfig, ReproduceConfig, demo_summary, run_demo, run_reproduce,
+                               table1_markdown)
 
 
 @pytest.mark.sim
 def test_demo_and_reproduce_on_a_tiny_mini_world(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the base config's relative cache dir lands here
     config = MiniWorldConfig(workdir=str(tmp_path / "runs"), data_dir=str(tmp_path / "data"), per_class=6,
-                             epochs=1, fewshot_steps=2)
+                             epochs=1, fewshot_steps=2, clutter_dir=str(tmp_path / "clutter"), clutter_episodes=8,
+                             grasp_epochs=1)
     report = run_demo(config)
     student = report["result"]["student"]
     assert set(student) == {"id", "ood_0shot", "ood_kshot", "ood_kshot_retrieval"}
     assert report["result"]["counts"]["y_id"] == report["result"]["counts"]["y_ood"] == 20
     assert json.loads((tmp_path / "runs" / "demo_report.json").read_text())["model_dir"] == report["model_dir"]
+    # The grasp head started from the distilled student and answered every object on a held-out frame.
+    grasp_card = json.loads((tmp_path / "runs" / "grasp" / "model.json").read_text())
+    assert grasp_card["info"]["student_init"] == report["model_dir"]
+    answers = report["grasp_query"]["answers"]
+    assert [a["truth"] for a in answers][-1] is False and len(answers) >= 2
+    assert all(0.0 <= a["score"] <= 1.0 and a["graspable"] == (a["score"] >= report["grasp_query"]["threshold"])
+               for a in answers)
+    assert "| object | score | answer | truth |" in demo_summary(report)
 
     summary = run_reproduce(config, ReproduceConfig(seeds=[0], rows=["L_cls", "+L_im-cst"]))
     assert list(summary) == ["L_cls", "+L_im-cst"]

@@ -43,6 +43,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--description", help="rich description of the object")
     a.add_argument("-k", type=int, default=5, help="minimum number of shots (default 5)")
     a.add_argument("--device", default="cpu")
+    a.add_argument("--eval-data", help="clutter dataset dir labelling the object: report its F1 / ROC AUC on the "
+                                       "held-out observations (X_ood for OOD objects, else X_id; shots excluded) "
+                                       "before and after the finetune")
     a.set_defaults(func=run_add_object)
 
 
@@ -89,17 +92,39 @@ def run_eval(args: argparse.Namespace) -> int:
 
 def run_add_object(args: argparse.Namespace) -> int:
     """Add the object, wait for the finetune, print the job's outcome."""
-    from vlkd_ros.inference import GraspFeasibility
+    from vlkd_ros.inference import GraspFeasibility, name_quality
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     model = GraspFeasibility.from_checkpoint(args.model, device=args.device)
     shots = [_read_observation(Path(p), model.views) for p in args.images]
+    held_out = _held_out(Path(args.eval_data), args.name, args.images, model.views) if args.eval_data else []
+    before = name_quality(model, held_out, args.name) if held_out else None
     job = model.add_object(args.name, shots, description=args.description, k=args.k)
     print(f"{args.name!r} registered (answerable zero-shot); finetuning job {job.job_id} ...")
     job.wait()
-    print(json.dumps({"state": job.state, "message": job.message, "model_version": model.model_version,
-                      "report": job.report}, indent=2))
+    result = {"state": job.state, "message": job.message, "model_version": model.model_version, "report": job.report}
+    if held_out:
+        after = name_quality(model, held_out, args.name)
+        result["held_out"] = {"dataset": args.eval_data, "before": before, "after": after}
+    print(json.dumps(result, indent=2))
+    if held_out:
+        print(f"held-out {args.name!r} on {len(held_out)} observations: F1 {before['f1']:.3f} -> {after['f1']:.3f}, "
+              f"ROC AUC {before['auc']:.3f} -> {after['auc']:.3f}")
     return 0 if job.state == "succeeded" else 1
+
+
+def _held_out(root: Path, name: str, shot_paths: list[str], views: list[str]) -> list:
+    """Episodes of `root` that label `name` (its own split: X_ood for OOD objects, else X_id), minus the shots."""
+    from training.grasp_data import GraspDataConfig, load_clutter_data
+    from vlkd_ros.object_registry import normalize_name
+
+    data = load_clutter_data(GraspDataConfig(root=str(root), views=views))
+    key = normalize_name(name)
+    if key not in data.id_objects + data.ood_objects:
+        raise ValueError(f"{name!r} is not an object of {root}; its objects are {data.id_objects + data.ood_objects}")
+    shot_dirs = {Path(p).resolve() if Path(p).is_dir() else Path(p).resolve().parent for p in shot_paths}
+    split = data.x_ood if key in data.ood_objects else data.x_id
+    return [e for e in split if Path(e.images["base_rgb"]).resolve().parent not in shot_dirs]
 
 
 def _read_observation(path: Path, views: list[str]) -> object:
