@@ -55,7 +55,9 @@ class ObjectSplitConfig:
 
 @dataclass
 class GraspDataConfig:
-    """Where the clutter dataset is, which views the model stacks, and how observations are sized."""
+    """Where the clutter dataset is, which views the model stacks, how observations are sized, and whether
+    training batches are augmented (random flip + a crop of at least `augment_min_area` of the image: crops
+    that keep most of the table, so the labels of the objects on it still hold)."""
 
     root: str = "data/clutter_offline"
     views: list[str] = field(default_factory=lambda: ["base_rgb"])
@@ -66,10 +68,15 @@ class GraspDataConfig:
     id_split: str = "val_on_train"
     ood_split: str = "val"
     num_workers: int = 0
+    augment: bool = False
+    augment_min_area: float = 0.85
 
     def validate(self) -> None:
-        """Check views, sizes and the split."""
+        """Check views, sizes, augmentation and the split."""
         check_views(self.views)
+        if not 0.1 <= self.augment_min_area <= 1.0:
+            raise DatasetError(f"data.augment_min_area must be in [0.1, 1] (the smallest crop, as a fraction of the "
+                               f"image area), got {self.augment_min_area}")
         if self.image_size is not None and self.image_size < 16:
             raise DatasetError(f"data.image_size must be >= 16 (or null for the teacher's size), got {self.image_size}")
         if not self.depth_max_m > 0:

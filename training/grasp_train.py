@@ -18,11 +18,12 @@ from training.config import dump_config, to_dict
 from training.distill import (EpochPermutation, OptimConfig, accumulate_terms, build_optimizer, log_epoch,
                               optimizer_step, tensorboard_writer)
 from training.feature_cache import teacher_image_features, teacher_text_features
-from training.grasp_data import (ClutterData, EpisodeDataset, GraspDataConfig, ObservationTransform, base_rgb_images,
-                                 episode_targets, load_clutter_data, stack_episodes, view_channels)
+from training.grasp_data import (ClutterData, EpisodeDataset, GraspDataConfig, ObservationTransform,
+                                 augment_observations, base_rgb_images, episode_targets, load_clutter_data,
+                                 stack_episodes, view_channels)
 from training.grasp_fewshot import GraspFewShotConfig
 from training.grasp_losses import GraspBatch, build_grasp_loss, needs_teacher_features
-from training.grasp_model import GraspScorer, calibrate_threshold, score_episodes
+from training.grasp_model import GraspScorer, calibrate_threshold, roc_auc, score_episodes
 from training.grasp_model_dir import GraspCard, ReplayBuffer, write_grasp_model_dir
 from training.grasp_text import GraspTextConfig, TextTower, resolve_prompt_texts, text_config_card
 from training.model_dir import ModelCard, read_model_card
@@ -139,10 +140,13 @@ def train_grasp(config: GraspTrainConfig, resume: bool = False) -> Path:
     use_amp = config.optim.amp and device.type == "cuda"
     for epoch in range(start_epoch, config.optim.epochs):
         sampler.set_epoch(epoch)
+        augment_rng = torch.Generator().manual_seed(config.seed * 100003 + epoch)  # exact on resume
         net.train()
         sums: dict[str, float] = {}
         seen, t0 = 0, time.perf_counter()
         for x, index in tqdm(loader, desc=f"grasp epoch {epoch + 1}/{config.optim.epochs}", unit="batch"):
+            if config.data.augment:
+                x = augment_observations(x, augment_rng, config.data.augment_min_area)
             x = x.to(device, non_blocking=True)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
                 feats = net.student(x)
@@ -170,8 +174,10 @@ def train_grasp(config: GraspTrainConfig, resume: bool = False) -> Path:
     net.eval()
     calib_eps, calib_split = (data.x_id, config.data.id_split) if data.x_id else (data.train, config.data.train_split)
     scores = score_episodes(net.student, net.scorer, calib_eps, transform, pos, neg, config.optim.batch_size, device)
-    threshold, value = calibrate_threshold(scores, episode_targets(calib_eps, data.id_objects)[0], config.calibration)
-    log.info("threshold %.3f (%s %.3f on %s)", threshold, config.calibration, value, calib_split)
+    calib_targets = episode_targets(calib_eps, data.id_objects)[0]
+    threshold, value = calibrate_threshold(scores, calib_targets, config.calibration)
+    log.info("threshold %.3f (%s %.3f, ROC AUC %.3f on %s)", threshold, config.calibration, value,
+             roc_auc(scores, calib_targets), calib_split)
     replay = _replay_buffer(config, data, transform, teacher_img)
     card = ModelCard(student=to_dict(config.student), embed_dim=teacher.embed_dim, image_size=image_size,
                      mean=list(teacher.mean), std=list(teacher.std), teacher=teacher_card(teacher),
@@ -183,7 +189,7 @@ def train_grasp(config: GraspTrainConfig, resume: bool = False) -> Path:
                       text=text_config_card(config.text), logit_scale=net.scorer.scale,
                       logit_bias=net.scorer.bias.item(), threshold=threshold,
                       calibration={"metric": config.calibration, "value": value, "split": calib_split,
-                                   "pairs": int(scores.numel())},
+                                   "pairs": int(scores.numel()), "auc": roc_auc(scores, calib_targets)},
                       objects={"id": data.id_objects, "ood": data.ood_objects, "split": data.split_source},
                       fewshot=to_dict(config.fewshot))
     features = {"id": texts.pos["id"], "ood": texts.pos["ood"]}

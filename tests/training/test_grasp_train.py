@@ -62,3 +62,16 @@ def test_student_init_loads_a_model_dirs_student_and_refuses_a_mismatch(tiny_gra
     with pytest.raises(StudentError, match="does not fit this training"):
         init_student(Student(StudentConfig(**card.student), card.embed_dim, 48), str(tiny_grasp_model),
                      card.embed_dim, 48)
+
+
+def test_augmented_training_runs_and_its_crop_bound_is_checked(tiny_clutter, tiny_teacher_file, tmp_path):
+    from grasp_fixtures import grasp_overrides
+    from training.grasp_data import DatasetError
+    from training.grasp_train import train_grasp
+
+    overrides = grasp_overrides(tiny_clutter, tiny_teacher_file, tmp_path / "model", tmp_path / "cache")
+    with pytest.raises(DatasetError, match="augment_min_area must be in"):
+        load_config(GraspTrainConfig, None, [*overrides, "data.augment_min_area=0.05"])
+    model_dir = train_grasp(load_config(GraspTrainConfig, None, [*overrides, "optim.epochs=1", "data.augment=true"]))
+    calibration = json.loads((model_dir / "grasp.json").read_text())["calibration"]
+    assert 0.0 <= calibration["auc"] <= 1.0 and calibration["split"] == "val_on_train"
