@@ -43,7 +43,7 @@ class MiniWorldConfig:
 
     def quick(self) -> "MiniWorldConfig":
         """A copy sized to finish in two to three minutes on two CPU cores."""
-        return MiniWorldConfig(**{**self.__dict__, "per_class": 10, "epochs": 3, "fewshot_steps": 15,
+        return MiniWorldConfig(**{**self.__dict__, "per_class": 10, "epochs": 10, "fewshot_steps": 20,
                                   "clutter_episodes": 16, "grasp_epochs": 2, "workdir": self.workdir + "-quick",
                                   "data_dir": self.data_dir + "-quick", "clutter_dir": self.clutter_dir + "-quick"})
 

@@ -17,8 +17,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     for name, helptext in (("demo", "render, distil ResNet18 on Y_id, evaluate ID / 0-shot OOD / 5-shot OOD"),
                            ("reproduce", "the paper's Table 1 in the mini-world: loss rows x 3 seeds")):
         d = sub.add_parser(name, help=helptext, description=f"{helptext}. Example: vlkd {name} --quick")
-        d.add_argument("--quick", action="store_true", help="small data and schedule (about a minute)")
-        d.add_argument("--workdir", help="where runs and reports go (default runs/demo)")
+        d.add_argument("--quick", action="store_true", help="small data and schedule (under 3 minutes on 2 CPU cores)")
+        d.add_argument("--workdir", help=f"where runs and reports go (default runs/{name})")
         d.add_argument("--data-dir", help="renders to collect or reuse (default data/miniworld/classification)")
         d.add_argument("--workers", type=int, help="render worker processes")
         d.add_argument("--epochs", type=int, help="distillation epochs")
@@ -29,10 +29,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         d.set_defaults(func=run_demo if name == "demo" else run_reproduce)
 
 
-def _miniworld(args: argparse.Namespace):
+def _miniworld(args: argparse.Namespace, workdir: str):
     from vlkd_ros.pipeline import MiniWorldConfig
 
-    config = MiniWorldConfig()
+    config = MiniWorldConfig(workdir=workdir)
     if args.quick:
         config = config.quick()
     for key in ("workdir", "data_dir", "workers", "epochs", "fewshot_steps"):
@@ -67,7 +67,7 @@ def run_demo(args: argparse.Namespace) -> int:
     from vlkd_ros.pipeline import demo_summary, run_demo as demo
 
     logging.basicConfig(level=logging.WARNING)
-    print(demo_summary(demo(_miniworld(args))))
+    print(demo_summary(demo(_miniworld(args, "runs/demo"))))
     return 0
 
 
@@ -76,7 +76,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
     from vlkd_ros.pipeline import ReproduceConfig, run_reproduce as reproduce, table1_markdown
 
     logging.basicConfig(level=logging.WARNING)
-    config = _miniworld(args)
+    config = _miniworld(args, "runs/reproduce")
     repro = ReproduceConfig(seeds=args.seeds, **({"rows": args.rows} if args.rows else {}))
     print(table1_markdown(reproduce(config, repro), config.k_shot, len(repro.seeds)))
     print(f"written: {config.workdir}/table1.md, table1.json, table1.png")
