@@ -80,16 +80,16 @@ def train_grasp_from(config: MiniWorldConfig, student_dir: str | Path) -> Path:
 
 def grasp_query_example(grasp_dir: str | Path, clutter_dir: str | Path) -> dict[str, Any]:
     """Ask the grasp model about every object on one held-out (X_ood) table frame and one absent object."""
-    from training.grasp_data import GraspDataConfig, load_clutter_data, read_view
-    from vlkd_ros.inference import GraspFeasibility
+    from training.grasp_data import GraspDataConfig, load_clutter_data
+    from vlkd_ros.inference import GraspFeasibility, episode_observation
 
-    data = load_clutter_data(GraspDataConfig(root=str(clutter_dir)))
+    model = GraspFeasibility.from_checkpoint(grasp_dir)
+    data = load_clutter_data(GraspDataConfig(root=str(clutter_dir), views=model.views))
     episode = (data.x_ood or data.x_id or data.train)[0]
     absent = next(n for n in data.ood_objects + data.id_objects if n not in episode.objects)
     names = sorted(episode.objects) + [absent]
-    model = GraspFeasibility.from_checkpoint(grasp_dir)
     try:
-        answers = model.query([read_view("base_rgb", episode.images["base_rgb"])], names)[0]
+        answers = model.query([episode_observation(episode, model.views)], names)[0]
     finally:
         model.close()
     truth = {n: episode.objects[n].graspable if n in episode.objects else False for n in names}
