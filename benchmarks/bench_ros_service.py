@@ -22,6 +22,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -53,75 +54,39 @@ def percentiles(values: list[float]) -> dict:
             "p95_ms": round(float(np.percentile(arr, 95)), 2), "mean_ms": round(float(arr.mean()), 2)}
 
 
-class Client:
-    """Service client and diagnostics monitor, spun on a background thread."""
+def timed_call(client: Any, name: str, image: Any = None, timeout: float = 30.0) -> tuple[Any, float]:
+    """One blocking IsGraspable call through a vlkd_ros.client.PerceptionClient: (reply, seconds)."""
+    start = time.perf_counter()
+    reply = client.ask(name, image, timeout)
+    if reply is None:
+        raise TimeoutError(f"no reply to is_graspable({name!r}) in {timeout} s")
+    return reply, time.perf_counter() - start
 
-    def __init__(self, node_fqn: str) -> None:
-        import rclpy
-        from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
 
-        from vlkd_interfaces.srv import IsGraspable
+def concurrent(client: Any, name: str, calls: int, in_flight: int) -> dict:
+    """`calls` calls with `in_flight` outstanding; throughput and per-call round trip."""
+    from vlkd_interfaces.srv import IsGraspable
 
-        self.IsGraspable = IsGraspable
-        self.node = rclpy.create_node("vlkd_bench_client")
-        self.client = self.node.create_client(IsGraspable, f"{node_fqn}/is_graspable")
-        self.prefix = node_fqn.lstrip("/")
-        self.diag: list[tuple[float, dict]] = []
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
-        self.executor = SingleThreadedExecutor()
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
+    slots, lock, rtts = threading.Semaphore(in_flight), threading.Lock(), []
+    failures = []
+    start = time.perf_counter()
+    for _ in range(calls):
+        slots.acquire()
+        sent = time.perf_counter()
 
-    def _spin(self) -> None:
-        from rclpy.executors import ExternalShutdownException
+        def done(f, sent=sent):
+            with lock:
+                rtts.append(time.perf_counter() - sent)
+                if not f.result().success:
+                    failures.append(f.result().message)
+            slots.release()
 
-        try:
-            self.executor.spin()
-        except ExternalShutdownException:
-            pass
-
-    def _on_diag(self, msg) -> None:
-        for status in msg.status:
-            if status.name.startswith(self.prefix):
-                self.diag.append((time.monotonic(), {kv.key: kv.value for kv in status.values}))
-
-    def call(self, name: str, image=None, timeout: float = 30.0):
-        """One blocking call; (reply, seconds)."""
-        request = self.IsGraspable.Request(object_name=name)
-        if image is not None:
-            request.image = image
-        done = threading.Event()
-        start = time.perf_counter()
-        future = self.client.call_async(request)
-        future.add_done_callback(lambda _: done.set())
-        if not done.wait(timeout):
-            raise TimeoutError(f"no reply to is_graspable({name!r}) in {timeout} s")
-        return future.result(), time.perf_counter() - start
-
-    def concurrent(self, name: str, calls: int, in_flight: int) -> dict:
-        """`calls` calls with `in_flight` outstanding; throughput and per-call round trip."""
-        slots, lock, rtts = threading.Semaphore(in_flight), threading.Lock(), []
-        failures = []
-        start = time.perf_counter()
-        for _ in range(calls):
-            slots.acquire()
-            sent = time.perf_counter()
-
-            def done(f, sent=sent):
-                with lock:
-                    rtts.append(time.perf_counter() - sent)
-                    if not f.result().success:
-                        failures.append(f.result().message)
-                slots.release()
-
-            self.client.call_async(self.IsGraspable.Request(object_name=name)).add_done_callback(done)
-        while len(rtts) < calls and time.perf_counter() - start < 120:
-            time.sleep(0.01)
-        elapsed = time.perf_counter() - start
-        return {**percentiles(rtts), "calls_per_s": round(len(rtts) / elapsed, 1), "failed": len(failures),
-                "failures": sorted({m.split(";")[0] for m in failures})}
+        client.grasp.call_async(IsGraspable.Request(object_name=name)).add_done_callback(done)
+    while len(rtts) < calls and time.perf_counter() - start < 120:
+        time.sleep(0.01)
+    elapsed = time.perf_counter() - start
+    return {**percentiles(rtts), "calls_per_s": round(len(rtts) / elapsed, 1), "failed": len(failures),
+            "failures": sorted({m.split(";")[0] for m in failures})}
 
 
 def start(cmd: list[str], env: dict) -> subprocess.Popen:
@@ -152,36 +117,36 @@ def frames_folder(size: int) -> Path:
     return folder
 
 
-def wait_ready(client: Client, name: str, timeout: float = 120.0) -> None:
+def wait_ready(client: Any, name: str, timeout: float = 120.0) -> None:
     """Until a call on the latest camera frame succeeds."""
     end = time.monotonic() + timeout
-    if not client.client.wait_for_service(timeout_sec=timeout):
+    if not client.wait_for_services(timeout):
         raise TimeoutError("the node's services did not appear")
     while time.monotonic() < end:
-        reply, _ = client.call(name)
+        reply, _ = timed_call(client, name)
         if reply.success:
             return
         time.sleep(0.5)
     raise TimeoutError(f"no successful answer within {timeout} s: {reply.message}")
 
 
-def next_diag(client: Client, timeout: float = 60.0) -> tuple[float, dict]:
+def next_diag(client: Any, timeout: float = 60.0) -> tuple[float, dict]:
     """The next /diagnostics status of the node: (arrival time, values)."""
-    mark, end = len(client.diag), time.monotonic() + timeout
-    while len(client.diag) == mark:
+    mark, end = len(client.diagnostics), time.monotonic() + timeout
+    while len(client.diagnostics) == mark:
         if time.monotonic() > end:
             raise TimeoutError("the node published no diagnostics")
         time.sleep(0.02)
-    return client.diag[-1]
+    return client.diagnostics[-1]["time"], client.diagnostics[-1]
 
 
-def received_rate(client: Client, window: float, load: Client | None, name: str) -> float:
+def received_rate(client: Any, window: float, load: Any, name: str) -> float:
     """Frames per second the node counted over `window` seconds (with query load when given)."""
     stop_load = threading.Event()
 
     def keep_asking() -> None:
         while not stop_load.is_set():
-            load.call(name)
+            timed_call(load, name)
 
     loader = threading.Thread(target=keep_asking, daemon=True) if load is not None else None
     if loader is not None:
@@ -226,6 +191,7 @@ def main() -> int:
     import numpy as np
     import rclpy
 
+    from vlkd_ros.client import PerceptionClient
     from vlkd_ros.ros_image import numpy_to_image
 
     env = dict(os.environ)
@@ -243,28 +209,24 @@ def main() -> int:
     rclpy.init()
     client = None
     try:
-        client = Client(f"{ns}/vlkd_perception")
+        client = PerceptionClient(f"{ns}/vlkd_perception", "vlkd_bench_client")
         camera_cmd = [*VLKD, "sim-camera", "--source", "images", "--images", str(frames),
                       "--image-size", str(args.frame_size), "--topic", topic]
         camera = start([*camera_cmd, "--rate", "30"], env)
         from vlkd_interfaces.srv import ListObjects
 
-        lister = client.node.create_client(ListObjects, f"{ns}/vlkd_perception/list_objects")
-        lister.wait_for_service(timeout_sec=120)
         wait_ready(client, "mug")
-        future = lister.call_async(ListObjects.Request())
-        while not future.done():
-            time.sleep(0.01)
-        name = future.result().names[0]
-        results["model_version"] = future.result().model_version
+        listing = client.call(client.list, ListObjects.Request())
+        name, results["model_version"] = listing.names[0], listing.model_version
 
         for _ in range(10):  # warm-up
-            client.call(name)
-        results["latest_frame"] = percentiles([client.call(name)[1] for _ in range(args.calls)])
+            timed_call(client, name)
+        results["latest_frame"] = percentiles([timed_call(client, name)[1] for _ in range(args.calls)])
         results["fastdds_profile"] = os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE", "")
         image = numpy_to_image(np.random.default_rng(1).integers(0, 256, (480, 640, 3), dtype=np.uint8), "rgb8")
-        results["request_image_640x480"] = percentiles([client.call(name, image)[1] for _ in range(args.calls)])
-        results["latest_frame_8_in_flight"] = client.concurrent(name, args.calls, 8)
+        results["request_image_640x480"] = percentiles([timed_call(client, name, image)[1]
+                                                         for _ in range(args.calls)])
+        results["latest_frame_8_in_flight"] = concurrent(client, name, args.calls, 8)
         _, last = next_diag(client)
         results["node_callback"] = {"p50_ms": float(last["latency_p50_ms"]), "p95_ms": float(last["latency_p95_ms"])}
 
@@ -284,9 +246,9 @@ def main() -> int:
         if camera is not None:
             stop(camera)
         node_out = stop(node)
-        rclpy.try_shutdown()
         if client is not None:
-            client.thread.join(timeout=5.0)
+            client.close()
+        rclpy.try_shutdown()
     if "camera_rates" not in results:
         print(node_out[-3000:], file=sys.stderr)
         return 1

@@ -18,22 +18,18 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
-from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
 from vlkd_interfaces.msg import GraspResult
 from vlkd_interfaces.srv import AddObject, GetJobStatus, IsGraspable, ListObjects
+from vlkd_ros.client import CALL_TIMEOUT_S, PerceptionClient
 from vlkd_ros.ros_image import numpy_to_image
-
-CALL_TIMEOUT_S = 30.0
 
 
 def emit(check: str, **fields) -> None:
@@ -41,68 +37,22 @@ def emit(check: str, **fields) -> None:
     print(json.dumps({"check": check, **fields}), flush=True)
 
 
-class Driver:
-    """Service clients and topic monitors for one node, spun on a background executor thread."""
+class Driver(PerceptionClient):
+    """The library client plus parameter and lifecycle services and the node's result and debug topics."""
 
     def __init__(self, node_name: str) -> None:
-        self.node = Node("vlkd_test_driver")
-        self.ns = node_name
-        self.grasp = self.node.create_client(IsGraspable, f"{node_name}/is_graspable")
-        self.add = self.node.create_client(AddObject, f"{node_name}/add_object")
-        self.list = self.node.create_client(ListObjects, f"{node_name}/list_objects")
-        self.job = self.node.create_client(GetJobStatus, f"{node_name}/get_job_status")
+        super().__init__(node_name, "vlkd_test_driver")
         self.params = self.node.create_client(SetParameters, f"{node_name}/set_parameters")
         self.lifecycle = self.node.create_client(ChangeState, f"{node_name}/change_state")
-        self.diagnostics: list[dict] = []
         self.results: list[GraspResult] = []
         self.debug_images: list = []
         self.node.create_subscription(Image, f"{node_name}/debug_image", self.debug_images.append, 1)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
         self.node.create_subscription(GraspResult, f"{node_name}/results", self.results.append,
                                       QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE))
-        self.executor = SingleThreadedExecutor()
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self._spin, daemon=True)
-        self.thread.start()
 
-    def _spin(self) -> None:
-        try:
-            self.executor.spin()
-        except ExternalShutdownException:
-            pass
-
-    def _on_diag(self, msg: DiagnosticArray) -> None:
-        for status in msg.status:
-            if status.name.startswith(self.ns.strip("/")):
-                values = {kv.key: kv.value for kv in status.values}
-                self.diagnostics.append({"level": int.from_bytes(status.level, "little")
-                                         if isinstance(status.level, bytes) else int(status.level),
-                                         "message": status.message, **values})
-
-    def wait_for_services(self, timeout: float) -> bool:
-        """Wait until every service of the node is discovered."""
-        end = time.monotonic() + timeout
-        for client in (self.grasp, self.add, self.list, self.job, self.params, self.lifecycle):
-            if not client.wait_for_service(timeout_sec=max(0.1, end - time.monotonic())):
-                return False
-        return True
-
-    def call(self, client, request, timeout: float = CALL_TIMEOUT_S):
-        """Call and wait; None on timeout."""
-        future = client.call_async(request)
-        done = threading.Event()
-        future.add_done_callback(lambda _: done.set())
-        if not done.wait(timeout):
-            client.remove_pending_request(future)
-            return None
-        return future.result()
-
-    def ask(self, name: str, image=None, timeout: float = CALL_TIMEOUT_S):
-        """IsGraspable for one name."""
-        request = IsGraspable.Request(object_name=name)
-        if image is not None:
-            request.image = image
-        return self.call(self.grasp, request, timeout)
+    def wait_for_services(self, timeout: float, extra: tuple = ()) -> bool:
+        """Wait until every service of the node, parameters and lifecycle included, is discovered."""
+        return super().wait_for_services(timeout, (self.params, self.lifecycle, *extra))
 
     def set_param(self, name: str, value) -> tuple[bool, str]:
         """Set one parameter through the node's parameter service."""
@@ -364,9 +314,8 @@ def main() -> int:
         {"reliability": reliability, "rgbd": rgbd, "sim": sim}[scenario](d, cfg)
         return 0
     finally:
+        d.close()
         rclpy.try_shutdown()
-        d.thread.join(timeout=5.0)
-        d.executor.shutdown(timeout_sec=1.0)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,85 @@
+"""Python client of a running `vlkd_perception` node: its services over DDS and its /diagnostics, spun on a
+background executor thread so calls can block from the caller's thread.
+
+    rclpy.init()
+    client = PerceptionClient("/vlkd_perception")
+    client.wait_for_services(30.0)
+    reply = client.ask("coffee mug")          # IsGraspable.Response, or None on timeout
+    client.close(); rclpy.shutdown()
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+
+from vlkd_interfaces.srv import AddObject, GetJobStatus, IsGraspable, ListObjects
+
+CALL_TIMEOUT_S = 30.0
+
+
+class PerceptionClient:
+    """Clients of the node's services (`grasp`, `add`, `list`, `job`) and the node's /diagnostics statuses
+    (`diagnostics`: dicts of time (monotonic), level, message and the key/values). rclpy must be initialised."""
+
+    def __init__(self, node_name: str = "/vlkd_perception", client_name: str = "vlkd_client") -> None:
+        self.ns = node_name
+        self.node = rclpy.create_node(client_name)
+        self.grasp = self.node.create_client(IsGraspable, f"{node_name}/is_graspable")
+        self.add = self.node.create_client(AddObject, f"{node_name}/add_object")
+        self.list = self.node.create_client(ListObjects, f"{node_name}/list_objects")
+        self.job = self.node.create_client(GetJobStatus, f"{node_name}/get_job_status")
+        self.diagnostics: list[dict[str, Any]] = []
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diag, 10)
+        self.executor = SingleThreadedExecutor()
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self._spin, daemon=True)
+        self.thread.start()
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except ExternalShutdownException:
+            pass
+
+    def _on_diag(self, msg: DiagnosticArray) -> None:
+        for status in msg.status:
+            if status.name.startswith(self.ns.strip("/")):
+                level = int.from_bytes(status.level, "little") if isinstance(status.level, bytes) else int(status.level)
+                self.diagnostics.append({"time": time.monotonic(), "level": level, "message": status.message,
+                                         **{kv.key: kv.value for kv in status.values}})
+
+    def wait_for_services(self, timeout: float, extra: tuple = ()) -> bool:
+        """Wait until the node's services (and the `extra` clients) are discovered."""
+        end = time.monotonic() + timeout
+        for client in (self.grasp, self.add, self.list, self.job, *extra):
+            if not client.wait_for_service(timeout_sec=max(0.1, end - time.monotonic())):
+                return False
+        return True
+
+    def call(self, client: Any, request: Any, timeout: float = CALL_TIMEOUT_S) -> Any:
+        """Call a service and wait for the reply; None on timeout (the pending request is dropped)."""
+        future = client.call_async(request)
+        done = threading.Event()
+        future.add_done_callback(lambda _: done.set())
+        if not done.wait(timeout):
+            client.remove_pending_request(future)
+            return None
+        return future.result()
+
+    def ask(self, name: str, image: Any = None, timeout: float = CALL_TIMEOUT_S) -> Any:
+        """IsGraspable for one object name, on the latest camera frame or on `image` (sensor_msgs/Image)."""
+        request = IsGraspable.Request(object_name=name)
+        if image is not None:
+            request.image = image
+        return self.call(self.grasp, request, timeout)
+
+    def close(self) -> None:
+        """Stop spinning and destroy the client node (call before or after rclpy.shutdown)."""
+        self.executor.shutdown(timeout_sec=1.0)
+        self.thread.join(timeout=5.0)
+        self.node.destroy_node()
