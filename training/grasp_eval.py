@@ -239,7 +239,7 @@ def table_markdown(result: dict[str, Any]) -> str:
                   "| method | " + " | ".join(label for _, label in COLUMNS) + " |",
                   "|---|" + "---|" * len(COLUMNS)]
         for r in result["rows"]:
-            cells = [f"{pct(r['zero_shot'][c].get(key))} / {pct(r['few_shot'][c].get(key))}" for c, _ in COLUMNS]
+            cells = [f"{pct(r['zero_shot'][c][key])} / {pct(r['few_shot'][c][key])}" for c, _ in COLUMNS]
             lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
         lines.append("")
     c = result["rows"][0]["counts"]

@@ -176,8 +176,9 @@ def train_grasp(config: GraspTrainConfig, resume: bool = False) -> Path:
     scores = score_episodes(net.student, net.scorer, calib_eps, transform, pos, neg, config.optim.batch_size, device)
     calib_targets = episode_targets(calib_eps, data.id_objects)[0]
     threshold, value = calibrate_threshold(scores, calib_targets, config.calibration)
-    log.info("threshold %.3f (%s %.3f, ROC AUC %.3f on %s)", threshold, config.calibration, value,
-             roc_auc(scores, calib_targets), calib_split)
+    calib_auc = roc_auc(scores, calib_targets)
+    log.info("threshold %.3f (%s %.3f, ROC AUC %.3f on %s)", threshold, config.calibration, value, calib_auc,
+             calib_split)
     replay = _replay_buffer(config, data, transform, teacher_img)
     card = ModelCard(student=to_dict(config.student), embed_dim=teacher.embed_dim, image_size=image_size,
                      mean=list(teacher.mean), std=list(teacher.std), teacher=teacher_card(teacher),
@@ -189,7 +190,7 @@ def train_grasp(config: GraspTrainConfig, resume: bool = False) -> Path:
                       text=text_config_card(config.text), logit_scale=net.scorer.scale,
                       logit_bias=net.scorer.bias.item(), threshold=threshold,
                       calibration={"metric": config.calibration, "value": value, "split": calib_split,
-                                   "pairs": int(scores.numel()), "auc": roc_auc(scores, calib_targets)},
+                                   "pairs": int(scores.numel()), "auc": calib_auc},
                       objects={"id": data.id_objects, "ood": data.ood_objects, "split": data.split_source},
                       fewshot=to_dict(config.fewshot))
     features = {"id": texts.pos["id"], "ood": texts.pos["ood"]}

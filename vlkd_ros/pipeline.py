@@ -84,15 +84,15 @@ def grasp_query_example(grasp_dir: str | Path, clutter_dir: str | Path) -> dict[
     from vlkd_ros.inference import GraspFeasibility, episode_observation
 
     model = GraspFeasibility.from_checkpoint(grasp_dir)
-    data = load_clutter_data(GraspDataConfig(root=str(clutter_dir), views=model.views))
-    episode = (data.x_ood or data.x_id or data.train)[0]
-    absent = next(n for n in data.ood_objects + data.id_objects if n not in episode.objects)
-    names = sorted(episode.objects) + [absent]
     try:
+        data = load_clutter_data(GraspDataConfig(root=str(clutter_dir), views=model.views))
+        episode = (data.x_ood or data.x_id or data.train)[0]
+        absent = next(n for n in data.ood_objects + data.id_objects if n not in episode.objects)
+        names = sorted(episode.objects) + [absent]
         answers = model.query([episode_observation(episode, model.views)], names)[0]
     finally:
         model.close()
-    truth = {n: episode.objects[n].graspable if n in episode.objects else False for n in names}
+    truth = {n: n in episode.objects and episode.objects[n].graspable for n in names}
     return {"frame": str(episode.images["base_rgb"]), "threshold": model.threshold,
             "answers": [{"name": n, "ood": n in data.ood_objects, "truth": truth[n], **answers[n]} for n in names]}
 
