@@ -26,7 +26,8 @@ class CheckpointError(ValueError):
     """A checkpoint or model dir is missing, incomplete, or from another architecture."""
 
 
-def save_weights(path: str | os.PathLike, state: dict[str, torch.Tensor], metadata: dict[str, str] | None = None) -> None:
+def save_weights(path: str | os.PathLike, state: dict[str, torch.Tensor],
+                 metadata: dict[str, str] | None = None) -> None:
     """Write a tensor dict as safetensors (contiguous copies, shared storage allowed)."""
     save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(path), metadata=metadata)
 
@@ -39,8 +40,9 @@ def load_weights_into(model: nn.Module, path: str | os.PathLike, what: str = "we
     unexpected = sorted(set(state) - set(own))
     shapes = [k for k in set(own) & set(state) if own[k].shape != state[k].shape]
     if missing or unexpected or shapes:
-        detail = (f"missing {missing[:3]}" if missing else "") + (f" unexpected {unexpected[:3]}" if unexpected else "") \
-            + (f" shape mismatch at {shapes[:3]}" if shapes else "")
+        detail = ((f"missing {missing[:3]}" if missing else "")
+                  + (f" unexpected {unexpected[:3]}" if unexpected else "")
+                  + (f" shape mismatch at {shapes[:3]}" if shapes else ""))
         raise CheckpointError(f"{what} {path} do not fit this model ({type(model).__name__}): {detail.strip()}")
     model.load_state_dict(state)
 

@@ -179,7 +179,8 @@ def distill(config: DistillConfig, resume: bool = False) -> Path:
     sampler = EpochPermutation(valid, config.seed, rank, world)
     transform = image_transform(prep.teacher.image_size, prep.teacher.mean, prep.teacher.std, config.data.augment)
     loader = DataLoader(ImageDataset(prep.data.train, transform), batch_size=config.optim.batch_size,
-                        sampler=sampler, num_workers=config.data.num_workers, drop_last=len(sampler) > config.optim.batch_size)
+                        sampler=sampler, num_workers=config.data.num_workers,
+                        drop_last=len(sampler) > config.optim.batch_size)
     optimizer, scheduler = build_optimizer(list(student.parameters()) + list(criterion.parameters()),
                                            config.optim, len(loader))
     start_epoch, step = 0, 0

@@ -19,7 +19,10 @@ from training.distill import DistillConfig, prepare
 from training.feature_cache import teacher_image_features
 from training.fewshot import FewShotConfig, ShotSet, finetune_few_shot
 from training.model_dir import load_model_dir
-from training.teacher import TeacherConfig
+from training.grasp_data import GraspDataConfig, base_rgb_images, episode_targets, load_clutter_data
+from training.grasp_model import roc_auc
+from training.grasp_text import POSITIVE_PROMPT
+from training.teacher import Teacher, TeacherConfig
 from vlkd_ros.atomic_io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -69,6 +72,22 @@ def teacher_zero_shot(model: str, data_root: str, cache_dir: str = "runs/cache")
     for name, images, text in (("id", prep.data.x_id, prep.text_id), ("ood", prep.data.x_ood, prep.text_ood)):
         feats = teacher_image_features(prep.teacher, images, config.teacher.cache_dir, desc=f"teacher ({name})")
         out[name] = accuracy(feats.features, text, torch.tensor(images.targets))
+    return out
+
+
+def teacher_presence_auc(model: str, clutter_root: str, cache_dir: str = "runs/cache",
+                         prompt: str = POSITIVE_PROMPT) -> dict[str, float]:
+    """Zero-shot ROC AUC of an open_clip teacher for "object X is in this scene" on a clutter dataset's X_id and
+    X_ood frames: cosine of each base-camera frame with `prompt` for every object (Y_id and Y_ood), against
+    which objects the scene holds."""
+    teacher = Teacher(TeacherConfig(model=model, pretrained=None, cache_dir=cache_dir))
+    data = load_clutter_data(GraspDataConfig(root=clutter_root))
+    names = data.id_objects + data.ood_objects
+    text = teacher.encode_texts([[prompt.format(name)] for name in names])
+    out = {}
+    for part, episodes in (("id", data.x_id), ("ood", data.x_ood)):
+        feats = teacher_image_features(teacher, base_rgb_images(episodes), cache_dir, desc=f"teacher ({part})")
+        out[part] = roc_auc(feats.features @ text.T, episode_targets(episodes, names)[1].float())
     return out
 
 

@@ -49,7 +49,8 @@ def export_model(model_dir: str | os.PathLike, out_dir: str | os.PathLike | None
                           generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ref_feats, ref_logits = wrapper(example)
-    report: dict[str, Any] = {"labels": labels, "input": [-1, card.student["in_chans"], card.image_size, card.image_size],
+    report: dict[str, Any] = {"labels": labels,
+                              "input": [-1, card.student["in_chans"], card.image_size, card.image_size],
                               "mean": card.mean, "std": card.std, "files": {}, "max_abs_diff": {}}
     if "torchscript" in formats:
         path = out / "student.torchscript.pt"

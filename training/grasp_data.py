@@ -157,13 +157,7 @@ def load_clutter_data(config: GraspDataConfig) -> ClutterData:
     if not root.is_dir():
         raise DatasetError(f"dataset dir {root} does not exist (collect one with `vlkd collect clutter`)")
     info = read_dataset_info(root)
-    if info.kind != "clutter":
-        raise DatasetError(f"{root} is a {info.kind!r} dataset; grasp training needs kind 'clutter'")
-    known = set(info.labels)
-    episodes: dict[str, list[Episode]] = {}
-    for row in read_manifest(root):
-        ep = _episode(root, row, known, config.views)
-        episodes.setdefault(ep.split, []).append(ep)
+    episodes = read_episodes(root, info, config.views)
     train = episodes.get(config.train_split, [])
     if not train:
         raise DatasetError(f"{root} has no episodes in split {config.train_split!r} (splits: {sorted(episodes)})")
@@ -174,6 +168,18 @@ def load_clutter_data(config: GraspDataConfig) -> ClutterData:
                            f"({source}) must keep Y_ood out of training scenes")
     return ClutterData(root, info, train, episodes.get(config.id_split, []), episodes.get(config.ood_split, []),
                        id_objects, ood_objects, source)
+
+
+def read_episodes(root: Path, info: DatasetInfo, views: list[str]) -> dict[str, list[Episode]]:
+    """The episodes of a clutter dataset dir by split, each checked to hold `views` and only known objects."""
+    if info.kind != "clutter":
+        raise DatasetError(f"{root} is a {info.kind!r} dataset; this needs kind 'clutter' (vlkd collect clutter)")
+    known = set(info.labels)
+    episodes: dict[str, list[Episode]] = {}
+    for row in read_manifest(root):
+        ep = _episode(root, row, known, views)
+        episodes.setdefault(ep.split, []).append(ep)
+    return episodes
 
 
 def resolve_object_split(info: DatasetInfo, config: ObjectSplitConfig) -> tuple[list[str], list[str], str]:

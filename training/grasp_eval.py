@@ -16,11 +16,12 @@ from training.config import apply_overrides, from_dict, load_config, read_yaml_t
 from training.feature_cache import teacher_image_features
 from training.grasp_data import (ClutterData, Episode, base_rgb_images, episode_targets, load_clutter_data,
                                  stack_episodes)
-from training.grasp_fewshot import GraspFewShotConfig, GraspShots, finetune_grasp
+from training.grasp_fewshot import GraspFewShotConfig, GraspShots, finetune_grasp, object_threshold
 from training.grasp_losses import build_grasp_loss, needs_teacher_features
 from training.grasp_model import accuracy_score, binary_counts, f1_score, roc_auc, score_episodes
 from training.grasp_model_dir import GraspModelDir, load_grasp_model_dir
 from training.grasp_train import GraspTrainConfig, train_grasp
+from training.students import Student
 from training.teacher import Teacher, resolve_device
 from vlkd_ros.atomic_io import atomic_write_json, atomic_write_text
 from vlkd_ros.object_registry import REGISTRY_FILE
@@ -108,10 +109,10 @@ def select_support(episodes: list[Episode], names: list[str], k: int, seed: int)
 
 
 def column_metrics(scores: torch.Tensor, graspable: torch.Tensor, present: torch.Tensor,
-                   threshold: float) -> dict[str, float]:
+                   threshold: float | torch.Tensor) -> dict[str, float]:
     """Overall accuracy over all (observation, object) pairs; F1 of 'graspable' over the pairs whose object
     is present (`f1`) and over all pairs (`f1_all`); ROC AUC of the scores over all pairs (`auc`, free of the
-    threshold: how well graspable pairs are ranked above the rest)."""
+    threshold: how well graspable pairs are ranked above the rest). `threshold`: one, or one per column (1, M)."""
     pred, target = scores >= threshold, graspable > 0.5
     all_counts = binary_counts(pred, target)
     present_counts = binary_counts(pred, target, present)
@@ -149,6 +150,9 @@ def evaluate_grasp(model_dir: str | Path, config: GraspEvalConfig, train_overrid
                    "x_ood_query": len(query)},
         "fewshot": {"steps": fewshot.steps, "params": fewshot.params, "lr": fewshot.lr},
         "zero_shot": {}, "few_shot": {}, "per_object": {}}
+    # After the finetune each OOD object gets its own threshold, as `add_object` gives an added object.
+    tuned_t = _object_thresholds(tuned, gm, pos[n_id:], None if neg is None else neg[n_id:], fewshot, device)
+    result["few_shot_thresholds"] = dict(zip(data.ood_objects, tuned_t[0].tolist()))
     for mode, student in (("zero_shot", gm.student), ("few_shot", tuned)):
         s_id = score_episodes(student, gm.scorer(), data.x_id, gm.transform(), pos[:n_id],
                               None if neg is None else neg[:n_id], config.batch_size, device)
@@ -156,14 +160,29 @@ def evaluate_grasp(model_dir: str | Path, config: GraspEvalConfig, train_overrid
         g_id, p_id = episode_targets(data.x_id, data.id_objects)
         g_ood, p_ood = episode_targets(x_query, names)
         t = gm.grasp.threshold
+        t_ood = tuned_t if mode == "few_shot" else torch.full((1, len(data.ood_objects)), t)
         result[mode] = {"x_id": column_metrics(s_id, g_id, p_id, t),
                         "id_on_ood": column_metrics(s_ood[:, :n_id], g_ood[:, :n_id], p_ood[:, :n_id], t),
-                        "ood_on_ood": column_metrics(s_ood[:, n_id:], g_ood[:, n_id:], p_ood[:, n_id:], t)}
+                        "ood_on_ood": column_metrics(s_ood[:, n_id:], g_ood[:, n_id:], p_ood[:, n_id:], t_ood)}
         for j, name in enumerate(data.ood_objects):
             m = column_metrics(s_ood[:, n_id + j:n_id + j + 1], g_ood[:, n_id + j:n_id + j + 1],
-                               p_ood[:, n_id + j:n_id + j + 1], t)
+                               p_ood[:, n_id + j:n_id + j + 1], float(t_ood[0, j]))
             result["per_object"].setdefault(name, {})[mode] = m
     return result
+
+
+def _object_thresholds(student: Student, gm: GraspModelDir, pos: torch.Tensor, neg: torch.Tensor | None,
+                       fewshot: GraspFewShotConfig, device: torch.device) -> torch.Tensor:
+    """(1, M) thresholds of M objects learnt from shots: `object_threshold` on the model's held-out frames, the
+    model's threshold where that gives none."""
+    absent = gm.replay().val_inputs
+    out = torch.full((1, len(pos)), gm.grasp.threshold)
+    if fewshot.object_fpr < 1:
+        for j in range(len(pos)):
+            t = object_threshold(student, gm.scorer(), absent, pos[j:j + 1], None if neg is None else neg[j:j + 1],
+                                 fewshot.object_fpr, device)
+            out[0, j] = gm.grasp.threshold if t is None else t
+    return out
 
 
 def _train_config(model_dir: str | Path, overrides: list[str]) -> GraspTrainConfig:
@@ -244,5 +263,7 @@ def table_markdown(result: dict[str, Any]) -> str:
         lines.append("")
     c = result["rows"][0]["counts"]
     lines.append(f"X_id: {c['x_id']} observations; X_ood: {c['x_ood_query']} query observations after "
-                 f"{c['x_ood_support']} support observations ({k} shots per OOD object) were used for finetuning.")
+                 f"{c['x_ood_support']} support observations ({k} shots per OOD object) were used for finetuning. "
+                 "After the finetune each Y_ood object is decided at its own threshold (fewshot.object_fpr), as "
+                 "objects added at run time are.")
     return "\n".join(lines) + "\n"

@@ -23,13 +23,16 @@ class GraspFewShotConfig(FewShotConfig):
     the paper, 'head' = only the projection on frozen backbone features: much cheaper on a CPU); `augment`
     flips and crops every drawn observation (shots and replay alike; 'all' only) so 5 shots generalise beyond
     themselves; a finetune is rejected when the known objects' ranking on held-out observations drops by more
-    than `max_drop`; each object keeps its newest `max_shots` shots."""
+    than `max_drop`; each object keeps its newest `max_shots` shots; after a finetune every added object gets its
+    own threshold, the score it exceeds on `object_fpr` of held-out training-scene observations (which never
+    hold it); object_fpr=1 keeps the model's calibrated threshold for all."""
 
     losses: list[dict[str, Any]] = field(default_factory=lambda: [{"type": "asl", "weight": 1.0}])
     params: Literal["all", "head"] = "all"
     augment: bool = True
     max_drop: float = 0.05
     max_shots: int = 20
+    object_fpr: float = 0.2
 
     def validate(self) -> None:
         """Check ranges and the loss list."""
@@ -38,9 +41,9 @@ class GraspFewShotConfig(FewShotConfig):
         if self.steps < 1 or self.batch_size < 2 or self.lr <= 0:
             raise ValueError(f"fewshot needs steps >= 1, batch_size >= 2, lr > 0; got {self.steps}, "
                              f"{self.batch_size}, {self.lr}")
-        if not 0 <= self.max_drop <= 1 or self.max_shots < 1:
-            raise ValueError(f"fewshot needs 0 <= max_drop <= 1 and max_shots >= 1, got {self.max_drop}, "
-                             f"{self.max_shots}")
+        if not 0 <= self.max_drop <= 1 or self.max_shots < 1 or not 0 < self.object_fpr <= 1:
+            raise ValueError(f"fewshot needs 0 <= max_drop <= 1, max_shots >= 1, 0 < object_fpr <= 1; got "
+                             f"{self.max_drop}, {self.max_shots}, {self.object_fpr}")
         build_grasp_loss(self.losses)
 
 
@@ -167,3 +170,17 @@ def check_finetune(old: Student, new: Student, scorer: GraspScorer, threshold: f
         return FinetuneCheck(False, f"the new object's score on its shots fell from {report['old_shot_score']:.3f} "
                                     f"to {report['new_shot_score']:.3f}", report)
     return FinetuneCheck(True, "ok", report)
+
+
+def object_threshold(student: Student, scorer: GraspScorer, absent_inputs: Tensor, pos: Tensor, neg: Tensor | None,
+                     false_positive_rate: float, device: str | torch.device = "cpu") -> float | None:
+    """Decision threshold of one added object (prompt features `pos`/`neg` (1, D)) that says "graspable" on
+    `false_positive_rate` of held-out observations from the training scenes, where an added object never
+    appears. Its shots cannot calibrate recall: the model was just fitted to them. None without observations."""
+    if not len(absent_inputs):
+        return None
+    scores = score_inputs(student, scorer, absent_inputs, pos, neg, device=device)[:, 0].double()
+    ranked = scores.sort(descending=True).values
+    allowed = min(int(false_positive_rate * len(ranked) + 1e-9), len(ranked) - 1)  # frames that may score >= t
+    above = ranked[allowed - 1] if allowed else torch.tensor(1.0, dtype=torch.float64)
+    return float((above + ranked[allowed]) / 2)  # midway between the last allowed and the first refused score

@@ -62,7 +62,8 @@ class DatasetInfo:
         known = set(self.labels)
         unknown = [n for n in self.descriptions if n not in known]
         if unknown:
-            raise DatasetFormatError(f"descriptions name unknown labels {unknown[:5]}; labels are {self.labels[:10]}...")
+            raise DatasetFormatError(f"descriptions name unknown labels {unknown[:5]}; "
+                                     f"labels are {self.labels[:10]}...")
         for part in ("id", "ood"):
             bad = [n for n in self.split.get(part, []) if n not in known]
             if bad:

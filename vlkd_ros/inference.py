@@ -26,7 +26,7 @@ from training.checkpoint import save_weights
 from training.config import from_dict
 from training.grasp_export import export_student_onnx
 from training.grasp_data import Episode, episode_targets, read_view
-from training.grasp_fewshot import GraspFewShotConfig, GraspShots, check_finetune, finetune_grasp
+from training.grasp_fewshot import GraspFewShotConfig, GraspShots, check_finetune, finetune_grasp, object_threshold
 from training.grasp_model import binary_counts, f1_score, roc_auc
 from training.grasp_model_dir import GraspModelDir, ReplayBuffer, load_grasp_model_dir
 from training.grasp_text import prompt_texts
@@ -162,8 +162,17 @@ class GraspFeasibility:
         with torch.inference_mode():
             feats = serving.encoder(batch.to(self._device))
             scores = torch.sigmoid(self._scorer(feats.float(), pos, neg)).cpu()
-        return [{name: {"graspable": bool(s >= self._threshold), "score": float(s)} for name, s in zip(names, row)}
+        thresholds = [self._threshold_of(k, serving.registry) for k in keys]
+        return [{name: {"graspable": bool(s >= t), "score": float(s)} for name, s, t in zip(names, row, thresholds)}
                 for row in scores.tolist()]
+
+    def threshold_for(self, name: str) -> float:
+        """The decision threshold `query` applies to `name`: its own once finetuned, else the model's."""
+        return self._threshold_of(normalize_name(name), self._serving.registry)
+
+    def _threshold_of(self, key: str, registry: ObjectRegistry) -> float:
+        entry = registry.get(key)
+        return self._threshold if entry is None or entry.threshold is None else entry.threshold
 
     def add_object(self, name: str, images: Any, description: str | None = None, k: int = 5) -> FewShotJob:
         """Register `name` at once (answerable zero-shot), then finetune on its shots in the background.
@@ -295,9 +304,28 @@ class GraspFeasibility:
         if not check.ok:
             raise RuntimeError(f"validation failed, the previous model keeps serving: {check.reason}")
         job.progress = 0.95
-        self._commit(job, tuned, shot_inputs)
+        thresholds = self._added_thresholds(tuned, registry, names, pos, neg, cfg.object_fpr)
+        job.report["threshold"] = thresholds.get(key, self._threshold)
+        self._commit(job, tuned, shot_inputs, thresholds)
 
-    def _commit(self, job: FewShotJob, tuned: Student, shot_inputs: torch.Tensor) -> None:
+    def _added_thresholds(self, tuned: Student, registry: ObjectRegistry, names: list[str], pos: torch.Tensor,
+                          neg: torch.Tensor | None, object_fpr: float) -> dict[str, float]:
+        """Every added object's own threshold under the new weights (`object_fpr` on held-out frames)."""
+        if object_fpr >= 1:
+            return {}
+        absent = self._replay_buffer().val_inputs
+        out = {}
+        for c, name in enumerate(names):
+            if registry.get(name).source != "added":
+                continue
+            threshold = object_threshold(tuned, self._scorer, absent, pos[c:c + 1], None if neg is None else
+                                         neg[c:c + 1], object_fpr, self._device)
+            if threshold is not None:
+                out[name] = threshold
+        return out
+
+    def _commit(self, job: FewShotJob, tuned: Student, shot_inputs: torch.Tensor,
+                thresholds: dict[str, float]) -> None:
         """Write weights and shots, then the registry (the commit point), then swap the serving snapshot."""
         with self._commit_lock:
             current = self._serving.registry
@@ -309,7 +337,11 @@ class GraspFeasibility:
                          lambda tmp: save_file({"inputs": shot_inputs.half().contiguous()}, tmp))
             entry = replace(current.get(job.name) or ObjectEntry(job.name, source="added"), shots=shots_rel,
                             n_shots=len(shot_inputs), finetuned=True)
-            registry = current.with_object(entry).with_weights(weights_rel, file_sha256(self._root / weights_rel))
+            registry = current.with_object(entry)
+            for name, threshold in thresholds.items():
+                if (other := registry.get(name)) is not None:
+                    registry = registry.with_object(replace(other, threshold=threshold))
+            registry = registry.with_weights(weights_rel, file_sha256(self._root / weights_rel))
             serving = self._snapshot(registry, tuned)
             write_registry(self._root, registry)
             self._serving = serving
@@ -365,8 +397,8 @@ def episode_observation(episode: Episode, views: list[str]) -> Any:
 
 def name_quality(model: GraspFeasibility, episodes: Sequence[Episode], name: str,
                  batch_size: int = 32) -> dict[str, float]:
-    """How well `model` answers `name` on labelled episodes: F1 of 'graspable' at its threshold, ROC AUC of the
-    scores, and the counts behind them."""
+    """How well `model` answers `name` on labelled episodes: F1 of 'graspable' at its threshold for `name`, ROC AUC
+    of the scores, and the counts behind them."""
     if not episodes:
         raise ValueError(f"no labelled observations to measure {name!r} on")
     truth = episode_targets(list(episodes), [normalize_name(name)])[0][:, 0] > 0.5
@@ -375,8 +407,10 @@ def name_quality(model: GraspFeasibility, episodes: Sequence[Episode], name: str
         rows = model.query([episode_observation(e, model.views) for e in episodes[i:i + batch_size]], [name])
         scores += [r[name]["score"] for r in rows]
     score = torch.tensor(scores)
-    counts = binary_counts(score >= model.threshold, truth)
-    return {"f1": f1_score(counts), "auc": roc_auc(score, truth.float()), "observations": len(episodes),
+    threshold = model.threshold_for(name)
+    counts = binary_counts(score >= threshold, truth)
+    return {"f1": f1_score(counts), "auc": roc_auc(score, truth.float()), "threshold": threshold,
+            "observations": len(episodes),
             "graspable": int(truth.sum()), **counts}
 
 

@@ -38,7 +38,8 @@ def normalize_name(name: object) -> str:
 
 @dataclass(frozen=True)
 class ObjectEntry:
-    """One known object: trained on (`train`) or added later (`added`), with its shots file once finetuned."""
+    """One known object: trained on (`train`) or added later (`added`), with its shots file once finetuned and
+    its own decision threshold calibrated after the finetune (None: the model's calibrated threshold)."""
 
     name: str
     description: str = ""
@@ -46,6 +47,7 @@ class ObjectEntry:
     shots: str | None = None
     n_shots: int = 0
     finetuned: bool = False
+    threshold: float | None = None
 
 
 @dataclass(frozen=True)

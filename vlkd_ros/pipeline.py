@@ -183,7 +183,8 @@ def table1_markdown(summary: dict[str, dict[str, tuple[float, float]]], k: int, 
     """Markdown table: mean ± std (percent) over seeds."""
     lines = [f"| losses (mean ± std over {n_seeds} seeds) | ID | 0-shot OOD | {k}-shot OOD |", "|---|---|---|---|"]
     for row, cols in summary.items():
-        cells = " | ".join(f"{100 * m:.1f} ± {100 * s:.1f}" for m, s in (cols["id"], cols["ood_0shot"], cols["ood_kshot"]))
+        cells = " | ".join(f"{100 * m:.1f} ± {100 * s:.1f}"
+                           for m, s in (cols["id"], cols["ood_0shot"], cols["ood_kshot"]))
         lines.append(f"| {row} | {cells} |")
     return "\n".join(lines) + "\n"
 

@@ -35,6 +35,7 @@ def test_missing_config_file(tmp_path):
 SHIPPED = {"miniworld_resnet18.yaml": "training.distill:DistillConfig",
            "paper_vitl14_resnet18.yaml": "training.distill:DistillConfig",
            "pretrain_teacher.yaml": "training.pretrain_teacher:PretrainConfig",
+           "pretrain_teacher_scenes.yaml": "training.pretrain_teacher:PretrainConfig",
            "grasp_offline.yaml": "training.grasp_train:GraspTrainConfig",
            "grasp_ycb_vitl14.yaml": "training.grasp_train:GraspTrainConfig",
            "grasp_table_offline.yaml": "training.grasp_eval:GraspTableConfig"}

@@ -31,6 +31,8 @@ def test_one_command_trains_the_rows_and_writes_table_11(tiny_clutter, tiny_teac
                 m = row[mode][column]
                 assert 0.0 <= m["accuracy"] <= 1.0 and m["pairs"] > 0
         assert row["counts"]["x_ood_support"] + row["counts"]["x_ood_query"] == 72
+        assert sorted(row["few_shot_thresholds"]) == sorted(result["rows"][0]["objects"]["ood"])
+        assert all(0.0 <= t <= 1.0 for t in row["few_shot_thresholds"].values())
     cards = {name: json.loads((tmp_path / "table" / slug / "grasp.json").read_text())["text"]
              for name, slug in (("L_cls", "l_cls"), ("+rich descriptions", "rich_descriptions"))}
     assert not cards["L_cls"]["use_descriptions"] and cards["+rich descriptions"]["use_descriptions"]
@@ -46,3 +48,6 @@ def test_support_selection_and_metrics(tiny_clutter):
                        torch.tensor([[True, False], [True, True]]), 0.5)
     assert m["accuracy"] == 0.75 and m["f1"] == pytest.approx(2 / 3) and m["present_pairs"] == 3
     assert m["auc"] == 1.0  # the one graspable pair outranks all three others
+    per_column = column_metrics(torch.tensor([[0.9, 0.1], [0.2, 0.8]]), torch.tensor([[1.0, 0.0], [0.0, 0.0]]),
+                                torch.tensor([[True, False], [True, True]]), torch.tensor([[0.5, 0.85]]))
+    assert per_column["accuracy"] == 1.0 and per_column["f1"] == 1.0  # 0.8 < 0.85: the second object says no

@@ -1,12 +1,19 @@
-"""`vlkd pretrain-teacher` writes an open_clip local-dir teacher that the distillation teacher path loads."""
+"""`vlkd pretrain-teacher` writes an open_clip local-dir teacher that the distillation teacher path loads; with
+scenes it learns which objects a scene holds."""
 import json
 import random
 
+import pytest
 import torch
+from PIL import Image
+from safetensors.torch import load_file
 
+from grasp_fixtures import OBJECTS, make_clutter_dataset, render_scene
 from shapes_data import COLOURS, SHAPES, draw_sample, make_dataset
-from training.evaluate import teacher_zero_shot
-from training.pretrain_teacher import PretrainConfig, captions_for, pretrain_teacher, write_teacher_card
+from training.data import DatasetError
+from training.evaluate import teacher_presence_auc, teacher_zero_shot
+from training.pretrain_teacher import (PresenceLoss, PretrainConfig, captions_for, pretrain_teacher, scene_caption,
+                                       write_teacher_card)
 from training.teacher import Teacher, TeacherConfig
 
 
@@ -40,3 +47,69 @@ def test_pretrained_teacher_loads_like_any_open_clip_model(tmp_path):
     write_teacher_card(out, zero_shot, str(data), "vlkd pretrain-teacher ...")
     assert json.loads((out / "card.json").read_text())["zero_shot"] == zero_shot
     assert "Zero-shot accuracy" in (out / "CARD.md").read_text()
+
+
+def test_scene_caption_lists_every_object_once():
+    caption = scene_caption(["banana", "dice", "hammer"], "a table with {objects}.", random.Random(0))
+    assert caption.startswith("a table with a ") and caption.endswith(".") and " and a " in caption
+    assert sorted(caption[len("a table with "):-1].replace(" and ", ", ").split(", ")) == [
+        "a banana", "a dice", "a hammer"]
+
+
+def _object_renders(root, per_object: int = 8):
+    """Single-object renders of the grasp fixtures' objects in a renders dir (train/<label>/)."""
+    rng = random.Random(0)
+    for name in OBJECTS:
+        folder = root / "train" / name.replace(" ", "_")
+        folder.mkdir(parents=True)
+        for i in range(per_object):
+            Image.fromarray(render_scene([name], rng)[0]["base_rgb"]).save(folder / f"{i}.png")
+    return root
+
+
+def test_presence_loss_is_lower_when_the_image_matches_the_present_objects():
+    prompts = torch.nn.functional.normalize(torch.randn(4, 16, generator=torch.Generator().manual_seed(0)), dim=-1)
+    image = torch.nn.functional.normalize(prompts[0] + prompts[1], dim=0)[None]
+    head = PresenceLoss()
+    right = head(image, prompts, torch.tensor([[1.0, 1.0, 0.0, 0.0]]))
+    wrong = head(image, prompts, torch.tensor([[0.0, 0.0, 1.0, 1.0]]))
+    assert right < wrong
+    right.backward()
+    assert head.bias.grad is not None and head.log_scale.grad is not None
+
+
+def test_scene_pretraining_teaches_the_teacher_which_objects_a_scene_holds(tmp_path, tiny_clutter, torch_single_thread):
+    renders = _object_renders(tmp_path / "renders")
+    scenes = make_clutter_dataset(tmp_path / "scenes", n_train=48, n_id=0, n_ood=48, seed=1)  # not the eval scenes
+    config = PretrainConfig(data_root=str(renders), output_dir=str(tmp_path / "teacher"), clutter_root=str(scenes),
+                            model="VLKD-Tiny", epochs=12, batch_size=16, warmup_steps=5, presence_weight=1.0,
+                            device="cpu")
+    out = pretrain_teacher(config)
+    assert json.loads((out / "labels.json").read_text())["scenes"] == 96
+    auc = teacher_presence_auc(f"local-dir:{out}", str(tiny_clutter), str(tmp_path / "cache"),
+                               prompt="there is a {} in this image.")
+    assert auc["id"] > 0.85 and auc["ood"] > 0.85, auc
+    write_teacher_card(out, {"id": 0.5, "ood": 0.5}, "renders", "vlkd ...", auc, str(tiny_clutter))
+    card = (out / "CARD.md").read_text()
+    assert "96 cluttered table scenes" in card and f"X_ood {auc['ood']:.3f}" in card
+
+
+def test_scenes_may_skip_the_contrastive_loss_even_in_batches_without_a_render(tmp_path, tiny_clutter,
+                                                                              torch_single_thread):
+    renders = _object_renders(tmp_path / "renders", per_object=1)
+    config = PretrainConfig(data_root=str(renders), output_dir=str(tmp_path / "teacher"),
+                            clutter_root=str(tiny_clutter),
+                            model="VLKD-Tiny", epochs=1, batch_size=4, warmup_steps=1, presence_weight=0.3,
+                            scene_contrastive=False, device="cpu")
+    out = pretrain_teacher(config)  # 8 renders among 116 scenes: most batches hold scenes only
+    weights = load_file(out / "open_clip_model.safetensors")
+    assert all(torch.isfinite(w.float()).all() for w in weights.values())
+
+
+def test_scenes_of_objects_without_renders_are_refused(tmp_path, tiny_clutter):
+    renders = tmp_path / "renders"
+    Image.new("RGB", (8, 8)).save((renders / "train" / "red_circle").mkdir(parents=True) or
+                                  renders / "train" / "red_circle" / "0.png")
+    config = PretrainConfig(data_root=str(renders), clutter_root=str(tiny_clutter), model="VLKD-Tiny", device="cpu")
+    with pytest.raises(DatasetError, match="renders lack"):
+        pretrain_teacher(config)

@@ -116,6 +116,11 @@ def test_add_object_learns_in_the_background_and_survives_a_restart(tiny_grasp_m
     assert restarted.model_version == model.model_version
     entry = read_registry(model_dir).get(NEW)
     assert entry.finetuned and entry.n_shots == 5 and entry.source == "added"
+    assert entry.threshold == pytest.approx(job.report["threshold"])  # its own, calibrated after the finetune
+    assert restarted.threshold_for(NEW) == pytest.approx(entry.threshold) and after["threshold"] == entry.threshold
+    assert restarted.threshold_for("red circle") == restarted.threshold  # trained objects keep the model's
+    answer = restarted.query(frame, [NEW])[0][NEW]
+    assert answer["graspable"] == (answer["score"] >= entry.threshold)
     assert restarted.query(frame, [NEW])[0][NEW]["score"] == pytest.approx(model.query(frame, [NEW])[0][NEW]["score"],
                                                                           abs=1e-5)
     restarted.fewshot = replace(restarted.fewshot, steps=1)

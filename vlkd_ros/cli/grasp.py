@@ -109,7 +109,8 @@ def run_add_object(args: argparse.Namespace) -> int:
     print(json.dumps(result, indent=2))
     if held_out:
         print(f"held-out {args.name!r} on {len(held_out)} observations: F1 {before['f1']:.3f} -> {after['f1']:.3f}, "
-              f"ROC AUC {before['auc']:.3f} -> {after['auc']:.3f}")
+              f"ROC AUC {before['auc']:.3f} -> {after['auc']:.3f} (threshold {before['threshold']:.3f} -> "
+              f"{after['threshold']:.3f})")
     return 0 if job.state == "succeeded" else 1
 
 

@@ -49,7 +49,8 @@ def run_split(args: argparse.Namespace) -> int:
     from training.split import materialize_split
 
     split = materialize_split(args.source, args.out, args.seed, args.id_holdout)
-    print(f"Y_id ({len(split['id'])}): {', '.join(split['id'])}\nY_ood ({len(split['ood'])}): {', '.join(split['ood'])}")
+    for part in ("id", "ood"):
+        print(f"Y_{part} ({len(split[part])}): {', '.join(split[part])}")
     return 0
 
 
