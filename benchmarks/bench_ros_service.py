@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import signal
 import subprocess
 import sys
 import tempfile
@@ -65,44 +64,17 @@ def timed_call(client: Any, name: str, image: Any = None, timeout: float = 30.0)
 
 def concurrent(client: Any, name: str, calls: int, in_flight: int) -> dict:
     """`calls` calls with `in_flight` outstanding; throughput and per-call round trip."""
-    from vlkd_interfaces.srv import IsGraspable
-
-    slots, lock, rtts = threading.Semaphore(in_flight), threading.Lock(), []
-    failures = []
     start = time.perf_counter()
-    for _ in range(calls):
-        slots.acquire()
-        sent = time.perf_counter()
-
-        def done(f, sent=sent):
-            with lock:
-                rtts.append(time.perf_counter() - sent)
-                if not f.result().success:
-                    failures.append(f.result().message)
-            slots.release()
-
-        client.grasp.call_async(IsGraspable.Request(object_name=name)).add_done_callback(done)
-    while len(rtts) < calls and time.perf_counter() - start < 120:
-        time.sleep(0.01)
+    results = client.flood([name], calls, in_flight, timeout=120.0)
     elapsed = time.perf_counter() - start
-    return {**percentiles(rtts), "calls_per_s": round(len(rtts) / elapsed, 1), "failed": len(failures),
-            "failures": sorted({m.split(";")[0] for m in failures})}
+    failures = [r.message for _, r, _ in results if not r.success]
+    return {**percentiles([r[2] for r in results]), "calls_per_s": round(len(results) / elapsed, 1),
+            "failed": len(failures), "failures": sorted({m.split(";")[0] for m in failures})}
 
 
 def start(cmd: list[str], env: dict) -> subprocess.Popen:
     """A peer process with its output kept for errors."""
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
-
-
-def stop(proc: subprocess.Popen) -> str:
-    """Ctrl-C, wait, return output."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    return proc.stdout.read() if proc.stdout else ""
 
 
 def frames_folder(size: int) -> Path:
@@ -191,7 +163,7 @@ def main() -> int:
     import numpy as np
     import rclpy
 
-    from vlkd_ros.client import PerceptionClient
+    from vlkd_ros.client import PerceptionClient, interrupt
     from vlkd_ros.ros_image import numpy_to_image
 
     env = dict(os.environ)
@@ -230,13 +202,13 @@ def main() -> int:
         _, last = next_diag(client)
         results["node_callback"] = {"p50_ms": float(last["latency_p50_ms"]), "p95_ms": float(last["latency_p95_ms"])}
 
-        stop(camera)
+        interrupt(camera)
         rates = []
         for rate in args.rates:
             camera = start([*camera_cmd, "--rate", str(rate)], env)
             idle = received_rate(client, args.window, None, name)
             loaded = received_rate(client, args.window, client, name)
-            out = stop(camera)
+            out = interrupt(camera)
             published = next((line.split("at ")[-1] for line in out.splitlines() if "published" in line), "?")
             rates.append({"asked_hz": rate, "camera_published": published.strip(),
                           "node_received_hz": round(idle, 1), "node_received_hz_under_queries": round(loaded, 1)})
@@ -244,8 +216,8 @@ def main() -> int:
         results["camera_rates"] = rates
     finally:
         if camera is not None:
-            stop(camera)
-        node_out = stop(node)
+            interrupt(camera)
+        node_out = interrupt(node)
         if client is not None:
             client.close()
         rclpy.try_shutdown()

@@ -9,9 +9,11 @@ background executor thread so calls can block from the caller's thread.
 """
 from __future__ import annotations
 
+import signal
+import subprocess
 import threading
 import time
-from typing import Any
+from typing import Any, Callable
 
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
@@ -78,8 +80,46 @@ class PerceptionClient:
             request.image = image
         return self.call(self.grasp, request, timeout)
 
+    def flood(self, names: list[str], total: int, in_flight: int,
+              hooks: dict[int, list[Callable[[], None]]] | None = None,
+              timeout: float = 2 * CALL_TIMEOUT_S) -> list[tuple[str, Any, float]]:
+        """`total` IsGraspable calls cycling through `names` with up to `in_flight` outstanding (the functions in
+        hooks[i] run before call i); (name, response, round trip in s) per answer, in the order they came."""
+        results: list[tuple[str, Any, float]] = []
+        lock, slots = threading.Lock(), threading.Semaphore(in_flight)
+        for i in range(total):
+            for hook in (hooks or {}).get(i, []):
+                hook()
+            slots.acquire()
+            name, sent = names[i % len(names)], time.perf_counter()
+
+            def done(future: Any, name: str = name, sent: float = sent) -> None:
+                with lock:
+                    results.append((name, future.result(), time.perf_counter() - sent))
+                slots.release()
+
+            self.grasp.call_async(IsGraspable.Request(object_name=name)).add_done_callback(done)
+        end = time.monotonic() + timeout
+        while len(results) < total and time.monotonic() < end:
+            time.sleep(0.01)
+        with lock:
+            return list(results)
+
     def close(self) -> None:
         """Stop spinning and destroy the client node (call before or after rclpy.shutdown)."""
         self.executor.shutdown(timeout_sec=1.0)
         self.thread.join(timeout=5.0)
         self.node.destroy_node()
+
+
+def interrupt(peer: subprocess.Popen, timeout: float = 15.0) -> str:
+    """Stop a peer process (camera, node) as a user would, with Ctrl-C, killing it after `timeout` s; returns
+    what it wrote to its piped stdout, or else to its piped stderr."""
+    if peer.poll() is None:
+        peer.send_signal(signal.SIGINT)
+        try:
+            peer.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            peer.kill()
+    stream = peer.stdout or peer.stderr
+    return stream.read() if stream else ""

@@ -388,11 +388,17 @@ class GraspFeasibility:
         return GraspShots.cat(parts)
 
 
-def episode_observation(episode: Episode, views: list[str]) -> Any:
-    """What `query` takes for a recorded episode: its RGB array, or {view: array} for multi-view models."""
+def read_observation(files: Mapping[str, str | os.PathLike], views: list[str]) -> Any:
+    """What `query` takes, read from image files per view: the RGB array for RGB-only models, else {view: array}
+    of the model's views among `files` (`query` names any that are missing)."""
     if views == ["base_rgb"]:
-        return read_view("base_rgb", episode.images["base_rgb"])
-    return {v: read_view(v, episode.images[v]) for v in views}
+        return read_view("base_rgb", files["base_rgb"])
+    return {v: read_view(v, path) for v, path in files.items() if v in views}
+
+
+def episode_observation(episode: Episode, views: list[str]) -> Any:
+    """What `query` takes for a recorded episode."""
+    return read_observation(episode.images, views)
 
 
 def name_quality(model: GraspFeasibility, episodes: Sequence[Episode], name: str,

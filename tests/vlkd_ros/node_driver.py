@@ -9,10 +9,8 @@ CONFIG_JSON: {"node": "/vlkd_perception", "known": [...], "camera_cmd": [...], "
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -27,8 +25,8 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
 from vlkd_interfaces.msg import GraspResult
-from vlkd_interfaces.srv import AddObject, GetJobStatus, IsGraspable, ListObjects
-from vlkd_ros.client import CALL_TIMEOUT_S, PerceptionClient
+from vlkd_interfaces.srv import AddObject, GetJobStatus, ListObjects
+from vlkd_ros.client import PerceptionClient, interrupt
 from vlkd_ros.ros_image import numpy_to_image
 
 
@@ -96,38 +94,10 @@ def start_camera(cmd: list[str]) -> subprocess.Popen:
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
 
-def stop_camera(camera: subprocess.Popen) -> str:
-    """Stop the camera with Ctrl-C; return its stderr."""
-    if camera.poll() is None:
-        camera.send_signal(signal.SIGINT)
-        try:
-            camera.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            camera.kill()
-    return camera.stderr.read() if camera.stderr else ""
-
-
 def stress(d: Driver, names: list[str], total: int, in_flight: int, hooks: dict | None = None) -> dict:
     """`total` IsGraspable calls with up to `in_flight` outstanding; the functions in hooks[i] run before call i."""
-    results: list = []
-    lock = threading.Lock()
-    slots = threading.Semaphore(in_flight)
     start = time.monotonic()
-    for i in range(total):
-        for hook in (hooks or {}).get(i, []):
-            hook()
-        slots.acquire()
-        name = names[i % len(names)]
-        future = d.grasp.call_async(IsGraspable.Request(object_name=name))
-        sent = time.perf_counter()
-
-        def done(f, sent=sent, name=name):
-            with lock:
-                results.append((name, f.result(), time.perf_counter() - sent))
-            slots.release()
-
-        future.add_done_callback(done)
-    wait_until(lambda: len(results) >= total, CALL_TIMEOUT_S * 2, 0.05)
+    results = d.flood(names, total, in_flight, hooks)
     rtts = sorted(r[2] for r in results)
     return {"sent": total, "answered": len(results), "seconds": round(time.monotonic() - start, 2),
             "ok": sum(1 for _, r, _ in results if r.success),
@@ -242,7 +212,7 @@ def reliability(d: Driver, cfg: dict) -> None:
     first = d.debug_images[0] if got else None
     emit("debug_image", ok=got, encoding=first.encoding if first else "", width=first.width if first else 0)
 
-    camera_err = stop_camera(camera)
+    camera_err = interrupt(camera, 10.0)
     emit("camera_stopped", stderr_tail=camera_err[-500:])
     time.sleep(1.6)
     emit("stale", **reply_fields(d.ask(known[0])))
@@ -288,7 +258,7 @@ def rgbd(d: Driver, cfg: dict) -> None:
     finished = wait_until(job_done, 90.0, 0.5)
     status = d.call(d.job, GetJobStatus.Request(job_id=reply.job_id))
     emit("job", finished=finished, state=status.state, message=status.message)
-    emit("camera_stopped", stderr_tail=stop_camera(camera)[-500:])
+    emit("camera_stopped", stderr_tail=interrupt(camera, 10.0)[-500:])
 
 
 def sim(d: Driver, cfg: dict) -> None:
@@ -298,7 +268,7 @@ def sim(d: Driver, cfg: dict) -> None:
     got = wait_until(lambda: (r := d.ask(known[0], timeout=5.0)) is not None and r.success, 90.0, 0.5)
     answers = {name: reply_fields(d.ask(name)) for name in known}
     emit("sim_answers", ok=got, answers=answers)
-    emit("camera_stopped", stderr_tail=stop_camera(camera)[-500:])
+    emit("camera_stopped", stderr_tail=interrupt(camera, 10.0)[-500:])
 
 
 def main() -> int:

@@ -130,14 +130,14 @@ def _held_out(root: Path, name: str, shot_paths: list[str], views: list[str]) ->
 
 def _read_observation(path: Path, views: list[str]) -> object:
     """An RGB file (for RGB models) or a folder with <view>.png files (as `vlkd collect clutter` writes)."""
-    from training.grasp_data import read_view
+    from vlkd_ros.inference import read_observation
 
     if path.is_dir():
         missing = [v for v in views if not (path / f"{v}.png").is_file()]
         if missing:
             files = ", ".join(f"{v}.png" for v in missing)
             raise FileNotFoundError(f"{path} has no {files} (the model stacks {views})")
-        return {v: read_view(v, path / f"{v}.png") for v in views}
+        return read_observation({v: path / f"{v}.png" for v in views}, views)
     if not path.is_file():
         raise FileNotFoundError(f"shot {path} does not exist")
-    return read_view("base_rgb", path) if views == ["base_rgb"] else {"base_rgb": read_view("base_rgb", path)}
+    return read_observation({"base_rgb": path}, views)
