@@ -16,7 +16,7 @@ from training.config import apply_overrides, from_dict, load_config, read_yaml_t
 from training.feature_cache import teacher_image_features
 from training.grasp_data import (ClutterData, Episode, base_rgb_images, episode_targets, load_clutter_data,
                                  stack_episodes)
-from training.grasp_fewshot import GraspFewShotConfig, GraspShots, finetune_grasp, object_threshold
+from training.grasp_fewshot import GraspFewShotConfig, GraspShots, finetune_grasp, object_thresholds
 from training.grasp_losses import build_grasp_loss, needs_teacher_features
 from training.grasp_model import accuracy_score, binary_counts, f1_score, roc_auc, score_episodes
 from training.grasp_model_dir import GraspModelDir, load_grasp_model_dir
@@ -173,16 +173,11 @@ def evaluate_grasp(model_dir: str | Path, config: GraspEvalConfig, train_overrid
 
 def _object_thresholds(student: Student, gm: GraspModelDir, pos: torch.Tensor, neg: torch.Tensor | None,
                        fewshot: GraspFewShotConfig, device: torch.device) -> torch.Tensor:
-    """(1, M) thresholds of M objects learnt from shots: `object_threshold` on the model's held-out frames, the
+    """(1, M) thresholds of M objects learnt from shots: `object_thresholds` on the model's held-out frames, the
     model's threshold where that gives none."""
-    absent = gm.replay().val_inputs
-    out = torch.full((1, len(pos)), gm.grasp.threshold)
-    if fewshot.object_fpr < 1:
-        for j in range(len(pos)):
-            t = object_threshold(student, gm.scorer(), absent, pos[j:j + 1], None if neg is None else neg[j:j + 1],
-                                 fewshot.object_fpr, device)
-            out[0, j] = gm.grasp.threshold if t is None else t
-    return out
+    found = None if fewshot.object_fpr >= 1 else object_thresholds(
+        student, gm.scorer(), gm.replay().val_inputs, pos, neg, fewshot.object_fpr, device)
+    return torch.full((1, len(pos)), gm.grasp.threshold) if found is None else found[None]
 
 
 def _train_config(model_dir: str | Path, overrides: list[str]) -> GraspTrainConfig:

@@ -172,15 +172,15 @@ def check_finetune(old: Student, new: Student, scorer: GraspScorer, threshold: f
     return FinetuneCheck(True, "ok", report)
 
 
-def object_threshold(student: Student, scorer: GraspScorer, absent_inputs: Tensor, pos: Tensor, neg: Tensor | None,
-                     false_positive_rate: float, device: str | torch.device = "cpu") -> float | None:
-    """Decision threshold of one added object (prompt features `pos`/`neg` (1, D)) that says "graspable" on
-    `false_positive_rate` of held-out observations from the training scenes, where an added object never
-    appears. Its shots cannot calibrate recall: the model was just fitted to them. None without observations."""
+def object_thresholds(student: Student, scorer: GraspScorer, absent_inputs: Tensor, pos: Tensor, neg: Tensor | None,
+                      false_positive_rate: float, device: str | torch.device = "cpu") -> Tensor | None:
+    """Decision thresholds (M,) of M added objects (prompt features `pos`/`neg` (M, D)), each saying "graspable"
+    on `false_positive_rate` of held-out observations from the training scenes, where an added object never
+    appears. Their shots cannot calibrate recall: the model was just fitted to them. None without observations."""
     if not len(absent_inputs):
         return None
-    scores = score_inputs(student, scorer, absent_inputs, pos, neg, device=device)[:, 0].double()
-    ranked = scores.sort(descending=True).values
+    ranked = score_inputs(student, scorer, absent_inputs, pos, neg, device=device).double().sort(
+        dim=0, descending=True).values  # (N, M), each column highest first
     allowed = min(int(false_positive_rate * len(ranked) + 1e-9), len(ranked) - 1)  # frames that may score >= t
-    above = ranked[allowed - 1] if allowed else torch.tensor(1.0, dtype=torch.float64)
-    return float((above + ranked[allowed]) / 2)  # midway between the last allowed and the first refused score
+    above = ranked[allowed - 1] if allowed else torch.ones(ranked.shape[1], dtype=torch.float64)
+    return ((above + ranked[allowed]) / 2).float()  # midway between the last allowed and the first refused score

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save_file
 import torch.nn.functional as F
+from safetensors.torch import save_file
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm

@@ -26,7 +26,7 @@ from training.checkpoint import save_weights
 from training.config import from_dict
 from training.grasp_export import export_student_onnx
 from training.grasp_data import Episode, episode_targets, read_view
-from training.grasp_fewshot import GraspFewShotConfig, GraspShots, check_finetune, finetune_grasp, object_threshold
+from training.grasp_fewshot import GraspFewShotConfig, GraspShots, check_finetune, finetune_grasp, object_thresholds
 from training.grasp_model import binary_counts, f1_score, roc_auc
 from training.grasp_model_dir import GraspModelDir, ReplayBuffer, load_grasp_model_dir
 from training.grasp_text import prompt_texts
@@ -311,18 +311,12 @@ class GraspFeasibility:
     def _added_thresholds(self, tuned: Student, registry: ObjectRegistry, names: list[str], pos: torch.Tensor,
                           neg: torch.Tensor | None, object_fpr: float) -> dict[str, float]:
         """Every added object's own threshold under the new weights (`object_fpr` on held-out frames)."""
-        if object_fpr >= 1:
+        cols = [c for c, name in enumerate(names) if registry.get(name).source == "added"]
+        if object_fpr >= 1 or not cols:
             return {}
-        absent = self._replay_buffer().val_inputs
-        out = {}
-        for c, name in enumerate(names):
-            if registry.get(name).source != "added":
-                continue
-            threshold = object_threshold(tuned, self._scorer, absent, pos[c:c + 1], None if neg is None else
-                                         neg[c:c + 1], object_fpr, self._device)
-            if threshold is not None:
-                out[name] = threshold
-        return out
+        found = object_thresholds(tuned, self._scorer, self._replay_buffer().val_inputs, pos[cols],
+                                  None if neg is None else neg[cols], object_fpr, self._device)
+        return {} if found is None else {names[c]: float(t) for c, t in zip(cols, found)}
 
     def _commit(self, job: FewShotJob, tuned: Student, shot_inputs: torch.Tensor,
                 thresholds: dict[str, float]) -> None:

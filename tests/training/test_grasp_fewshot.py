@@ -3,24 +3,26 @@ training-scene observations, which never hold it."""
 import pytest
 import torch
 
-from training.grasp_fewshot import GraspFewShotConfig, object_threshold
+from training.grasp_fewshot import GraspFewShotConfig, object_thresholds
 from training.grasp_model import score_inputs
 from training.grasp_model_dir import load_grasp_model_dir
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 
-def test_object_threshold_keeps_the_false_positive_rate_on_frames_without_the_object(tiny_grasp_model):
+def test_object_thresholds_keep_the_false_positive_rate_on_frames_without_the_object(tiny_grasp_model):
     gm = load_grasp_model_dir(tiny_grasp_model, torch.device("cpu"))
     absent = gm.replay().val_inputs
-    pos = gm.text_features["ood"][:1]
-    neg = gm.text_features["ood_neg"][:1] if "ood_neg" in gm.text_features else None
-    scores = score_inputs(gm.student, gm.scorer(), absent, pos, neg)[:, 0]
+    pos = gm.text_features["ood"]  # several objects at once, one column each
+    neg = gm.text_features.get("ood_neg")
+    scores = score_inputs(gm.student, gm.scorer(), absent, pos, neg)
     for fpr in (0.1, 0.25, 0.5):
-        t = object_threshold(gm.student, gm.scorer(), absent, pos, neg, fpr)
-        said_yes = float((scores >= t).float().mean())  # what `query` answers "graspable" on
-        assert fpr - 1 / len(absent) < said_yes <= fpr
-    assert object_threshold(gm.student, gm.scorer(), absent[:0], pos, neg, 0.2) is None
+        thresholds = object_thresholds(gm.student, gm.scorer(), absent, pos, neg, fpr)
+        assert thresholds.shape == (len(pos),)
+        for column, t in zip(scores.T, thresholds):
+            said_yes = float((column >= t).float().mean())  # what `query` answers "graspable" on
+            assert fpr - 1 / len(absent) < said_yes <= fpr
+    assert object_thresholds(gm.student, gm.scorer(), absent[:0], pos, neg, 0.2) is None
 
 
 @pytest.mark.parametrize("fpr", [0.0, 1.5, -0.1])
