@@ -8,7 +8,8 @@ PACKAGE = "vlkd_ros"
 setup(
     name=PACKAGE,
     version="0.1.0",
-    packages=find_packages(include=["vlkd_ros", "vlkd_ros.*", "training", "training.*", "sim", "sim.*"]),
+    packages=find_packages(include=["vlkd_formats", "vlkd_formats.*", "vlkd_ros", "vlkd_ros.*", "training", "training.*",
+                                    "sim", "sim.*"]),
     package_data={"sim": ["assets/**/*", "*.yaml"], "training": ["model_configs/*.json"]},
     include_package_data=True,
     data_files=[
@@ -23,5 +24,5 @@ setup(
     maintainer_email="maintainers@vlkd-ros.org",
     description="CLIP distillation into small students, served as a ROS 2 grasp-feasibility node.",
     license="MIT",
-    entry_points={"console_scripts": ["vlkd = vlkd_ros.cli:main", "vlkd_perception = vlkd_ros.node:main"]},
+    entry_points={"console_scripts": ["vlkd = vlkd_ros.cli:main", "vlkd_perception = vlkd_ros.ros.perception_node:main"]},
 )

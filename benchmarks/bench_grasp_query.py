@@ -47,12 +47,12 @@ def timed(fn, images: list[np.ndarray], warmup: int) -> list[float]:
 
 def build_untrained_model_dir(out: Path, teacher, image_size: int, arch: str) -> Path:
     """A grasp model dir with random student weights at `image_size` and the teacher's text tower."""
-    from training.grasp_model_dir import GraspCard, ReplayBuffer, write_grasp_model_dir
-    from training.grasp_text import GraspTextConfig, TextTower, text_config_card
+    from training.grasp.model_dir import GraspCard, ReplayBuffer, write_grasp_model_dir
+    from training.grasp.text import GraspTextConfig, TextTower, text_config_card
     from training.model_dir import ModelCard
     from training.students import Student, StudentConfig
     from training.teacher import teacher_card
-    from vlkd_ros.object_registry import ObjectEntry
+    from vlkd_formats.object_registry import ObjectEntry
 
     student = Student(StudentConfig(arch=arch), teacher.embed_dim, image_size)
     card = ModelCard(student={"arch": arch, "in_chans": 3, "pretrained": False, "edu_attention": False},
@@ -90,8 +90,8 @@ def main() -> None:
 
     from PIL import Image
 
-    from training.grasp_model_dir import read_grasp_card
-    from training.grasp_text import prompt_texts
+    from training.grasp.model_dir import read_grasp_card
+    from training.grasp.text import prompt_texts
     from training.teacher import Teacher, TeacherConfig
     from vlkd_ros.inference import GraspFeasibility
 

@@ -54,7 +54,7 @@ def percentiles(values: list[float]) -> dict:
 
 
 def timed_call(client: Any, name: str, image: Any = None, timeout: float = 30.0) -> tuple[Any, float]:
-    """One blocking IsGraspable call through a vlkd_ros.client.PerceptionClient: (reply, seconds)."""
+    """One blocking IsGraspable call through a vlkd_ros.ros.client.PerceptionClient: (reply, seconds)."""
     start = time.perf_counter()
     reply = client.ask(name, image, timeout)
     if reply is None:
@@ -141,7 +141,7 @@ def direct_query(model_dir: str, device: str, name: str, calls: int) -> dict:
     import numpy as np
 
     from vlkd_ros.inference import GraspFeasibility
-    from vlkd_ros.ros_image import image_to_rgb, numpy_to_image
+    from vlkd_ros.ros.image_msgs import image_to_rgb, numpy_to_image
 
     model = GraspFeasibility.from_checkpoint(model_dir, device=device)
     msg = numpy_to_image(np.random.default_rng(2).integers(0, 256, (480, 480, 3), dtype=np.uint8), "rgb8")
@@ -163,8 +163,8 @@ def main() -> int:
     import numpy as np
     import rclpy
 
-    from vlkd_ros.client import PerceptionClient, interrupt
-    from vlkd_ros.ros_image import numpy_to_image
+    from vlkd_ros.ros.client import PerceptionClient, interrupt
+    from vlkd_ros.ros.image_msgs import numpy_to_image
 
     env = dict(os.environ)
     env.update(ROS_DOMAIN_ID=env.get("ROS_DOMAIN_ID", str(1 + os.getpid() % 100)),

@@ -11,9 +11,9 @@ import numpy as np
 import yaml
 
 from sim.catalog import ObjectSet
-from sim.image_io import read_depth_png, read_rgb_png
-from vlkd_ros.atomic_io import atomic_write, atomic_write_text
-from vlkd_ros.dataset_dir import SPLITS, DatasetInfo
+from vlkd_formats.image_codec import read_depth_png, read_rgb_png
+from vlkd_formats.atomic_io import atomic_write, atomic_write_text
+from vlkd_formats.dataset_dir import SPLITS, DatasetInfo
 
 CAPTION_HEIGHT = 14
 TILE_SIZE = 128

@@ -1,6 +1,6 @@
 """`vlkd collect classification`: one object per image on a randomised table, in the dataset-dir format.
 
-Output (see vlkd_ros.dataset_dir): `train/<slug>/<slug>_<rank>.png` for Y_id, `val_on_train/<slug>/` for held-out
+Output (see vlkd_formats.dataset_dir): `train/<slug>/<slug>_<rank>.png` for Y_id, `val_on_train/<slug>/` for held-out
 images of Y_id (X_id), `val/<slug>/` for Y_ood (X_ood); slug = label with spaces replaced by underscores
 (sim.catalog.label_slug). With split `none` every category is in-distribution and nothing goes to `val/`.
 `manifest.jsonl` rows: {index, image, label, split, rank, object_id, seed, camera, render}.
@@ -17,11 +17,11 @@ from sim.catalog import ObjectSet, load_object_set
 from sim.config import ClassificationConfig
 from sim.finalize import json_ready, write_dataset
 from sim.geometry import check_readable
-from sim.image_io import write_rgb_png
+from vlkd_formats.image_codec import write_rgb_png
 from sim.plan import ClassificationSample, classification_plan, split_labels
 from sim.shards import (PartWriter, Progress, done_indices, env_batches, merge_rows, pending, prepare_out_dir,
                         run_workers)
-from vlkd_ros.dataset_dir import DatasetInfo
+from vlkd_formats.dataset_dir import DatasetInfo
 
 KIND = "classification"
 SHADER = "minimal"

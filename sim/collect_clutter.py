@@ -23,13 +23,13 @@ from sim.clutter_episodes import episode_record
 from sim.config import ClutterConfig
 from sim.finalize import json_ready, write_dataset
 from sim.geometry import check_readable
-from sim.image_io import write_depth_png, write_rgb_png
+from vlkd_formats.image_codec import write_depth_png, write_rgb_png
 from sim.plan import ClutterEpisode, clutter_plan, split_labels
 from sim.shards import (PartWriter, Progress, done_indices, env_batches, merge_rows, pending, prepare_out_dir,
                         run_workers)
 from sim.ycb import YCB_ASSETS, require_assets
-from vlkd_ros.atomic_io import atomic_write_json
-from vlkd_ros.dataset_dir import DatasetInfo
+from vlkd_formats.atomic_io import atomic_write_json
+from vlkd_formats.dataset_dir import DatasetInfo
 
 KIND = "clutter"
 SCENES_FILE = "scenes.json"

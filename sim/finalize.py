@@ -5,8 +5,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vlkd_ros.atomic_io import atomic_write_text
-from vlkd_ros.dataset_dir import MANIFEST_FILE, DatasetInfo, write_dataset_info
+from vlkd_formats.atomic_io import atomic_write_text
+from vlkd_formats.dataset_dir import MANIFEST_FILE, DatasetInfo, write_dataset_info
 
 
 def json_ready(value: Any) -> Any:

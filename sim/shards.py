@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 from tqdm import tqdm
 
 from sim.errors import CollectionError, SimError
-from vlkd_ros.atomic_io import atomic_write_json
-from vlkd_ros.dataset_dir import INFO_FILE, MANIFEST_FILE, SPLITS, ManifestWriter, read_manifest
+from vlkd_formats.atomic_io import atomic_write_json
+from vlkd_formats.dataset_dir import INFO_FILE, MANIFEST_FILE, SPLITS, ManifestWriter, read_manifest
 
 PARTS_DIR = ".parts"
 SETTINGS_FILE = f"{PARTS_DIR}/settings.json"

@@ -1,4 +1,4 @@
-"""Grasp fixtures: a small synthetic clutter dataset written through vlkd_ros.dataset_dir (coloured shapes on a
+"""Grasp fixtures: a small synthetic clutter dataset written through vlkd_formats.dataset_dir (coloured shapes on a
 table, base + hand RGB-D views) and a grasp model trained on it in seconds with the tiny teacher."""
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from vlkd_ros.dataset_dir import DatasetInfo, ManifestWriter, write_dataset_info
+from vlkd_formats.dataset_dir import DatasetInfo, ManifestWriter, write_dataset_info
 
 OBJECTS = {  # name -> (shape, colour); each colour is unique, so a few shots identify an object
     "red circle": ("circle", (220, 40, 40)), "blue square": ("square", (40, 60, 220)),
@@ -127,8 +127,8 @@ def tiny_clutter(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_grasp_model(tiny_clutter: Path, tiny_teacher_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A grasp model dir trained on `tiny_clutter` (RGB, 32 px); copy it before changing it."""
-    from training.config import load_config
-    from training.grasp_train import GraspTrainConfig, train_grasp
+    from vlkd_formats.config import load_config
+    from training.grasp.train import GraspTrainConfig, train_grasp
 
     tmp = tmp_path_factory.mktemp("grasp")
     config = load_config(GraspTrainConfig, None, grasp_overrides(tiny_clutter, tiny_teacher_file, tmp / "model",

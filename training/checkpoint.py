@@ -17,7 +17,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from vlkd_ros.atomic_io import atomic_write_json
+from vlkd_formats.atomic_io import atomic_write_json
 
 LATEST = "latest.json"
 

@@ -12,7 +12,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms
 
-from vlkd_ros.dataset_dir import INFO_FILE, read_dataset_info
+from vlkd_formats.dataset_dir import INFO_FILE, read_dataset_info
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")

@@ -8,7 +8,7 @@ import yaml
 from tqdm import tqdm
 
 from training.text import readable_name
-from vlkd_ros.atomic_io import atomic_write_text
+from vlkd_formats.atomic_io import atomic_write_text
 
 DEFAULT_PROMPT = "Describe what a {} looks like in one sentence:"
 

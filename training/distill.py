@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Sampler
 from tqdm import tqdm
 
 from training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from training.config import dump_config, to_dict
+from vlkd_formats.config import dump_config, to_dict
 from training.data import DataConfig, DistillData, ImageDataset, image_transform, load_distill_data
 from training.feature_cache import ImageFeatures, teacher_image_features, teacher_text_features
 from training.losses import DistillBatch, build_loss

@@ -13,17 +13,17 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from training import metrics
-from training.config import apply_overrides, from_dict, merge_trees, read_yaml_tree
+from vlkd_formats.config import apply_overrides, from_dict, merge_trees, read_yaml_tree
 from training.data import DataConfig, ImageDataset, ImageList, image_transform
 from training.distill import DistillConfig, prepare
 from training.feature_cache import teacher_image_features
 from training.fewshot import FewShotConfig, ShotSet, finetune_few_shot
 from training.model_dir import load_model_dir
-from training.grasp_data import GraspDataConfig, base_rgb_images, episode_targets, load_clutter_data
-from training.grasp_model import roc_auc
-from training.grasp_text import POSITIVE_PROMPT
+from training.grasp.data import GraspDataConfig, base_rgb_images, episode_targets, load_clutter_data
+from training.grasp.model import roc_auc
+from training.grasp.text import POSITIVE_PROMPT
 from training.teacher import Teacher, TeacherConfig
-from vlkd_ros.atomic_io import atomic_write_json, atomic_write_text
+from vlkd_formats.atomic_io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 

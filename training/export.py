@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from training.model_dir import load_model_dir
-from vlkd_ros.atomic_io import atomic_write, atomic_write_json
+from vlkd_formats.atomic_io import atomic_write, atomic_write_json
 
 log = logging.getLogger(__name__)
 FORMATS = ("torchscript", "onnx")

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from training.data import ImageList, open_rgb
 from training.teacher import Teacher
-from vlkd_ros.atomic_io import atomic_write
+from vlkd_formats.atomic_io import atomic_write
 
 log = logging.getLogger(__name__)
 

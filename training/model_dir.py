@@ -17,7 +17,7 @@ from safetensors.torch import load_file, save_file
 
 from training.checkpoint import CheckpointError, load_weights_into, save_weights
 from training.students import Student, StudentConfig
-from vlkd_ros.atomic_io import atomic_write, atomic_write_json
+from vlkd_formats.atomic_io import atomic_write, atomic_write_json
 
 FORMAT = "vlkd-model"
 VERSION = 1

@@ -6,7 +6,7 @@ import random
 from pathlib import Path
 
 from training.data import IMAGE_SUFFIXES, DatasetError
-from vlkd_ros.atomic_io import atomic_write_json
+from vlkd_formats.atomic_io import atomic_write_json
 
 
 def split_labels(labels: list[str], seed: int = 0) -> dict[str, list[str]]:

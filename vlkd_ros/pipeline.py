@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from training.config import load_config
+from vlkd_formats.config import load_config
 from training.distill import DistillConfig, distill
 from training.evaluate import EvalConfig, evaluate, markdown_report
-from vlkd_ros.atomic_io import atomic_write_json, atomic_write_text
+from vlkd_formats.atomic_io import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
@@ -71,7 +71,7 @@ def collect_clutter_scenes(config: MiniWorldConfig) -> Path:
 
 def train_grasp_from(config: MiniWorldConfig, student_dir: str | Path) -> Path:
     """The grasp model of `configs/grasp_offline.yaml` on the demo's scenes, starting from the distilled student."""
-    from training.grasp_train import GraspTrainConfig, train_grasp
+    from training.grasp.train import GraspTrainConfig, train_grasp
 
     return train_grasp(load_config(GraspTrainConfig, CONFIG_DIR / "grasp_offline.yaml", [
         f"data.root={config.clutter_dir}", f"output_dir={Path(config.workdir) / 'grasp'}",
@@ -80,7 +80,7 @@ def train_grasp_from(config: MiniWorldConfig, student_dir: str | Path) -> Path:
 
 def grasp_query_example(grasp_dir: str | Path, clutter_dir: str | Path) -> dict[str, Any]:
     """Ask the grasp model about every object on one held-out (X_ood) table frame and one absent object."""
-    from training.grasp_data import GraspDataConfig, load_clutter_data
+    from training.grasp.data import GraspDataConfig, load_clutter_data
     from vlkd_ros.inference import GraspFeasibility, episode_observation
 
     model = GraspFeasibility.from_checkpoint(grasp_dir)

@@ -3,8 +3,8 @@ import numpy as np
 
 from sim.card import classification_card, write_montage
 from sim.catalog import load_object_set
-from sim.image_io import read_rgb_png, write_depth_png, write_rgb_png
-from vlkd_ros.dataset_dir import DatasetInfo
+from vlkd_formats.image_codec import read_rgb_png, write_depth_png, write_rgb_png
+from vlkd_formats.dataset_dir import DatasetInfo
 
 
 def test_card_counts_and_montage(tmp_path):

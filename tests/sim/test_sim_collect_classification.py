@@ -5,13 +5,13 @@ import json
 import numpy as np
 import pytest
 
-from sim import image_io
+from vlkd_formats import image_codec as image_io
 from sim.collect_classification import collect_classification
 from sim.config import ClassificationConfig, load_config
 from sim.errors import CollectionError
-from sim.image_io import read_rgb_png
+from vlkd_formats.image_codec import read_rgb_png
 from sim.shards import done_indices
-from vlkd_ros.dataset_dir import SPLITS, read_dataset_info, read_manifest
+from vlkd_formats.dataset_dir import SPLITS, read_dataset_info, read_manifest
 
 pytestmark = pytest.mark.sim
 LABELS = ["coffee mug", "banana", "dice", "soda can"]

@@ -5,8 +5,8 @@ import pytest
 
 from sim.collect_clutter import collect_clutter
 from sim.config import ClutterConfig, load_config
-from sim.image_io import read_depth_png, read_rgb_png
-from vlkd_ros.dataset_dir import read_dataset_info, read_manifest
+from vlkd_formats.image_codec import read_depth_png, read_rgb_png
+from vlkd_formats.dataset_dir import read_dataset_info, read_manifest
 
 pytestmark = pytest.mark.sim
 
@@ -43,7 +43,7 @@ def test_files_labels_and_rule(dataset):
 
 
 def test_training_module_reads_it(dataset):
-    grasp = pytest.importorskip("training.grasp_data")
+    grasp = pytest.importorskip("training.grasp.data")
     data = grasp.load_clutter_data(grasp.GraspDataConfig(root=str(dataset)))
     assert len(data.train) + len(data.x_id) + len(data.x_ood) == 3
 

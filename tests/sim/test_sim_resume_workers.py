@@ -11,9 +11,9 @@ import pytest
 
 from sim.collect_classification import collect_classification
 from sim.config import ClassificationConfig, load_config
-from sim.image_io import read_rgb_png
+from vlkd_formats.image_codec import read_rgb_png
 from sim.shards import done_indices
-from vlkd_ros.dataset_dir import read_manifest
+from vlkd_formats.dataset_dir import read_manifest
 
 pytestmark = pytest.mark.sim
 SETTINGS = {"labels": ["apple", "banana", "dice", "domino"], "per_class": 4, "image_size": 48}

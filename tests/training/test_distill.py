@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from shapes_data import make_dataset, tiny_overrides
 from training.checkpoint import CheckpointError, latest_checkpoint
-from training.config import load_config
+from vlkd_formats.config import load_config
 from training.distill import DistillConfig, distill
 from training.feature_cache import CorruptImagesError, teacher_image_features
 from training.model_dir import load_model_dir

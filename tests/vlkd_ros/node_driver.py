@@ -26,8 +26,8 @@ from sensor_msgs.msg import Image
 
 from vlkd_interfaces.msg import GraspResult
 from vlkd_interfaces.srv import AddObject, GetJobStatus, ListObjects
-from vlkd_ros.client import PerceptionClient, interrupt
-from vlkd_ros.ros_image import numpy_to_image
+from vlkd_ros.ros.client import PerceptionClient, interrupt
+from vlkd_ros.ros.image_msgs import numpy_to_image
 
 
 def emit(check: str, **fields) -> None:

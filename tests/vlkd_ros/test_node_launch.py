@@ -121,7 +121,7 @@ def test_launch_file_names_the_installed_node_and_params_file() -> None:
     spec = launch_spec()
     consts, node = spec["constants"], spec["node"]
     assert node["package"] == consts["PACKAGE"] == "vlkd_ros"
-    assert console_scripts()[node["executable"]] == "vlkd_ros.node:main"
+    assert console_scripts()[node["executable"]] == "vlkd_ros.ros.perception_node:main"
     assert node["name"] == module_constants(ROOT / "vlkd_ros" / "node.py")["NODE_NAME"]
     assert node["parameters"] == ["$(params_file)", "<overrides>"]
     assert "OVERRIDES.items()" in spec["loops"]

@@ -1,10 +1,10 @@
-"""vlkd_ros.ros_image: sensor_msgs/Image <-> numpy for every supported encoding, padding, endianness and errors."""
+"""vlkd_ros.ros.image_msgs: sensor_msgs/Image <-> numpy for every supported encoding, padding, endianness and errors."""
 import numpy as np
 import pytest
 
 pytest.importorskip("sensor_msgs.msg", reason="needs the ROS 2 message wheels (requirements-ros.txt)")
 
-from vlkd_ros.ros_image import (ImageFormatError, image_to_depth, image_to_rgb,  # noqa: E402
+from vlkd_ros.ros.image_msgs import (ImageFormatError, image_to_depth, image_to_rgb,  # noqa: E402
                                 numpy_to_image)
 
 RNG = np.random.default_rng(0)

@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_distill(args: argparse.Namespace) -> int:
     """Load the config, train, print where the model is."""
-    from training.config import load_config
+    from vlkd_formats.config import load_config
     from training.distill import DistillConfig, distill
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")

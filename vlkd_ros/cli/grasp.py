@@ -13,7 +13,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description="Multi-label training on Y_id clutter observations, threshold calibration, model "
                                    "dir. Example: vlkd train-grasp --config configs/grasp_offline.yaml "
                                    "data.root=data/clutter_offline")
-    t.add_argument("--config", help="YAML config (defaults: training.grasp_train.GraspTrainConfig)")
+    t.add_argument("--config", help="YAML config (defaults: training.grasp.train.GraspTrainConfig)")
     t.add_argument("--resume", action="store_true", help="continue from output_dir's last checkpoint")
     t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.views=[base_rgb,base_depth] "
                                                 "student.in_chans=4")
@@ -25,7 +25,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "eval-grasp --table configs/grasp_table_offline.yaml train.data.root=data/clutter")
     what = e.add_mutually_exclusive_group(required=True)
     what.add_argument("--model", nargs="+", help="grasp model dir(s) written by `vlkd train-grasp`")
-    what.add_argument("--table", help="table config YAML (training.grasp_eval.GraspTableConfig)")
+    what.add_argument("--table", help="table config YAML (training.grasp.eval.GraspTableConfig)")
     e.add_argument("--out", help="output dir for table.md/json (default: the table's out_dir, or MODEL/eval)")
     e.add_argument("overrides", nargs="*", help="table/eval overrides (eval.k_shot=5); `train.`-prefixed ones go to "
                                                 "every row's training config (train.data.root=...)")
@@ -51,8 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run_train(args: argparse.Namespace) -> int:
     """Load the config, train, print where the model is."""
-    from training.config import load_config
-    from training.grasp_train import GraspTrainConfig, train_grasp
+    from vlkd_formats.config import load_config
+    from training.grasp.train import GraspTrainConfig, train_grasp
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     out = train_grasp(load_config(GraspTrainConfig, args.config, args.overrides), resume=args.resume)
@@ -62,9 +62,9 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_eval(args: argparse.Namespace) -> int:
     """Make the table (training missing rows) or evaluate the given model dirs; print the Markdown table."""
-    from training.config import load_config
-    from training.grasp_eval import GraspEvalConfig, evaluate_grasp, load_table_config, make_table, table_markdown
-    from vlkd_ros.atomic_io import atomic_write_json, atomic_write_text
+    from vlkd_formats.config import load_config
+    from training.grasp.eval import GraspEvalConfig, evaluate_grasp, load_table_config, make_table, table_markdown
+    from vlkd_formats.atomic_io import atomic_write_json, atomic_write_text
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.table:
@@ -116,8 +116,8 @@ def run_add_object(args: argparse.Namespace) -> int:
 
 def _held_out(root: Path, name: str, shot_paths: list[str], views: list[str]) -> list:
     """Episodes of `root` that label `name` (its own split: X_ood for OOD objects, else X_id), minus the shots."""
-    from training.grasp_data import GraspDataConfig, load_clutter_data
-    from vlkd_ros.object_registry import normalize_name
+    from training.grasp.data import GraspDataConfig, load_clutter_data
+    from vlkd_formats.object_registry import normalize_name
 
     data = load_clutter_data(GraspDataConfig(root=str(root), views=views))
     key = normalize_name(name)

@@ -48,7 +48,7 @@ def run_pretrain(args: argparse.Namespace) -> int:
     import shlex
     import sys
 
-    from training.config import load_config
+    from vlkd_formats.config import load_config
     from training.pretrain_teacher import PretrainConfig, pretrain_teacher, write_teacher_card
 
     if args.eval_clutter and not args.eval_data:

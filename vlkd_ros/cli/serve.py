@@ -122,7 +122,7 @@ def run_serve(args: argparse.Namespace) -> int:
     import rclpy
     from rclpy.parameter import Parameter
 
-    from vlkd_ros.node import PerceptionNode, run
+    from vlkd_ros.ros.perception_node import PerceptionNode, run
 
     params = Path(args.params) if args.params else default_params_file()
     use_large_frame_profile()
@@ -148,7 +148,7 @@ def run_sim_camera(args: argparse.Namespace) -> int:
     ensure_ros_environment()
     import rclpy
 
-    from vlkd_ros.sim_camera import CLUTTER_ENV_ID, SimCameraConfig, run
+    from vlkd_ros.ros.sim_camera import CLUTTER_ENV_ID, SimCameraConfig, run
 
     config = SimCameraConfig(source=args.source, env_id=args.env_id or CLUTTER_ENV_ID, images=args.images,
                              topic=args.topic, depth_topic=args.depth_topic,

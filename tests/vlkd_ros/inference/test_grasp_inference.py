@@ -15,10 +15,10 @@ import pytest
 from PIL import Image
 
 from grasp_fixtures import copy_model
-from training.grasp_data import GraspDataConfig, load_clutter_data, read_view
-from training.grasp_fewshot import FinetuneCheck
+from training.grasp.data import GraspDataConfig, load_clutter_data, read_view
+from training.grasp.fewshot import FinetuneCheck
 from vlkd_ros.inference import GraspFeasibility, name_quality
-from vlkd_ros.object_registry import read_registry
+from vlkd_formats.object_registry import read_registry
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 REPO = Path(__file__).resolve().parents[2]
@@ -41,7 +41,7 @@ def _shots_and_query(data, name=NEW, k=5):
 
 def _accept_any_finetune(monkeypatch):
     """Tests of the swap path use 1-step finetunes, whose validation outcome is noise: accept them."""
-    monkeypatch.setattr("vlkd_ros.inference.check_finetune", lambda *a, **k: FinetuneCheck(True, "ok", {}))
+    monkeypatch.setattr("vlkd_ros.inference.grasp.check_finetune", lambda *a, **k: FinetuneCheck(True, "ok", {}))
 
 
 def test_query_is_batched_open_vocabulary_and_thresholded(tiny_grasp_model, data):
@@ -134,7 +134,7 @@ def test_add_object_learns_in_the_background_and_survives_a_restart(tiny_grasp_m
 
 def test_a_finetune_that_fails_validation_is_not_swapped_in(tiny_grasp_model, data, tmp_path, monkeypatch):
     model = GraspFeasibility.from_checkpoint(copy_model(tiny_grasp_model, tmp_path / "model"))
-    monkeypatch.setattr("vlkd_ros.inference.check_finetune", lambda *a, **k: FinetuneCheck(False, "forced", {}))
+    monkeypatch.setattr("vlkd_ros.inference.grasp.check_finetune", lambda *a, **k: FinetuneCheck(False, "forced", {}))
     model.fewshot = replace(model.fewshot, steps=1)
     before = model.model_version
     job = model.add_object(NEW, _frames(_shots_and_query(data)[0]))
@@ -146,9 +146,9 @@ def test_a_finetune_that_fails_validation_is_not_swapped_in(tiny_grasp_model, da
 CHILD = textwrap.dedent("""
     import os, signal, sys, time
     from dataclasses import replace
-    from training.grasp_data import read_view
-    from training.grasp_fewshot import FinetuneCheck
-    import vlkd_ros.inference as inference
+    from training.grasp.data import read_view
+    from training.grasp.fewshot import FinetuneCheck
+    import vlkd_ros.inference.grasp as inference
     model_dir, mode, *shots = sys.argv[1:]
     model = inference.GraspFeasibility.from_checkpoint(model_dir)
     if mode == "commit":  # die between writing the new weights and committing the registry

@@ -12,7 +12,7 @@ import torch
 
 from training.export import ExportError
 from training.students import Student
-from vlkd_ros.atomic_io import atomic_write
+from vlkd_formats.atomic_io import atomic_write
 
 
 def export_student_onnx(student: Student, image_size: int, path: str | os.PathLike, atol: float = 1e-4) -> float:

@@ -14,22 +14,22 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from training.checkpoint import latest_checkpoint, load_checkpoint, load_weights_into, save_checkpoint
-from training.config import dump_config, to_dict
+from vlkd_formats.config import dump_config, to_dict
 from training.distill import (EpochPermutation, OptimConfig, accumulate_terms, build_optimizer, log_epoch,
                               optimizer_step, tensorboard_writer)
 from training.feature_cache import teacher_image_features, teacher_text_features
-from training.grasp_data import (ClutterData, EpisodeDataset, GraspDataConfig, ObservationTransform,
+from training.grasp.data import (ClutterData, EpisodeDataset, GraspDataConfig, ObservationTransform,
                                  augment_observations, base_rgb_images, episode_targets, load_clutter_data,
                                  stack_episodes, view_channels)
-from training.grasp_fewshot import GraspFewShotConfig
-from training.grasp_losses import GraspBatch, build_grasp_loss, needs_teacher_features
-from training.grasp_model import GraspScorer, calibrate_threshold, roc_auc, score_episodes
-from training.grasp_model_dir import GraspCard, ReplayBuffer, write_grasp_model_dir
-from training.grasp_text import GraspTextConfig, TextTower, resolve_prompt_texts, text_config_card
+from training.grasp.fewshot import GraspFewShotConfig
+from training.grasp.losses import GraspBatch, build_grasp_loss, needs_teacher_features
+from training.grasp.model import GraspScorer, calibrate_threshold, roc_auc, score_episodes
+from training.grasp.model_dir import GraspCard, ReplayBuffer, write_grasp_model_dir
+from training.grasp.text import GraspTextConfig, TextTower, resolve_prompt_texts, text_config_card
 from training.model_dir import ModelCard, read_model_card
 from training.students import Student, StudentConfig, StudentError
 from training.teacher import Teacher, TeacherConfig, resolve_device, teacher_card
-from vlkd_ros.object_registry import ObjectEntry
+from vlkd_formats.object_registry import ObjectEntry
 
 log = logging.getLogger(__name__)
 

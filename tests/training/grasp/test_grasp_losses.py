@@ -3,7 +3,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.grasp_losses import GraspBatch, build_grasp_loss
+from training.grasp.losses import GraspBatch, build_grasp_loss
 from training.losses import DistillBatch
 
 

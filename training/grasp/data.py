@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 
 from training.data import DatasetError, ImageList
 from training.split import split_labels
-from vlkd_ros.dataset_dir import DatasetInfo, read_dataset_info, read_manifest
+from vlkd_formats.dataset_dir import DatasetInfo, read_dataset_info, read_manifest
 
 log = logging.getLogger(__name__)
 

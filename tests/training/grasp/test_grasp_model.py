@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.grasp_model import GraspScorer, accuracy_score, binary_counts, calibrate_threshold, f1_score, roc_auc
+from training.grasp.model import GraspScorer, accuracy_score, binary_counts, calibrate_threshold, f1_score, roc_auc
 
 
 def test_scorer_is_the_papers_prompt_pair_softmax_at_init():

@@ -23,17 +23,17 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from training.checkpoint import save_weights
-from training.config import from_dict
-from training.grasp_export import export_student_onnx
-from training.grasp_data import Episode, episode_targets, read_view
-from training.grasp_fewshot import GraspFewShotConfig, GraspShots, check_finetune, finetune_grasp, object_thresholds
-from training.grasp_model import binary_counts, f1_score, roc_auc
-from training.grasp_model_dir import GraspModelDir, ReplayBuffer, load_grasp_model_dir
-from training.grasp_text import prompt_texts
+from vlkd_formats.config import from_dict
+from training.grasp.export import export_student_onnx
+from training.grasp.data import Episode, episode_targets, read_view
+from training.grasp.fewshot import GraspFewShotConfig, GraspShots, check_finetune, finetune_grasp, object_thresholds
+from training.grasp.model import binary_counts, f1_score, roc_auc
+from training.grasp.model_dir import GraspModelDir, ReplayBuffer, load_grasp_model_dir
+from training.grasp.text import prompt_texts
 from training.students import Student
 from training.teacher import file_sha256
-from vlkd_ros.atomic_io import atomic_write
-from vlkd_ros.object_registry import ObjectEntry, ObjectRegistry, normalize_name, write_registry
+from vlkd_formats.atomic_io import atomic_write
+from vlkd_formats.object_registry import ObjectEntry, ObjectRegistry, normalize_name, write_registry
 
 log = logging.getLogger(__name__)
 BACKENDS = ("torch", "onnx")

@@ -1,7 +1,7 @@
 """Config loading: YAML + dotted overrides into typed dataclasses, with clear errors."""
 import pytest
 
-from training.config import ConfigError, load_config
+from vlkd_formats.config import ConfigError, load_config
 from training.distill import DistillConfig
 
 
@@ -36,9 +36,9 @@ SHIPPED = {"miniworld_resnet18.yaml": "training.distill:DistillConfig",
            "paper_vitl14_resnet18.yaml": "training.distill:DistillConfig",
            "pretrain_teacher.yaml": "training.pretrain_teacher:PretrainConfig",
            "pretrain_teacher_scenes.yaml": "training.pretrain_teacher:PretrainConfig",
-           "grasp_offline.yaml": "training.grasp_train:GraspTrainConfig",
-           "grasp_ycb_vitl14.yaml": "training.grasp_train:GraspTrainConfig",
-           "grasp_table_offline.yaml": "training.grasp_eval:GraspTableConfig"}
+           "grasp_offline.yaml": "training.grasp.train:GraspTrainConfig",
+           "grasp_ycb_vitl14.yaml": "training.grasp.train:GraspTrainConfig",
+           "grasp_table_offline.yaml": "training.grasp.eval:GraspTableConfig"}
 
 
 def test_every_shipped_config_loads_and_validates():

@@ -23,14 +23,14 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from training.checkpoint import CheckpointError, load_weights_into
-from training.grasp_data import ObservationTransform
-from training.grasp_model import GraspScorer
-from training.grasp_text import GraspTextConfig, TextTower
+from training.grasp.data import ObservationTransform
+from training.grasp.model import GraspScorer
+from training.grasp.text import GraspTextConfig, TextTower
 from training.model_dir import ModelCard, load_model_dir, write_model_dir
 from training.students import Student
 from training.teacher import file_sha256
-from vlkd_ros.atomic_io import atomic_write, atomic_write_json
-from vlkd_ros.object_registry import ObjectEntry, ObjectRegistry, read_registry, write_registry
+from vlkd_formats.atomic_io import atomic_write, atomic_write_json
+from vlkd_formats.object_registry import ObjectEntry, ObjectRegistry, read_registry, write_registry
 
 FORMAT = "vlkd-grasp"
 VERSION = 1

@@ -15,7 +15,7 @@ from safetensors.torch import load_file
 from training.checkpoint import save_weights
 from training.teacher import Teacher, encode_label_texts, resolve_device
 from training.text import LabelTextConfig, LabelTextError, label_texts, resolve_label_texts
-from vlkd_ros.atomic_io import atomic_write, atomic_write_json
+from vlkd_formats.atomic_io import atomic_write, atomic_write_json
 
 POSITIVE_PROMPT = "You can find a {} in this image, except a robot arm."
 NEGATIVE_PROMPT = "You cannot find a {} in this image, except a robot arm."

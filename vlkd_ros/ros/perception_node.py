@@ -31,7 +31,7 @@ from sensor_msgs.msg import CameraInfo, Image
 
 from vlkd_interfaces.msg import GraspResult
 from vlkd_interfaces.srv import AddObject, GetJobStatus, IsGraspable, ListObjects
-from vlkd_ros.ros_image import ImageFormatError, image_to_depth, image_to_rgb, numpy_to_image
+from vlkd_ros.ros.image_msgs import ImageFormatError, image_to_depth, image_to_rgb, numpy_to_image
 
 NODE_NAME = "vlkd_perception"
 EXECUTOR_THREADS = 6

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from vlkd_ros.atomic_io import atomic_write_json
+from vlkd_formats.atomic_io import atomic_write_json
 
 FORMAT = "vlkd-object-registry"
 VERSION = 1

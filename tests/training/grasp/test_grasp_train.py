@@ -4,12 +4,12 @@ import json
 import pytest
 import torch
 
-from training.config import load_config
-from training.grasp_model_dir import ReplayBuffer, load_grasp_model_dir
-from training.grasp_text import TextTower
-from training.grasp_train import GraspTrainConfig
+from vlkd_formats.config import load_config
+from training.grasp.model_dir import ReplayBuffer, load_grasp_model_dir
+from training.grasp.text import TextTower
+from training.grasp.train import GraspTrainConfig
 from training.students import StudentError
-from vlkd_ros.object_registry import read_registry
+from vlkd_formats.object_registry import read_registry
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
@@ -50,7 +50,7 @@ def test_channels_must_match_the_views(tiny_clutter):
 def test_student_init_loads_a_model_dirs_student_and_refuses_a_mismatch(tiny_grasp_model):
     from safetensors.torch import load_file
 
-    from training.grasp_train import init_student
+    from training.grasp.train import init_student
     from training.model_dir import read_model_card
     from training.students import Student, StudentConfig
 
@@ -66,8 +66,8 @@ def test_student_init_loads_a_model_dirs_student_and_refuses_a_mismatch(tiny_gra
 
 def test_augmented_training_runs_and_its_crop_bound_is_checked(tiny_clutter, tiny_teacher_file, tmp_path):
     from grasp_fixtures import grasp_overrides
-    from training.grasp_data import DatasetError
-    from training.grasp_train import train_grasp
+    from training.grasp.data import DatasetError
+    from training.grasp.train import train_grasp
 
     overrides = grasp_overrides(tiny_clutter, tiny_teacher_file, tmp_path / "model", tmp_path / "cache")
     with pytest.raises(DatasetError, match="augment_min_area must be in"):

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from vlkd_ros.atomic_io import atomic_write_json
+from vlkd_formats.atomic_io import atomic_write_json
 
 FORMAT = "vlkd-dataset"
 VERSION = 1

@@ -8,8 +8,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sim.errors import CollectionError
-from vlkd_ros.atomic_io import atomic_write
+from vlkd_formats.atomic_io import atomic_write
+from vlkd_formats.errors import StorageError
 
 MAX_DEPTH_MM = 65535
 
@@ -49,6 +49,6 @@ def _write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
         return atomic_write(path, lambda tmp: Path(tmp).write_bytes(encoded.tobytes()))
     except OSError as err:
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise CollectionError(f"disk full while writing {path}: {err.strerror}. Finished samples are kept; free "
+            raise StorageError(f"disk full while writing {path}: {err.strerror}. Finished samples are kept; free "
                                   "space and rerun the same command to resume") from err
-        raise CollectionError(f"cannot write {path}: {err}") from err
+        raise StorageError(f"cannot write {path}: {err}") from err

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
-from training.grasp_data import Episode, EpisodeDataset, ObservationTransform
+from training.grasp.data import Episode, EpisodeDataset, ObservationTransform
 from training.losses import CLIP_TAU
 from training.students import Student
 

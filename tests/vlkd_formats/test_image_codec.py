@@ -1,11 +1,11 @@
-"""PNG writing: RGB and 16-bit depth round trips, and a full disk reported as a resumable CollectionError."""
+"""PNG writing: RGB and 16-bit depth round trips, and a full disk reported as a resumable StorageError."""
 import errno
 
 import numpy as np
 import pytest
 
-from sim import image_io
-from sim.errors import CollectionError
+from vlkd_formats import image_codec as image_io
+from vlkd_formats.errors import StorageError
 
 
 def test_round_trips(tmp_path):
@@ -22,6 +22,6 @@ def test_disk_full_is_a_clear_error(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(image_io, "atomic_write", full)
-    with pytest.raises(CollectionError, match="disk full.*rerun the same command"):
+    with pytest.raises(StorageError, match="disk full.*rerun the same command"):
         image_io.write_rgb_png(tmp_path / "x.png", np.zeros((4, 4, 3), np.uint8))
     assert not (tmp_path / "x.png").exists()

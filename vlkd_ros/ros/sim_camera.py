@@ -19,7 +19,7 @@ from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 
-from vlkd_ros.ros_image import numpy_to_image
+from vlkd_ros.ros.image_msgs import numpy_to_image
 
 CLUTTER_ENV_ID = "VlkdPickClutter-v1"
 SOURCES = ("env", "images")

@@ -12,19 +12,19 @@ from typing import Any
 
 import torch
 
-from training.config import apply_overrides, from_dict, load_config, read_yaml_tree
+from vlkd_formats.config import apply_overrides, from_dict, load_config, read_yaml_tree
 from training.feature_cache import teacher_image_features
-from training.grasp_data import (ClutterData, Episode, base_rgb_images, episode_targets, load_clutter_data,
+from training.grasp.data import (ClutterData, Episode, base_rgb_images, episode_targets, load_clutter_data,
                                  stack_episodes)
-from training.grasp_fewshot import GraspFewShotConfig, GraspShots, finetune_grasp, object_thresholds
-from training.grasp_losses import build_grasp_loss, needs_teacher_features
-from training.grasp_model import accuracy_score, binary_counts, f1_score, roc_auc, score_episodes
-from training.grasp_model_dir import GraspModelDir, load_grasp_model_dir
-from training.grasp_train import GraspTrainConfig, train_grasp
+from training.grasp.fewshot import GraspFewShotConfig, GraspShots, finetune_grasp, object_thresholds
+from training.grasp.losses import build_grasp_loss, needs_teacher_features
+from training.grasp.model import accuracy_score, binary_counts, f1_score, roc_auc, score_episodes
+from training.grasp.model_dir import GraspModelDir, load_grasp_model_dir
+from training.grasp.train import GraspTrainConfig, train_grasp
 from training.students import Student
 from training.teacher import Teacher, resolve_device
-from vlkd_ros.atomic_io import atomic_write_json, atomic_write_text
-from vlkd_ros.object_registry import REGISTRY_FILE
+from vlkd_formats.atomic_io import atomic_write_json, atomic_write_text
+from vlkd_formats.object_registry import REGISTRY_FILE
 
 log = logging.getLogger(__name__)
 COLUMNS = (("x_id", "Y_id on X_id"), ("id_on_ood", "Y_id on X_ood"), ("ood_on_ood", "Y_ood on X_ood"))

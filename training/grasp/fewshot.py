@@ -11,9 +11,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from training.fewshot import FewShotConfig, balanced_batches
-from training.grasp_data import augment_observations
-from training.grasp_losses import GraspBatch, build_grasp_loss, needs_teacher_features
-from training.grasp_model import GraspScorer, accuracy_score, binary_counts, roc_auc, score_inputs
+from training.grasp.data import augment_observations
+from training.grasp.losses import GraspBatch, build_grasp_loss, needs_teacher_features
+from training.grasp.model import GraspScorer, accuracy_score, binary_counts, roc_auc, score_inputs
 from training.students import Student
 
 

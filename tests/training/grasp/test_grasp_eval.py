@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from grasp_fixtures import grasp_overrides
-from training.grasp_data import GraspDataConfig, load_clutter_data
-from training.grasp_eval import COLUMNS, column_metrics, select_support
+from training.grasp.data import GraspDataConfig, load_clutter_data
+from training.grasp.eval import COLUMNS, column_metrics, select_support
 from vlkd_ros.cli import main as cli
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")

@@ -3,9 +3,9 @@ training-scene observations, which never hold it."""
 import pytest
 import torch
 
-from training.grasp_fewshot import GraspFewShotConfig, object_thresholds
-from training.grasp_model import score_inputs
-from training.grasp_model_dir import load_grasp_model_dir
+from training.grasp.fewshot import GraspFewShotConfig, object_thresholds
+from training.grasp.model import score_inputs
+from training.grasp.model_dir import load_grasp_model_dir
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 

@@ -5,9 +5,9 @@ import torch
 
 from grasp_fixtures import ID_OBJECTS, OOD_OBJECTS
 from training.data import DatasetError
-from training.grasp_data import (YCB_ID, YCB_OOD, GraspDataConfig, ObjectSplitConfig, ObservationTransform,
+from training.grasp.data import (YCB_ID, YCB_OOD, GraspDataConfig, ObjectSplitConfig, ObservationTransform,
                                  episode_targets, load_clutter_data, read_view, resolve_object_split)
-from vlkd_ros.dataset_dir import DatasetInfo
+from vlkd_formats.dataset_dir import DatasetInfo
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 

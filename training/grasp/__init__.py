@@ -1,0 +1,1 @@
+"""Grasp feasibility training: clutter data, losses, model, prompts, training, evaluation, few-shot, export, model dir."""

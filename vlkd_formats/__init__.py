@@ -1,0 +1,5 @@
+"""The ground floor of vlkd_ros: on-disk formats and contracts every stage shares (no torch, ROS or CLI imports).
+
+`errors` (the one library error type), `atomic_io` (crash-safe writes), `config` (typed job configs),
+`dataset_dir` (what sim/ writes), `image_codec` (PNG frames), `object_registry` (objects a grasp model knows).
+"""
