@@ -32,5 +32,7 @@ fi
 if [ -x scripts/build_interfaces.sh ]; then
     VENV="$VENV" scripts/build_interfaces.sh
 fi
-"$VENV/bin/pip" freeze --exclude-editable > constraints-lock.txt
+# The resolved set goes to an untracked file (an install never modifies tracked files); compare it with the tracked
+# lock, and rewrite the lock on purpose with scripts/update_lock.sh (no argument).
+VENV="$VENV" scripts/update_lock.sh "$VENV/constraints-resolved.txt"
 echo "install.sh: done. Activate with: source scripts/env.sh"

@@ -10,12 +10,16 @@ setup(
     version="0.1.0",
     packages=find_packages(include=["vlkd_formats", "vlkd_formats.*", "vlkd_ros", "vlkd_ros.*", "training", "training.*",
                                     "sim", "sim.*"]),
-    package_data={"sim": ["assets/**/*", "*.yaml"], "training": ["model_configs/*.json"]},
+    # Package data (also in a non-editable install): the shipped job configs (training/configs, found by
+    # `--config configs/NAME.yaml` from any directory), open_clip model configs, the offline teacher, object sets.
+    package_data={"sim": ["assets/**/*", "*.yaml"],
+                  "training": ["configs/*.yaml", "model_configs/*.json", "assets/offline_teacher/*"]},
     include_package_data=True,
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        # ROS 2 params (not job configs): ROS tooling looks for them in share/vlkd_ros/config
         (f"share/{PACKAGE}/config", glob("config/*.yaml") + glob("config/*.xml")),
     ],
     python_requires=">=3.10",

@@ -3,12 +3,13 @@
 same queries (its image tower + the same prompt-pair scoring against cached text features).
 
     python benchmarks/bench_grasp_query.py                       # 224 px, ResNet18 vs ViT-L-14, CPU
-    python benchmarks/bench_grasp_query.py --model runs/grasp/offline --teacher vlkd-offline
+    python benchmarks/bench_grasp_query.py --model runs/grasp/offline/model --teacher vlkd-offline
     python benchmarks/bench_grasp_query.py --out benchmarks/results/grasp_query.json
 
 Without --model, a grasp model dir with untrained weights (latency does not depend on their values) is built
 at --image-size from the teacher's text tower; without --teacher-pretrained the teacher is randomly
-initialised (its architecture, hence its latency, is that of the pretrained model).
+initialised (its architecture, hence its latency, is that of the pretrained model). The ONNX backend serves the
+model dir's export; when there is none it is written first, as `vlkd export --model DIR` does.
 """
 from __future__ import annotations
 
@@ -70,7 +71,8 @@ def build_untrained_model_dir(out: Path, teacher, image_size: int, arch: str) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="grasp model dir (default: untrained ResNet18 at --image-size)")
+    parser.add_argument("--model", help="grasp model dir or its run dir (default: untrained ResNet18 at "
+                                        "--image-size)")
     parser.add_argument("--teacher", default="ViT-L-14", help="open_clip model or shipped teacher name")
     parser.add_argument("--teacher-pretrained", default=None, help="weights for the teacher (default: random init)")
     parser.add_argument("--student", default="resnet18", help="student arch of the untrained model dir")
@@ -90,7 +92,7 @@ def main() -> None:
 
     from PIL import Image
 
-    from training.grasp.model_dir import read_grasp_card
+    from training.grasp.model_dir import export_onnx, load_grasp_model_dir, read_grasp_card
     from training.grasp.text import prompt_texts
     from training.teacher import Teacher, TeacherConfig
     from vlkd_ros.inference import GraspFeasibility
@@ -104,6 +106,8 @@ def main() -> None:
         results: dict[str, dict] = {}
         backends = ["torch"] + ([] if args.no_onnx else ["onnx"])
         for backend in backends:
+            if backend == "onnx" and not load_grasp_model_dir(model_dir).onnx_path().is_file():
+                export_onnx(model_dir)  # what `vlkd export --model DIR` does; loading never exports
             model = GraspFeasibility.from_checkpoint(model_dir, device=args.device, backend=backend)
             results[f"student ({backend})"] = percentiles(timed(lambda f: model.query(f, args.names), frames,
                                                                 args.warmup))

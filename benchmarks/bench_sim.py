@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sim.config import ClassificationConfig, ClutterConfig, load_config  # noqa: E402
+from sim.config import ClassificationConfig, ClutterConfig  # noqa: E402
 from sim.shards import prepare_out_dir  # noqa: E402
 
 CAMERA_FRAMES = {"classification": 1, "clutter": 2}
@@ -30,9 +30,9 @@ CAMERA_FRAMES = {"classification": 1, "clutter": 2}
 
 def _config(kind: str, size: int, samples: int, workers: int):
     if kind == "classification":
-        return load_config(ClassificationConfig, image_size=size, per_class=-(-samples // 40) if samples > 40 else 1,
-                           labels=None, workers=workers)
-    return load_config(ClutterConfig, image_size=size, episodes=samples, workers=workers)
+        return ClassificationConfig(image_size=size, per_class=-(-samples // 40) if samples > 40 else 1,
+                                    labels=None, workers=workers).validate()
+    return ClutterConfig(image_size=size, episodes=samples, workers=workers).validate()
 
 
 def _process(kind: str, config, out: str, worker: int, workers: int, limit: int, results) -> None:

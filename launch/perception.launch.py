@@ -3,7 +3,7 @@
     ros2 launch vlkd_ros perception.launch.py camera_topic:=/camera/color/image_raw model_dir:=/path/to/model
 
 Without ROS 2's launch tools, `vlkd serve --params config/perception.yaml --camera-topic ... --model-dir ...`
-starts the same node with the same parameters (tests/vlkd_ros/test_node_launch.py checks that they agree).
+starts the same node with the same parameters (tests/vlkd_ros/ros/test_perception_launch.py checks that they agree).
 """
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction

@@ -10,10 +10,10 @@ import cv2
 import numpy as np
 import yaml
 
-from sim.catalog import ObjectSet
-from vlkd_formats.image_codec import read_depth_png, read_rgb_png
-from vlkd_formats.atomic_io import atomic_write, atomic_write_text
+from sim.objects import ObjectSet
+from vlkd_formats.atomic_io import atomic_write_text
 from vlkd_formats.dataset_dir import SPLITS, DatasetInfo
+from vlkd_formats.image_codec import read_depth, read_rgb, write_rgb_png
 
 CAPTION_HEIGHT = 14
 TILE_SIZE = 128
@@ -61,10 +61,7 @@ def write_montage(out: Path, tiles: Sequence[tuple[Sequence[str], str]], columns
     rendered += [blank] * (-len(rendered) % columns)
     grid = np.concatenate([np.concatenate(rendered[i:i + columns], axis=1)
                            for i in range(0, len(rendered), columns)], axis=0)
-    ok, encoded = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
-    if not ok:
-        raise ValueError("cannot encode the montage as PNG")
-    return atomic_write(out / "montage.png", lambda tmp: Path(tmp).write_bytes(encoded.tobytes()))
+    return write_rgb_png(out / "montage.png", grid)
 
 
 def _tile(out: Path, paths: Sequence[str], caption: str) -> np.ndarray:
@@ -78,8 +75,8 @@ def _tile(out: Path, paths: Sequence[str], caption: str) -> np.ndarray:
 
 def _as_rgb(path: Path) -> np.ndarray:
     if "depth" not in path.name:
-        return read_rgb_png(path)
-    depth = read_depth_png(path).astype(np.float32)
+        return read_rgb(path)
+    depth = read_depth(path).astype(np.float32)
     valid = depth[(depth > 0) & (depth < DEPTH_VIEW_MAX_MM)]
     lo, hi = (np.percentile(valid, 1), np.percentile(valid, 99)) if valid.size else (0.0, 1.0)
     scaled = np.clip((depth - lo) / max(hi - lo, 1.0), 0, 1)

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from sim.catalog import ObjectSet
 from sim.geometry import placement, rest_pose
+from sim.objects import ObjectSet
 from sim.plan import ClutterEpisode, clutter_plan
 
 WORK_AREA = ((-0.12, 0.12), (-0.16, 0.16))

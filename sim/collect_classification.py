@@ -2,7 +2,7 @@
 
 Output (see vlkd_formats.dataset_dir): `train/<slug>/<slug>_<rank>.png` for Y_id, `val_on_train/<slug>/` for held-out
 images of Y_id (X_id), `val/<slug>/` for Y_ood (X_ood); slug = label with spaces replaced by underscores
-(sim.catalog.label_slug). With split `none` every category is in-distribution and nothing goes to `val/`.
+(vlkd_formats.dataset_dir.label_slug). With split `none` every category is in-distribution and nothing goes to `val/`.
 `manifest.jsonl` rows: {index, image, label, split, rank, object_id, seed, camera, render}.
 """
 from __future__ import annotations
@@ -13,15 +13,17 @@ from typing import Any
 
 from sim.backend import check_sim_backend
 from sim.card import classification_card, write_card, write_montage
-from sim.catalog import ObjectSet, load_object_set
+from sim.catalog import load_object_set
 from sim.config import ClassificationConfig
 from sim.finalize import json_ready, write_dataset
 from sim.geometry import check_readable
-from vlkd_formats.image_codec import write_rgb_png
-from sim.plan import ClassificationSample, classification_plan, split_labels
+from sim.objects import ObjectSet
+from sim.plan import ClassificationSample, classification_plan
 from sim.shards import (PartWriter, Progress, done_indices, env_batches, merge_rows, pending, prepare_out_dir,
                         run_workers)
 from vlkd_formats.dataset_dir import DatasetInfo
+from vlkd_formats.image_codec import write_rgb_png
+from vlkd_formats.split import split_labels
 
 KIND = "classification"
 SHADER = "minimal"

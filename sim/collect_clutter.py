@@ -18,18 +18,20 @@ import numpy as np
 
 from sim.backend import check_sim_backend
 from sim.card import clutter_card, write_card, write_montage
-from sim.catalog import ObjectSet, load_object_set
+from sim.catalog import load_object_set
 from sim.clutter_episodes import episode_record
 from sim.config import ClutterConfig
 from sim.finalize import json_ready, write_dataset
 from sim.geometry import check_readable
-from vlkd_formats.image_codec import write_depth_png, write_rgb_png
-from sim.plan import ClutterEpisode, clutter_plan, split_labels
+from sim.objects import ObjectSet
+from sim.plan import ClutterEpisode, clutter_plan
 from sim.shards import (PartWriter, Progress, done_indices, env_batches, merge_rows, pending, prepare_out_dir,
                         run_workers)
 from sim.ycb import YCB_ASSETS, require_assets
 from vlkd_formats.atomic_io import atomic_write_json
 from vlkd_formats.dataset_dir import DatasetInfo
+from vlkd_formats.image_codec import write_depth_png, write_rgb_png
+from vlkd_formats.split import split_labels
 
 KIND = "clutter"
 SCENES_FILE = "scenes.json"

@@ -1,12 +1,13 @@
-"""Typed, validated collector configs: defaults that run, a YAML file on top, command-line flags on top of that."""
+"""Typed, validated collector configs: defaults that run, a YAML file on top, command-line flags on top of that.
+
+Loaded like every job config by `vlkd_formats.config.load_config` (`vlkd collect` maps its flags onto these fields
+with `vlkd_ros.cli.flags`); the `help` metadata of a field is its flag's help text.
+"""
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
-
-import yaml
 
 from sim.backend import SIM_BACKENDS
 from sim.randomization import RandomizationConfig
@@ -16,21 +17,34 @@ SPLIT_MODES = ("random", "none")
 C = TypeVar("C", bound="CollectConfig")
 
 
+def _help(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
 @dataclass
 class CollectConfig:
     """Settings shared by both collectors."""
 
-    objects: str = "offline"
-    labels: list[str] | None = None
-    image_size: int = 128
-    split: str = "random"
-    ood_fraction: float = 0.5
-    val_fraction: float = 0.2
-    seed: int = 0
-    workers: int = 1
-    sim_backend: str = "cpu"
-    num_envs: int = 8
+    objects: str = field(default="offline", metadata=_help(
+        "object set: offline, ycb, a YAML file, or several joined by commas"))
+    # a list, or one comma-separated string ("apple, banana"; a YAML file or --labels may give either)
+    labels: list[str] | str | None = field(default=None, metadata=_help(
+        "only these categories, comma-separated (default: the whole set)"))
+    image_size: int = field(default=128, metadata=_help("square image size in pixels"))
+    split: str = field(default="random", metadata=_help(
+        "random (seeded ID/OOD), none (all ID, all in train/), or a YAML/JSON file with id: and ood: lists"))
+    ood_fraction: float = field(default=0.5, metadata=_help("share of categories held out as OOD"))
+    val_fraction: float = field(default=0.2, metadata=_help("share of ID data held out in val_on_train"))
+    seed: int = field(default=0, metadata=_help("collection seed"))
+    workers: int = field(default=1, metadata=_help("parallel worker processes"))
+    sim_backend: str = field(default="cpu", metadata=_help(
+        "cpu or gpu: ManiSkill GPU-parallel scenes, needs CUDA"))
+    num_envs: int = field(default=8, metadata=_help("parallel scenes per batch with --sim-backend gpu"))
     montage_size: int = 48
+
+    def __post_init__(self) -> None:
+        if isinstance(self.labels, str):
+            self.labels = [n.strip() for n in self.labels.split(",") if n.strip()]
 
     def validate(self: C) -> C:
         """Raise ValueError naming the first bad value and what would be valid; return self."""
@@ -68,7 +82,7 @@ class CollectConfig:
 class ClassificationConfig(CollectConfig):
     """`vlkd collect classification`: one object per image, `per_class` images per category."""
 
-    per_class: int = 20
+    per_class: int = field(default=20, metadata=_help("images per category"))
     randomization: RandomizationConfig = field(default_factory=RandomizationConfig)
 
     def validate(self) -> ClassificationConfig:
@@ -84,11 +98,12 @@ class ClassificationConfig(CollectConfig):
 class ClutterConfig(CollectConfig):
     """`vlkd collect clutter`: `episodes` table scenes of `min_objects`..`max_objects` dropped objects."""
 
-    episodes: int = 50
-    min_objects: int = 3
-    max_objects: int = 8
+    episodes: int = field(default=50, metadata=_help("number of scenes"))
+    min_objects: int = field(default=3, metadata=_help("fewest objects per scene"))
+    max_objects: int = field(default=8, metadata=_help("most objects per scene"))
     ood_episode_fraction: float = 0.3
-    visible_threshold: float = 0.3
+    visible_threshold: float = field(default=0.3, metadata=_help(
+        "visible fraction an object needs to count as graspable"))
     settle_steps: int = 200
     base_camera_eye: list[float] = field(default_factory=lambda: [0.35, 0.3, 0.4])
     base_camera_target: list[float] = field(default_factory=lambda: [-0.02, 0.0, 0.02])
@@ -128,50 +143,3 @@ class ClutterConfig(CollectConfig):
             raise ValueError(f"base_camera_eye z = {eye[2]} puts the camera at or below the table top (z = 0)")
         if not 10.0 <= self.base_camera_fov_deg <= 150.0:
             raise ValueError(f"base_camera_fov_deg {self.base_camera_fov_deg} must lie in 10..150 degrees")
-
-
-def load_config(cls: type[C], path: str | Path | None = None, **overrides: Any) -> C:
-    """Build `cls` from its defaults, then the YAML file at `path`, then the non-None `overrides`; validated."""
-    values: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"config file {path} not found")
-        loaded = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ValueError(f"config file {path} must hold a mapping of settings, got {type(loaded).__name__}")
-        values.update(loaded)
-    values.update({k: v for k, v in overrides.items() if v is not None})
-    valid = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - valid)
-    if unknown:
-        raise ValueError(f"unknown {cls.__name__} setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
-    if "randomization" in values and isinstance(values["randomization"], dict):
-        values["randomization"] = _randomization(values["randomization"])
-    return cls(**_coerced(cls, values)).validate()
-
-
-def _coerced(cls: type, values: dict[str, Any]) -> dict[str, Any]:
-    """Convert values to the type of each field's default (int, float, str); ValueError naming a bad one."""
-    defaults = {f.name: f.default for f in dataclasses.fields(cls) if f.default is not dataclasses.MISSING}
-    out = dict(values)
-    for name, value in values.items():
-        kind = type(defaults.get(name))
-        if kind in (int, float, str) and not isinstance(value, bool):
-            try:
-                out[name] = kind(value)
-            except (TypeError, ValueError):
-                raise ValueError(f"setting {name} = {value!r} is not a valid {kind.__name__}") from None
-            if kind is int and isinstance(value, float) and value != int(value):
-                raise ValueError(f"setting {name} = {value!r} must be a whole number")
-    if isinstance(out.get("labels"), str):
-        out["labels"] = [n.strip() for n in out["labels"].split(",") if n.strip()]
-    return out
-
-
-def _randomization(raw: dict[str, Any]) -> RandomizationConfig:
-    valid = {f.name for f in dataclasses.fields(RandomizationConfig)}
-    unknown = sorted(set(raw) - valid)
-    if unknown:
-        raise ValueError(f"unknown randomization setting(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}")
-    return RandomizationConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})

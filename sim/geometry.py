@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.catalog import MeshRef, ObjectSpec, Part
+from sim.objects import MeshRef, ObjectSpec, Part
 
 # Rotation (w, x, y, z) that turns the named mesh axis into +z.
 _S = math.sqrt(0.5)

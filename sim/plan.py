@@ -1,19 +1,17 @@
-"""Deterministic collection plans: the ID/OOD label split and the samples (label or objects, split, seed) to render.
+"""Deterministic collection plans: the samples (label or objects, split, seed) to render, given the ID/OOD label
+split of `vlkd_formats.split`.
 
 Every sample's seed comes from (collection seed, a key, an index) alone, so a sample renders the same image whatever
 the worker count, the order of rendering, or how many other samples the collection holds.
 """
 from __future__ import annotations
 
-import json
 import zlib
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import yaml
 
-SPLIT_SALT = 7919
+from vlkd_formats.split import SPLIT_SALT
 
 
 @dataclass(frozen=True)
@@ -41,21 +39,6 @@ def sample_seed(seed: int, key: str, index: int) -> int:
     """A 31-bit seed derived from the collection seed, a string key and an index."""
     state = np.random.SeedSequence([seed, zlib.crc32(key.encode()), index]).generate_state(1)[0]
     return int(state) & 0x7FFFFFFF
-
-
-def split_labels(labels: list[str], mode: str, ood_fraction: float, seed: int) -> dict[str, list[str]]:
-    """The {"id", "ood"} label lists: seeded random (`random`), all in-distribution (`none`), or read from a
-    YAML/JSON file with `id:` and `ood:` lists (labels in neither are left out of the collection)."""
-    if mode == "none":
-        return {"id": list(labels), "ood": []}
-    if mode == "random":
-        if len(labels) < 2:
-            raise ValueError(f"an ID/OOD split needs at least 2 labels, got {labels}; use --split none")
-        n_ood = min(len(labels) - 1, max(1, round(len(labels) * ood_fraction)))
-        ood = set(np.random.default_rng([seed, SPLIT_SALT]).permutation(len(labels))[:n_ood].tolist())
-        return {"id": [n for i, n in enumerate(labels) if i not in ood],
-                "ood": [n for i, n in enumerate(labels) if i in ood]}
-    return _split_from_file(Path(mode), labels)
 
 
 def classification_plan(split: dict[str, list[str]], labels: list[str], per_class: int, val_fraction: float,
@@ -100,25 +83,3 @@ def clutter_plan(split: dict[str, list[str]], episodes: int, min_objects: int, m
             part = "val_on_train" if rng.uniform() < val_fraction else "train"
         plan.append(ClutterEpisode(index, part, tuple(str(c) for c in chosen), episode_seed))
     return plan
-
-
-def _split_from_file(path: Path, labels: list[str]) -> dict[str, list[str]]:
-    if not path.is_file():
-        raise FileNotFoundError(f"split file {path} not found")
-    text = path.read_text()
-    try:
-        raw = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as err:
-        raise ValueError(f"split file {path} cannot be parsed: {err}") from err
-    if not isinstance(raw, dict) or not isinstance(raw.get("id"), list) or not isinstance(raw.get("ood", []), list):
-        raise ValueError(f"split file {path} must hold `id:` and `ood:` lists of label names")
-    ids, oods = [str(n) for n in raw["id"]], [str(n) for n in raw.get("ood", [])]
-    unknown = [n for n in ids + oods if n not in labels]
-    if unknown:
-        raise ValueError(f"split file {path} names unknown objects {unknown}; valid names: {', '.join(labels)}")
-    both = sorted(set(ids) & set(oods))
-    if both:
-        raise ValueError(f"split file {path} puts {both} in both id and ood")
-    if not ids:
-        raise ValueError(f"split file {path} lists no in-distribution (id) labels")
-    return {"id": [n for n in labels if n in ids], "ood": [n for n in labels if n in oods]}

@@ -11,13 +11,19 @@ import os
 import re
 from pathlib import Path
 
-from sim.catalog import MeshRef, ObjectSet, ObjectSpec
 from sim.errors import SimUnavailableError
+from sim.objects import MeshRef, ObjectSet, ObjectSpec
+from vlkd_formats.split import read_split_file
 
 YCB_ASSETS = "ycb"
 CLUTTER_EPISODES_ASSETS = "pick_clutter_ycb_configs"
 YCB_LICENSE = "CC BY 4.0 (YCB object set, https://www.ycbbenchmarks.com), packaged by ManiSkill"
 PAPER_SPLIT = Path(__file__).parent / "assets" / "splits" / "ycb_paper.yaml"
+
+
+def paper_split() -> dict[str, list[str]]:
+    """The paper's YCB ID/OOD split (PAPER_SPLIT: 14 id, 12 ood objects), labels spelled as `ycb_label` does."""
+    return read_split_file(PAPER_SPLIT)
 
 
 def download_command(asset_ids: list[str]) -> str:

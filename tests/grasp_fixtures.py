@@ -1,7 +1,9 @@
 """Grasp fixtures: a small synthetic clutter dataset written through vlkd_formats.dataset_dir (coloured shapes on a
-table, base + hand RGB-D views) and a grasp model trained on it in seconds with the tiny teacher."""
+table, base + hand RGB-D views), a grasp model trained on it in seconds with the tiny teacher (its run dir is the
+model dir's parent), and the v1 layout of a model dir (before model dirs moved to OUTPUT/model/)."""
 from __future__ import annotations
 
+import json
 import random
 import shutil
 from pathlib import Path
@@ -126,12 +128,13 @@ def tiny_clutter(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_grasp_model(tiny_clutter: Path, tiny_teacher_file: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A grasp model dir trained on `tiny_clutter` (RGB, 32 px); copy it before changing it."""
+    """A grasp model dir trained on `tiny_clutter` (RGB, 32 px): RUN/model, RUN being the training run dir (config,
+    metrics, checkpoints); copy it before changing it."""
     from vlkd_formats.config import load_config
     from training.grasp.train import GraspTrainConfig, train_grasp
 
     tmp = tmp_path_factory.mktemp("grasp")
-    config = load_config(GraspTrainConfig, None, grasp_overrides(tiny_clutter, tiny_teacher_file, tmp / "model",
+    config = load_config(GraspTrainConfig, None, grasp_overrides(tiny_clutter, tiny_teacher_file, tmp / "run",
                                                                   tmp / "cache"))
     return train_grasp(config)
 
@@ -142,6 +145,22 @@ def copy_model(model_dir: Path, dest: Path) -> Path:
     return dest
 
 
+def make_v1_dir(model_dir: Path, dest: Path) -> Path:
+    """The dir the code before format v2 wrote for the model dir `model_dir` (whose run dir is its parent): the
+    run's files and the model's files side by side in one dir, model.json without kind or training config, format
+    v1 (grasp.json too)."""
+    shutil.copytree(model_dir.parent, dest, ignore=shutil.ignore_patterns(model_dir.name))
+    for entry in model_dir.iterdir():
+        (shutil.copytree if entry.is_dir() else shutil.copy2)(entry, dest / entry.name)
+    card = json.loads((dest / "model.json").read_text())
+    del card["kind"], card["training"]
+    (dest / "model.json").write_text(json.dumps({**card, "version": 1}, indent=2, sort_keys=True))
+    if (dest / "grasp.json").is_file():
+        grasp = json.loads((dest / "grasp.json").read_text())
+        (dest / "grasp.json").write_text(json.dumps({**grasp, "version": 1}, indent=2, sort_keys=True))
+    return dest
+
+
 @pytest.fixture(scope="session")
 def tiny_rgbd_grasp_model(tiny_clutter: Path, tiny_teacher_file: Path,
                           tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -149,7 +168,7 @@ def tiny_rgbd_grasp_model(tiny_clutter: Path, tiny_teacher_file: Path,
     from vlkd_ros.cli import main as cli
 
     tmp = tmp_path_factory.mktemp("grasp_rgbd")
-    args = grasp_overrides(tiny_clutter, tiny_teacher_file, tmp / "model", tmp / "cache") + [
+    args = grasp_overrides(tiny_clutter, tiny_teacher_file, tmp / "run", tmp / "cache") + [
         "data.views=[base_rgb, base_depth, hand_rgb, hand_depth]", "student.in_chans=8", "optim.epochs=1"]
     assert cli(["train-grasp", *args]) == 0
-    return tmp / "model"
+    return tmp / "run" / "model"

@@ -18,11 +18,12 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from vlkd_formats.atomic_io import atomic_write_json
+from vlkd_formats.errors import VlkdError
 
 LATEST = "latest.json"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(VlkdError, ValueError):
     """A checkpoint or model dir is missing, incomplete, or from another architecture."""
 
 

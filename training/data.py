@@ -3,22 +3,21 @@ which is also what `vlkd collect classification` writes (plus its dataset.json).
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 from torchvision import transforms
 
-from vlkd_formats.dataset_dir import INFO_FILE, read_dataset_info
+from vlkd_formats.dataset_dir import INFO_FILE, label_slug, read_dataset_info
+from vlkd_formats.errors import VlkdError
+from vlkd_formats.image_codec import is_image_file, open_rgb
 
 log = logging.getLogger(__name__)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
-class DatasetError(ValueError):
+class DatasetError(VlkdError, ValueError):
     """A dataset dir is missing, empty or inconsistent."""
 
 
@@ -77,11 +76,6 @@ class DistillData:
         return self.x_ood.labels
 
 
-def label_slug(label: str) -> str:
-    """Folder name of a label: spaces become underscores (the dataset-dir convention)."""
-    return label.replace(" ", "_")
-
-
 def scan_split(root: Path, labels: list[str] | None = None) -> ImageList:
     """List `root/<label>/*.<image>`; labels default to the sorted sub-folders that hold images."""
     if not root.is_dir():
@@ -131,12 +125,6 @@ def image_transform(image_size: int, mean: tuple[float, ...], std: tuple[float, 
     return transforms.Compose(steps)
 
 
-def open_rgb(path: str | os.PathLike) -> Image.Image:
-    """Decode an image file to RGB (raises OSError for unreadable files)."""
-    with Image.open(path) as img:
-        return img.convert("RGB")
-
-
 class ImageDataset(Dataset):
     """(image tensor, target, index) for the entries of an ImageList."""
 
@@ -152,4 +140,4 @@ class ImageDataset(Dataset):
 
 
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES) if folder.is_dir() else []
+    return sorted(p for p in folder.iterdir() if is_image_file(p)) if folder.is_dir() else []

@@ -9,11 +9,12 @@ from tqdm import tqdm
 
 from training.text import readable_name
 from vlkd_formats.atomic_io import atomic_write_text
+from vlkd_formats.errors import VlkdError
 
 DEFAULT_PROMPT = "Describe what a {} looks like in one sentence:"
 
 
-class DescribeError(RuntimeError):
+class DescribeError(VlkdError, RuntimeError):
     """No usable local language model."""
 
 

@@ -7,12 +7,12 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from training.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -20,7 +20,10 @@ from vlkd_formats.config import dump_config, to_dict
 from training.data import DataConfig, DistillData, ImageDataset, image_transform, load_distill_data
 from training.feature_cache import ImageFeatures, teacher_image_features, teacher_text_features
 from training.losses import DistillBatch, build_loss
+from training.loop import (EpochPermutation, OptimConfig, accumulate_terms, build_optimizer, log_epoch,
+                           optimizer_step, tensorboard_writer)
 from training.model_dir import ModelCard, write_model_dir
+from vlkd_formats.model_dir import KIND_DISTILL, RUN_MODEL_DIR
 from training.students import Student, StudentConfig
 from training.teacher import Teacher, TeacherConfig, resolve_device, teacher_card
 from training.text import LabelTextConfig, resolve_label_texts
@@ -31,28 +34,6 @@ log = logging.getLogger(__name__)
 def _default_losses() -> list[dict[str, Any]]:
     return [{"type": "cls", "weight": 1.0}, {"type": "mse", "weight": 1.0},
             {"type": "im_cst", "weight": 1.0}, {"type": "vlprox", "weight": 1.0, "params": {"k": 256}}]
-
-
-@dataclass
-class OptimConfig:
-    """Optimiser and schedule."""
-
-    optimizer: Literal["sgd", "adamw"] = "adamw"
-    lr: float = 1e-3
-    weight_decay: float = 5e-4
-    momentum: float = 0.9
-    schedule: Literal["onecycle", "step", "none"] = "onecycle"
-    step_size: int = 10
-    gamma: float = 0.1
-    epochs: int = 10
-    batch_size: int = 64
-    amp: bool = True
-
-    def validate(self) -> None:
-        """Check ranges."""
-        if self.lr <= 0 or self.epochs < 1 or self.batch_size < 2:
-            raise ValueError(f"optim needs lr > 0, epochs >= 1, batch_size >= 2; got lr={self.lr}, "
-                             f"epochs={self.epochs}, batch_size={self.batch_size}")
 
 
 @dataclass
@@ -123,43 +104,9 @@ def _caption_features(config: DistillConfig, data: DistillData, teacher: Teacher
     return teacher_text_features(teacher, [[table[r]] for r in rel], config.teacher.cache_dir)
 
 
-class EpochPermutation(Sampler[int]):
-    """A permutation of `indices` drawn from seed + epoch: the same order when an epoch is replayed."""
-
-    def __init__(self, indices: list[int], seed: int, rank: int = 0, world: int = 1):
-        self.indices, self.seed, self.rank, self.world, self.epoch = indices, seed, rank, world, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
-        order = [self.indices[i] for i in torch.randperm(len(self.indices), generator=g).tolist()]
-        usable = len(order) - len(order) % self.world
-        return iter(order[self.rank:usable:self.world])
-
-    def __len__(self) -> int:
-        return len(self.indices) // self.world
-
-
-def build_optimizer(params: Any, config: OptimConfig, steps_per_epoch: int) -> tuple[torch.optim.Optimizer, Any]:
-    """Optimizer and LR scheduler from config (one-cycle steps per batch, step schedule per epoch)."""
-    if config.optimizer == "sgd":
-        opt = torch.optim.SGD(params, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
-    else:
-        opt = torch.optim.AdamW(params, lr=config.lr, weight_decay=config.weight_decay)
-    if config.schedule == "onecycle":
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=config.lr, epochs=config.epochs,
-                                                    steps_per_epoch=max(steps_per_epoch, 1))
-    elif config.schedule == "step":
-        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=config.step_size, gamma=config.gamma)
-    else:
-        sched = None
-    return opt, sched
-
-
 def distill(config: DistillConfig, resume: bool = False) -> Path:
-    """Run the distillation job; returns the model dir (= config.output_dir)."""
+    """Run the distillation job; returns the model dir (config.output_dir/model; the run dir output_dir keeps
+    config.yaml, metrics and checkpoints)."""
     _init_distributed()
     rank, world = (dist.get_rank(), dist.get_world_size()) if _is_distributed() else (0, 1)
     out = Path(config.output_dir)
@@ -229,28 +176,14 @@ def distill(config: DistillConfig, resume: bool = False) -> Path:
                          image_size=prep.teacher.image_size, mean=list(prep.teacher.mean), std=list(prep.teacher.std),
                          teacher=teacher_card(prep.teacher),
                          labels={"id": prep.data.id_labels, "ood": prep.data.ood_labels}, texts=prep.texts,
-                         info={"epochs": config.optim.epochs, "steps": step, "dataset": str(prep.data.root)})
-        write_model_dir(out, student.cpu(), card, {"id": prep.text_id, "ood": prep.text_ood})
+                         info={"epochs": config.optim.epochs, "steps": step, "dataset": str(prep.data.root)},
+                         kind=KIND_DISTILL, training=to_dict(config))
+        write_model_dir(out / RUN_MODEL_DIR, student.cpu(), card, {"id": prep.text_id, "ood": prep.text_ood})
     if writer is not None:
         writer.close()
     if _is_distributed():
         dist.barrier()
-    return out
-
-
-def optimizer_step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scheduler: Any, schedule: str) -> None:
-    """Backward and optimizer step, plus the scheduler step when the schedule is per batch (one-cycle)."""
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-    if scheduler is not None and schedule == "onecycle":
-        scheduler.step()
-
-
-def accumulate_terms(sums: dict[str, float], loss: torch.Tensor, terms: dict[str, float], n: int) -> None:
-    """Add a batch's total and per-term losses, weighted by its size, to the epoch sums."""
-    for k, v in {"total": loss.item(), **terms}.items():
-        sums[k] = sums.get(k, 0.0) + v * n
+    return out / RUN_MODEL_DIR
 
 
 def _run_identity(config: DistillConfig) -> dict[str, Any]:
@@ -268,25 +201,6 @@ def _check_same_run(saved: dict[str, Any], current: dict[str, Any], ckpt: Path) 
         detail = "; ".join(f"{k}: {saved[k]} -> {current[k]}" for k in changed[:3])
         raise ValueError(f"cannot resume {ckpt}: it was made with other settings ({detail}); "
                          "use another output_dir or the original settings")
-
-
-def log_epoch(out: Path, record: dict[str, Any], writer: Any) -> None:
-    """Append an epoch record to out/metrics.jsonl and, when a writer is given, to TensorBoard."""
-    with open(out / "metrics.jsonl", "a") as f:
-        f.write(json.dumps(record) + "\n")
-    if writer is not None:
-        for k, v in record.items():
-            if k not in ("epoch", "step"):
-                writer.add_scalar(k, v, record["step"])
-
-
-def tensorboard_writer(out: Path) -> Any:
-    """A TensorBoard SummaryWriter under out/tensorboard, or None when tensorboard is not installed."""
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:
-        return None
-    return SummaryWriter(str(out / "tensorboard"))
 
 
 def _is_distributed() -> bool:

@@ -18,12 +18,13 @@ from training.data import DataConfig, ImageDataset, ImageList, image_transform
 from training.distill import DistillConfig, prepare
 from training.feature_cache import teacher_image_features
 from training.fewshot import FewShotConfig, ShotSet, finetune_few_shot
-from training.model_dir import load_model_dir
+from training.model_dir import load_model_dir, training_config_tree
 from training.grasp.data import GraspDataConfig, base_rgb_images, episode_targets, load_clutter_data
 from training.grasp.model import roc_auc
 from training.grasp.text import POSITIVE_PROMPT
 from training.teacher import Teacher, TeacherConfig
 from vlkd_formats.atomic_io import atomic_write_json, atomic_write_text
+from vlkd_formats.model_dir import KIND_DISTILL
 
 log = logging.getLogger(__name__)
 
@@ -49,11 +50,9 @@ class EvalConfig:
 
 def load_eval_configs(model_dir: str | Path, config_path: str | None = None, overrides: list[str] | None = None
                       ) -> tuple[EvalConfig, DistillConfig]:
-    """The model dir's training config, updated by an optional YAML (with an `eval:` section) and overrides."""
-    base = Path(model_dir) / "config.yaml"
-    if not base.is_file():
-        raise FileNotFoundError(f"{base} not found: the model must be a dir written by `vlkd distill`")
-    raw = read_yaml_tree(base)
+    """The model dir's training config (recorded in its card), updated by an optional YAML (with an `eval:`
+    section) and overrides."""
+    raw = training_config_tree(model_dir, KIND_DISTILL)
     merge_trees(raw, read_yaml_tree(config_path) if config_path else {})
     apply_overrides(raw, overrides or [])
     eval_config = from_dict(EvalConfig, raw.pop("eval", {}) or {}, "eval.")
@@ -137,7 +136,7 @@ def evaluate(model_dir: str | Path, config: EvalConfig, distill_config: DistillC
     out.mkdir(parents=True, exist_ok=True)
     prep = prepare(distill_config)
     device = prep.teacher.device
-    student, card, text = load_model_dir(model_dir, device)
+    student, card, text = load_model_dir(model_dir, device, KIND_DISTILL)
     if card.labels["id"] != prep.data.id_labels or card.labels["ood"] != prep.data.ood_labels:
         raise ValueError(f"model {model_dir} was trained on labels {card.labels['id'][:5]}..., "
                          f"the dataset has {prep.data.id_labels[:5]}...")

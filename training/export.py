@@ -1,4 +1,4 @@
-"""`vlkd export`: TorchScript and ONNX of the student with its label-text matrix, checked against PyTorch."""
+"""`vlkd export`: ONNX of the student with its label-text matrix, checked against PyTorch with onnxruntime."""
 from __future__ import annotations
 
 import logging
@@ -12,12 +12,15 @@ from torch import nn
 
 from training.model_dir import load_model_dir
 from vlkd_formats.atomic_io import atomic_write, atomic_write_json
+from vlkd_formats.errors import VlkdError
 
 log = logging.getLogger(__name__)
-FORMATS = ("torchscript", "onnx")
+# ONNX is the one exported format, loadable by onnxruntime without PyTorch. TorchScript was dropped:
+# torch.jit.trace/save/load are deprecated (FutureWarning since torch 2.14).
+ONNX_OPSET = 18  # the lowest opset torch.export's ONNX exporter writes: the widest runtime support
 
 
-class ExportError(RuntimeError):
+class ExportError(VlkdError, RuntimeError):
     """An exported model does not reproduce the PyTorch outputs."""
 
 
@@ -36,11 +39,8 @@ class StudentWithText(nn.Module):
 
 
 def export_model(model_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None,
-                 formats: tuple[str, ...] = FORMATS, atol: float = 1e-4, batch: int = 2) -> dict[str, Any]:
-    """Export the model dir's student with all its label texts (Y_id then Y_ood); verify each export."""
-    unknown = [f for f in formats if f not in FORMATS]
-    if unknown:
-        raise ValueError(f"unknown export format(s) {unknown}; choose from {FORMATS}")
+                 atol: float = 1e-4, batch: int = 2) -> dict[str, Any]:
+    """Export the model dir's student with all its label texts (Y_id then Y_ood) as ONNX; verify it."""
     student, card, text = load_model_dir(model_dir, "cpu")
     labels = card.labels["id"] + card.labels["ood"]
     wrapper = StudentWithText(student, torch.cat([text["id"], text["ood"]]), card.logit_scale).eval()
@@ -52,30 +52,27 @@ def export_model(model_dir: str | os.PathLike, out_dir: str | os.PathLike | None
     report: dict[str, Any] = {"labels": labels,
                               "input": [-1, card.student["in_chans"], card.image_size, card.image_size],
                               "mean": card.mean, "std": card.std, "files": {}, "max_abs_diff": {}}
-    if "torchscript" in formats:
-        path = out / "student.torchscript.pt"
-        with torch.no_grad():
-            traced = torch.jit.trace(wrapper, example)
-        atomic_write(path, lambda tmp: traced.save(tmp))
-        with torch.no_grad():
-            feats, logits = torch.jit.load(str(path))(example)
-        report["files"]["torchscript"] = path.name
-        report["max_abs_diff"]["torchscript"] = _check("torchscript", ref_feats, ref_logits, feats, logits, atol)
-    if "onnx" in formats:
-        import onnxruntime as ort
+    import onnxruntime as ort
 
-        path = out / "student.onnx"
-        atomic_write(path, lambda tmp: torch.onnx.export(
-            wrapper, (example,), tmp, input_names=["images"], output_names=["features", "logits"],
-            dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}, "logits": {0: "batch"}},
-            dynamo=False, opset_version=17))
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        feats, logits = session.run(None, {"images": example.numpy()})
-        report["files"]["onnx"] = path.name
-        report["max_abs_diff"]["onnx"] = _check("onnx", ref_feats, ref_logits, torch.from_numpy(feats),
-                                                torch.from_numpy(logits), atol)
+    path = write_onnx(wrapper, example, out / "student.onnx", ["features", "logits"])
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feats, logits = session.run(None, {"images": example.numpy()})
+    report["files"]["onnx"] = path.name
+    report["max_abs_diff"]["onnx"] = _check("onnx", ref_feats, ref_logits, torch.from_numpy(feats),
+                                            torch.from_numpy(logits), atol)
     atomic_write_json(out / "export.json", report)
     return report
+
+
+def write_onnx(module: nn.Module, example: torch.Tensor, path: str | os.PathLike, output_names: list[str]) -> Path:
+    """Write `module` as ONNX (opset ONNX_OPSET) with torch.export's exporter: one input `images` shaped like
+    `example` but for a dynamic batch size, outputs `output_names` (batch first); the file appears atomically."""
+    batch = torch.export.Dim("batch", min=1)
+    with torch.no_grad():
+        program = torch.onnx.export(module, (example,), None, input_names=["images"], output_names=output_names,
+                                    dynamic_shapes=({0: batch},), dynamo=True, opset_version=ONNX_OPSET,
+                                    verbose=False)
+    return atomic_write(path, lambda tmp: program.save(tmp))
 
 
 def _check(name: str, ref_f: torch.Tensor, ref_l: torch.Tensor, feats: Any, logits: Any, atol: float) -> float:

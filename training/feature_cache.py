@@ -18,14 +18,16 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from training.data import ImageList, open_rgb
+from training.data import ImageList
 from training.teacher import Teacher
 from vlkd_formats.atomic_io import atomic_write
+from vlkd_formats.errors import VlkdError
+from vlkd_formats.image_codec import open_rgb
 
 log = logging.getLogger(__name__)
 
 
-class CorruptImagesError(ValueError):
+class CorruptImagesError(VlkdError, ValueError):
     """More images failed to decode than the configured threshold allows."""
 
 

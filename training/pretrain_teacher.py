@@ -23,13 +23,14 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from vlkd_formats.config import dump_config
-from training.data import DatasetError, label_slug, open_rgb, scan_split
+from training.data import DatasetError, scan_split
 from training.grasp.data import read_episodes
 from training.grasp.text import POSITIVE_PROMPT
 from training.teacher import PACKAGED_MODEL_CONFIGS, resolve_device
 from training.text import readable_name
 from vlkd_formats.atomic_io import atomic_write, atomic_write_json, atomic_write_text
-from vlkd_formats.dataset_dir import read_dataset_info
+from vlkd_formats.dataset_dir import label_slug, read_dataset_info
+from vlkd_formats.image_codec import open_rgb
 
 log = logging.getLogger(__name__)
 

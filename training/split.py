@@ -1,24 +1,17 @@
-"""`vlkd split`: a seeded ID/OOD label split (|Y_id| = |Y_ood|) and, optionally, the three-split folder layout."""
+"""`vlkd split`: the seeded ID/OOD label split of `vlkd_formats.split` (half the labels out of distribution) as the
+three-split folder layout."""
 from __future__ import annotations
 
 import os
 import random
 from pathlib import Path
 
-from training.data import IMAGE_SUFFIXES, DatasetError
+from training.data import DatasetError
 from vlkd_formats.atomic_io import atomic_write_json
+from vlkd_formats.image_codec import is_image_file
+from vlkd_formats.split import split_labels
 
-
-def split_labels(labels: list[str], seed: int = 0) -> dict[str, list[str]]:
-    """Shuffle labels with `seed` and halve them: {"id": [...], "ood": [...]} (an odd label out goes to id)."""
-    if len(labels) < 2:
-        raise DatasetError(f"a label split needs at least 2 labels, got {len(labels)}")
-    if len(set(labels)) != len(labels):
-        raise DatasetError("labels contain duplicates")
-    order = sorted(labels)
-    random.Random(seed).shuffle(order)
-    half = len(order) // 2
-    return {"id": sorted(order[:len(order) - half]), "ood": sorted(order[len(order) - half:])}
+OOD_FRACTION = 0.5
 
 
 def materialize_split(source: str | os.PathLike, out: str | os.PathLike, seed: int = 0,
@@ -28,12 +21,14 @@ def materialize_split(source: str | os.PathLike, out: str | os.PathLike, seed: i
     if not source.is_dir():
         raise DatasetError(f"source dir {source} does not exist")
     labels = sorted(d.name for d in source.iterdir() if d.is_dir())
-    split = split_labels(labels, seed)
+    if len(labels) < 2:
+        raise DatasetError(f"a label split needs at least 2 labels, got {len(labels)}")
+    split = split_labels(labels, "random", OOD_FRACTION, seed)
     if out.exists() and any(out.iterdir()):
         raise DatasetError(f"output dir {out} exists and is not empty")
     rng = random.Random(seed)
     for label in labels:
-        images = sorted(p for p in (source / label).iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        images = sorted(p for p in (source / label).iterdir() if is_image_file(p))
         if not images:
             raise DatasetError(f"{source / label} holds no images")
         if label in split["ood"]:

@@ -7,6 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vlkd_formats.errors import VlkdError
+
 # Our student names -> timm model names (all created with random init by default, as in the paper).
 STUDENTS = {
     "resnet18": "resnet18",
@@ -18,7 +20,7 @@ STUDENTS = {
 }
 
 
-class StudentError(ValueError):
+class StudentError(VlkdError, ValueError):
     """Unknown student architecture or inconsistent student settings."""
 
 

@@ -12,6 +12,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from vlkd_formats.errors import VlkdError
+
 
 PACKAGED_MODEL_CONFIGS = Path(__file__).parent / "model_configs"
 # Named teachers shipped with the package (like open_clip's table of named weights): name -> local-dir folder.
@@ -29,7 +31,7 @@ def resolve_model_name(model: str) -> str:
     return model
 
 
-class TeacherLoadError(ValueError):
+class TeacherLoadError(VlkdError, ValueError):
     """The teacher model or its weights cannot be loaded."""
 
 

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import yaml
 
+from vlkd_formats.errors import VlkdError
 
-class LabelTextError(ValueError):
+
+class LabelTextError(VlkdError, ValueError):
     """A label-text file does not match the dataset's labels."""
 
 

@@ -1,8 +1,16 @@
-"""Typed job configs: dataclasses loaded from YAML, with dotted command-line overrides and validation."""
+"""Typed job configs: dataclasses loaded from YAML, with dotted command-line overrides and validation.
+
+`load_config` is the one loader of every job config (distill, pretrain-teacher, train/eval-grasp, collect,
+sim-camera, demo): defaults of the dataclass (or a `base` config), then a YAML file, then `key.sub=value` overrides.
+A config path that does not exist relative to the working directory is looked up in the `configs/` folder shipped
+inside the package that defines the config class (`training/configs/` for the training jobs), so
+`configs/grasp_offline.yaml`, `grasp_offline.yaml` and `grasp_offline` all name the shipped file from any directory.
+"""
 from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import types
 import typing
 from pathlib import Path
@@ -10,16 +18,23 @@ from typing import Any, TypeVar
 
 import yaml
 
+from vlkd_formats.errors import VlkdError
+
 T = TypeVar("T")
+PACKAGED_CONFIGS = "configs"  # folder name of the shipped job configs inside a package (package data)
 
 
-class ConfigError(ValueError):
+class ConfigError(VlkdError, ValueError):
     """A config file or override names an unknown key or holds a value of the wrong type."""
 
 
-def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> T:
-    """Build `cls` from its defaults, then a YAML file, then `key.sub=value` overrides; validate it."""
-    raw = read_yaml_tree(path) if path is not None else {}
+def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: list[str] | None = None,
+                base: T | None = None) -> T:
+    """Build `cls` from its defaults (or from the config `base`), then a YAML file, then `key.sub=value`
+    overrides; validate it."""
+    raw = to_dict(base) if base is not None else {}
+    if path is not None:
+        merge_trees(raw, read_yaml_tree(path, cls))
     apply_overrides(raw, overrides or [])
     config = from_dict(cls, raw)
     validate = getattr(config, "validate", None)
@@ -28,11 +43,35 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: 
     return config
 
 
-def read_yaml_tree(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a YAML file whose top level is a mapping."""
+def packaged_config_dir(cls: type) -> Path | None:
+    """The shipped `configs/` folder of the package that defines config class `cls` (None if it has none)."""
+    package = sys.modules.get(cls.__module__.partition(".")[0])
+    where = getattr(package, "__file__", None)
+    folder = Path(where).parent / PACKAGED_CONFIGS if where else None
+    return folder if folder is not None and folder.is_dir() else None
+
+
+def resolve_config_path(path: str | os.PathLike, cls: type | None = None) -> Path:
+    """`path` itself if it exists; else, for a bare name (`x`, `x.yaml`) or a `configs/...` path, the shipped config
+    of that name in `cls`'s package. Raises ConfigError naming both places when neither exists."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
+    if path.is_file():
+        return path
+    shipped = packaged_config_dir(cls) if cls is not None else None
+    parts = path.parts[1:] if len(path.parts) > 1 and path.parts[0] == PACKAGED_CONFIGS else path.parts
+    if shipped is not None and not path.is_absolute() and len(parts) == 1:
+        name = parts[0]
+        for candidate in (shipped / name, shipped / f"{name}.yaml"):
+            if candidate.is_file():
+                return candidate
+        raise ConfigError(f"config file {path} does not exist (here or among the shipped configs in {shipped}: "
+                          f"{', '.join(sorted(p.name for p in shipped.glob('*.yaml')))})")
+    raise ConfigError(f"config file {path} does not exist")
+
+
+def read_yaml_tree(path: str | os.PathLike, cls: type | None = None) -> dict[str, Any]:
+    """Read a YAML file whose top level is a mapping (a missing path resolves as in `resolve_config_path`)."""
+    path = resolve_config_path(path, cls)
     loaded = yaml.safe_load(path.read_text()) or {}
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(loaded).__name__}")
@@ -104,8 +143,13 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {value!r}")
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise ConfigError(f"{where}: expected {len(args)} values, got {value!r}")
+            return tuple(_coerce(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value)))
         item = args[0] if args else Any
-        return [_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        items = [_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping, got {value!r}")

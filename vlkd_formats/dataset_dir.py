@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from vlkd_formats.atomic_io import atomic_write_json
+from vlkd_formats.errors import VlkdError
 
 FORMAT = "vlkd-dataset"
 VERSION = 1
@@ -29,9 +30,28 @@ KINDS = ("classification", "clutter")
 SPLITS = ("train", "val_on_train", "val")
 INFO_FILE = "dataset.json"
 MANIFEST_FILE = "manifest.jsonl"
+# Views of one clutter episode, each a PNG `episodes/<episode>/<view>.png` (depth: 16-bit, millimetres).
+EPISODE_VIEWS = ("base_rgb", "base_depth", "hand_rgb", "hand_depth")
 
 
-class DatasetFormatError(ValueError):
+def label_slug(label: str) -> str:
+    """Folder name of a label (`train/<slug>/`): spaces become underscores ("coffee mug" -> "coffee_mug")."""
+    return label.replace(" ", "_")
+
+
+def slug_label(slug: str) -> str:
+    """Label of a folder name (inverse of label_slug for labels without underscores)."""
+    return slug.replace("_", " ")
+
+
+def episode_view_path(episode_dir: str | os.PathLike, view: str) -> Path:
+    """The file of one view (one of EPISODE_VIEWS) in a clutter episode folder."""
+    if view not in EPISODE_VIEWS:
+        raise DatasetFormatError(f"view {view!r} is not one of {EPISODE_VIEWS}")
+    return Path(episode_dir) / f"{view}.png"
+
+
+class DatasetFormatError(VlkdError, ValueError):
     """A dataset dir is missing, incomplete or of an unknown format/version."""
 
 

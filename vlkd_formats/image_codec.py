@@ -1,4 +1,10 @@
-"""Image files of a dataset dir, written atomically: RGB as 8-bit PNG, depth as 16-bit PNG in millimetres."""
+"""The one image codec of vlkd: every image file sim/ writes or training/ reads goes through here.
+
+Writing: RGB as 8-bit PNG, depth as 16-bit PNG in millimetres, atomically (OpenCV's PNG encoder, so the files a
+collection writes stay byte-identical). Reading: any image file (`IMAGE_SUFFIXES`) decoded with Pillow, colour
+converted to RGB as `PIL.Image.convert("RGB")` does (palette, grey and alpha images included); the lossless PNGs
+the collectors write decode to the same pixels whichever library reads them.
+"""
 from __future__ import annotations
 
 import errno
@@ -7,48 +13,73 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
 from vlkd_formats.atomic_io import atomic_write
 from vlkd_formats.errors import StorageError
 
 MAX_DEPTH_MM = 65535
+# File suffixes (lower case) read as images wherever a folder of images is scanned.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    """True when the file's suffix is one of IMAGE_SUFFIXES (any case)."""
+    return Path(path).suffix.lower() in IMAGE_SUFFIXES
+
+
+def open_rgb(path: str | os.PathLike) -> Image.Image:
+    """Decode any image file to an RGB PIL image (raises OSError for a missing or unreadable file)."""
+    with Image.open(path) as img:
+        return img.convert("RGB")
+
+
+def read_rgb(path: str | os.PathLike) -> np.ndarray:
+    """Decode any image file to HxWx3 uint8 RGB (read-only; raises OSError for a missing or unreadable file)."""
+    return np.asarray(open_rgb(path))
+
+
+def read_depth(path: str | os.PathLike) -> np.ndarray:
+    """Decode a depth image (16-bit PNG, millimetres) to HxW uint16; an 8-bit or other integer image in 0..65535
+    is taken as millimetres, a multi-channel one by its first channel. ValueError for anything else."""
+    with Image.open(path) as img:
+        depth = np.asarray(img)
+    if depth.ndim == 3:
+        depth = depth[..., 0]
+    if depth.dtype != np.uint16:
+        if depth.dtype.kind not in "iu" or depth.min() < 0 or depth.max() > MAX_DEPTH_MM:
+            raise ValueError(f"{path}: depth must be a 16-bit PNG in millimetres, got dtype {depth.dtype}")
+        depth = depth.astype(np.uint16)
+    return depth
+
+
+def encode_png(image: np.ndarray) -> bytes:
+    """PNG bytes of an HxWx3 uint8 RGB image or an HxW (HxWx1) 8- or 16-bit single-channel image."""
+    image = np.asarray(image)
+    if image.ndim == 3 and image.shape[2] == 3:
+        image = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR)
+    ok, encoded = cv2.imencode(".png", image)
+    if not ok:
+        raise ValueError(f"cannot encode an image of shape {image.shape} and dtype {image.dtype} as PNG")
+    return encoded.tobytes()
 
 
 def write_rgb_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
     """Write an HxWx3 uint8 RGB image."""
-    return _write_png(path, cv2.cvtColor(np.ascontiguousarray(rgb, dtype=np.uint8), cv2.COLOR_RGB2BGR))
+    return _write(path, encode_png(np.ascontiguousarray(rgb, dtype=np.uint8)))
 
 
 def write_depth_png(path: str | os.PathLike, depth_mm: np.ndarray) -> Path:
     """Write an HxW(x1) depth map in millimetres as 16-bit PNG (clipped to 0..65535; 0 = no depth)."""
     depth = np.clip(np.asarray(depth_mm).reshape(depth_mm.shape[0], depth_mm.shape[1]), 0, MAX_DEPTH_MM)
-    return _write_png(path, depth.astype(np.uint16))
+    return _write(path, encode_png(depth.astype(np.uint16)))
 
 
-def read_rgb_png(path: str | os.PathLike) -> np.ndarray:
-    """Read an RGB PNG as HxWx3 uint8."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise ValueError(f"cannot read image {path}")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-
-
-def read_depth_png(path: str | os.PathLike) -> np.ndarray:
-    """Read a 16-bit depth PNG as HxW uint16 millimetres."""
-    depth = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if depth is None or depth.dtype != np.uint16:
-        raise ValueError(f"{path} is not a 16-bit depth PNG")
-    return depth
-
-
-def _write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
-    ok, encoded = cv2.imencode(".png", image)
-    if not ok:
-        raise ValueError(f"cannot encode an image of shape {image.shape} and dtype {image.dtype} as PNG")
+def _write(path: str | os.PathLike, data: bytes) -> Path:
     try:
-        return atomic_write(path, lambda tmp: Path(tmp).write_bytes(encoded.tobytes()))
+        return atomic_write(path, lambda tmp: Path(tmp).write_bytes(data))
     except OSError as err:
         if err.errno in (errno.ENOSPC, errno.EDQUOT):
             raise StorageError(f"disk full while writing {path}: {err.strerror}. Finished samples are kept; free "
-                                  "space and rerun the same command to resume") from err
+                               "space and rerun the same command to resume") from err
         raise StorageError(f"cannot write {path}: {err}") from err

@@ -1,6 +1,7 @@
 """The object registry of a grasp model dir (`registry.json`, version 1): which objects the model knows, their
 descriptions and few-shot shots, and which weights file is current. Replacing this one file atomically is
 the commit point of every change, so a crash leaves either the old or the new registry, never a mix.
+The model dir's layout around it is in `vlkd_formats.model_dir`.
 """
 from __future__ import annotations
 
@@ -11,14 +12,15 @@ from pathlib import Path
 from typing import Literal
 
 from vlkd_formats.atomic_io import atomic_write_json
+from vlkd_formats.errors import VlkdError
+from vlkd_formats.model_dir import REGISTRY_FILE, WEIGHTS_FILE
 
 FORMAT = "vlkd-object-registry"
 VERSION = 1
-REGISTRY_FILE = "registry.json"
 MAX_NAME_CHARS = 100
 
 
-class RegistryError(ValueError):
+class RegistryError(VlkdError, ValueError):
     """The registry file is missing, unreadable or of another format."""
 
 
@@ -55,7 +57,7 @@ class ObjectRegistry:
     """Objects in insertion order and the current weights (relative path, version counter, content hash)."""
 
     objects: tuple[ObjectEntry, ...] = ()
-    weights: str = "model.safetensors"
+    weights: str = WEIGHTS_FILE
     weights_version: int = 0
     weights_sha256: str = ""
     format: str = FORMAT

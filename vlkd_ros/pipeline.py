@@ -1,6 +1,7 @@
 """The offline mini-world end to end: render (sim) -> distil -> evaluate, for `vlkd demo` and `vlkd reproduce`.
 
 This module only composes the stages through their artefacts (dataset dir, model dir); it holds no stage logic.
+It imports the stages (torch) only when a run starts, so the `vlkd` parser can read its config classes cheaply.
 """
 from __future__ import annotations
 
@@ -10,34 +11,39 @@ import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from vlkd_formats.config import load_config
-from training.distill import DistillConfig, distill
-from training.evaluate import EvalConfig, evaluate, markdown_report
+import training
+from vlkd_formats.config import PACKAGED_CONFIGS, load_config
 from vlkd_formats.atomic_io import atomic_write_json, atomic_write_text
 
+if TYPE_CHECKING:
+    from training.distill import DistillConfig
+    from training.evaluate import EvalConfig
+
 log = logging.getLogger(__name__)
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+CONFIG_DIR = Path(training.__file__).resolve().parent / PACKAGED_CONFIGS  # the shipped job configs (package data)
 BASE_CONFIG = CONFIG_DIR / "miniworld_resnet18.yaml"
 
 
 @dataclass
 class MiniWorldConfig:
     """Data and schedule of the mini-world runs (`quick` shrinks both for a smoke run); the demo's grasp stage
-    renders `clutter_episodes` table scenes and trains the grasp head from the distilled student."""
+    renders `clutter_episodes` table scenes and trains the grasp head from the distilled student. The `help`
+    metadata is the text of the `vlkd demo` / `vlkd reproduce` flag of a field."""
 
-    workdir: str = "runs/demo"
-    data_dir: str = "data/miniworld/classification"
+    workdir: str = field(default="runs/demo", metadata={"help": "where runs and reports go"})
+    data_dir: str = field(default="data/miniworld/classification",
+                          metadata={"help": "renders to collect or reuse"})
     clutter_dir: str = "data/miniworld/clutter"
     distill_config: str = str(BASE_CONFIG)
     per_class: int = 30
     image_size: int = 64
-    epochs: int = 15
-    fewshot_steps: int = 60
+    epochs: int = field(default=15, metadata={"help": "distillation epochs"})
+    fewshot_steps: int = field(default=60, metadata={"help": "few-shot finetune steps in the k-shot evaluation"})
     k_shot: int = 5
     seed: int = 0
-    workers: int = 1
+    workers: int = field(default=1, metadata={"help": "render worker processes"})
     clutter_episodes: int = 60
     grasp_epochs: int = 8
 
@@ -70,7 +76,8 @@ def collect_clutter_scenes(config: MiniWorldConfig) -> Path:
 
 
 def train_grasp_from(config: MiniWorldConfig, student_dir: str | Path) -> Path:
-    """The grasp model of `configs/grasp_offline.yaml` on the demo's scenes, starting from the distilled student."""
+    """The grasp model of the shipped `configs/grasp_offline.yaml` on the demo's scenes, starting from the distilled
+    student."""
     from training.grasp.train import GraspTrainConfig, train_grasp
 
     return train_grasp(load_config(GraspTrainConfig, CONFIG_DIR / "grasp_offline.yaml", [
@@ -99,6 +106,8 @@ def grasp_query_example(grasp_dir: str | Path, clutter_dir: str | Path) -> dict[
 
 def distill_config_for(config: MiniWorldConfig, run_name: str, overrides: list[str] | None = None) -> DistillConfig:
     """The base distillation config pointed at the mini-world data and a run folder."""
+    from training.distill import DistillConfig
+
     return load_config(DistillConfig, config.distill_config, [
         f"data.root={config.data_dir}", f"output_dir={Path(config.workdir) / run_name}",
         f"optim.epochs={config.epochs}", f"seed={config.seed}", *(overrides or [])])
@@ -106,6 +115,8 @@ def distill_config_for(config: MiniWorldConfig, run_name: str, overrides: list[s
 
 def eval_config_for(config: MiniWorldConfig, seed: int) -> EvalConfig:
     """Evaluation settings for the mini-world runs."""
+    from training.evaluate import EvalConfig
+
     evalc = EvalConfig(k_shot=config.k_shot, seed=seed)
     evalc.fewshot.steps = config.fewshot_steps
     return evalc
@@ -113,6 +124,9 @@ def eval_config_for(config: MiniWorldConfig, seed: int) -> EvalConfig:
 
 def run_demo(config: MiniWorldConfig) -> dict[str, Any]:
     """Collect, distil ResNet18 on Y_id, evaluate ID / 0-shot OOD / k-shot OOD; write and return a report."""
+    from training.distill import distill
+    from training.evaluate import evaluate
+
     t0 = time.perf_counter()
     data = collect_renders(config)
     dconf = distill_config_for(config, "distill")
@@ -143,14 +157,18 @@ TABLE1_ROWS: list[tuple[str, list[str]]] = [
 
 @dataclass
 class ReproduceConfig:
-    """Rows x seeds of the Table-1 reproduction."""
+    """Rows x seeds of the Table-1 reproduction (`help` metadata: the `vlkd reproduce` flag's text)."""
 
-    seeds: list[int] = field(default_factory=lambda: [0, 1, 2])
-    rows: list[str] = field(default_factory=lambda: [name for name, _ in TABLE1_ROWS])
+    seeds: list[int] = field(default_factory=lambda: [0, 1, 2], metadata={"help": "training/evaluation seeds"})
+    rows: list[str] = field(default_factory=lambda: [name for name, _ in TABLE1_ROWS],
+                            metadata={"help": "subset of Table-1 row names"})
 
 
 def run_reproduce(config: MiniWorldConfig, repro: ReproduceConfig) -> dict[str, Any]:
     """Every row for every seed on the same data; mean and std per row; Markdown table + bar plot."""
+    from training.distill import distill
+    from training.evaluate import evaluate
+
     rows = dict(TABLE1_ROWS)
     unknown = [r for r in repro.rows if r not in rows]
     if unknown:
@@ -214,12 +232,15 @@ def plot_table1(summary: dict[str, dict[str, tuple[float, float]]], path: Path, 
 
 def demo_summary(report: dict[str, Any]) -> str:
     """Short human-readable report of a demo run."""
+    from training.evaluate import markdown_report
+
     query = report["grasp_query"]
     rows = [f"| {a['name']}{' (OOD)' if a['ood'] else ''} | {a['score']:.2f} | {'yes' if a['graspable'] else 'no'} | "
             f"{'yes' if a['truth'] else 'no'} |" for a in query["answers"]]
     grasp = "\n".join([f"\nIs it graspable? {query['frame']} (threshold {query['threshold']:.2f})\n",
                        "| object | score | answer | truth |", "|---|---|---|---|", *rows])
     return (markdown_report(report["result"]) + grasp + f"\n\nData: {report['data']}\nModel dir: "
-            f"{report['model_dir']} (checkpoints in checkpoints/)\nPlots and eval.json: {report['eval_dir']}\n"
+            f"{report['model_dir']} (checkpoints in {Path(report['model_dir']).parent / 'checkpoints'})\n"
+            f"Plots and eval.json: {report['eval_dir']}\n"
             f"Grasp model dir: {report['grasp_dir']} (serve it: vlkd serve --model-dir {report['grasp_dir']})\n"
             f"Finished in {report['seconds']:.0f} s\n")

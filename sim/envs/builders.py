@@ -9,8 +9,9 @@ import numpy as np
 import sapien
 import sapien.render
 
-from sim.catalog import Look, ObjectSpec, Part, resolve_asset_path
+from sim.catalog import resolve_asset_path
 from sim.geometry import placement
+from sim.objects import Look, ObjectSpec, Part
 from sim.randomization import TEXTURE_URI, Backdrop, Variation
 
 # SAPIEN cylinders and capsules lie along x; the catalogue's lie along z.

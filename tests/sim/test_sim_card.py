@@ -3,7 +3,7 @@ import numpy as np
 
 from sim.card import classification_card, write_montage
 from sim.catalog import load_object_set
-from vlkd_formats.image_codec import read_rgb_png, write_depth_png, write_rgb_png
+from vlkd_formats.image_codec import read_rgb, write_depth_png, write_rgb_png
 from vlkd_formats.dataset_dir import DatasetInfo
 
 
@@ -19,5 +19,5 @@ def test_card_counts_and_montage(tmp_path):
     write_rgb_png(tmp_path / "a.png", np.full((32, 32, 3), 200, np.uint8))
     write_depth_png(tmp_path / "a_depth.png", np.full((32, 32, 1), 700, np.int32))
     write_montage(tmp_path, [(["a.png", "a_depth.png"], "apple"), (["a.png", "a.png"], "banana")], columns=2)
-    montage = read_rgb_png(tmp_path / "montage.png")
+    montage = read_rgb(tmp_path / "montage.png")
     assert montage.shape[1] == 4 * 128 and montage.shape[0] > 128

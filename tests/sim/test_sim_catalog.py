@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import trimesh
 
-from sim.catalog import label_slug, load_object_set, load_object_set_yaml, slug_label
+from sim.catalog import load_object_set, load_object_set_yaml
+from vlkd_formats.dataset_dir import label_slug, slug_label
 
 
 def _box_obj(path: Path, extents=(0.2, 0.1, 0.05)) -> Path:

@@ -23,6 +23,21 @@ def test_bad_input_exits_2(tmp_path, capsys, argv, message):
     assert message in err and err.startswith("vlkd collect: error:") and not out.exists()
 
 
+def test_config_file_then_flags(tmp_path, capsys):
+    """`--config my.yaml` is read (its bad image size is named) and a flag given with it wins over it."""
+    config = tmp_path / "my.yaml"
+    config.write_text("image_size: 4\nepisodes: 2\n")
+    out = tmp_path / "out"
+    assert main(["collect", "clutter", "--config", str(config), "--out", str(out)]) == 2
+    assert "image_size 4" in capsys.readouterr().err
+    assert main(["collect", "clutter", "--config", str(config), "--image-size", "64", "--max-objects", "0",
+                 "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "zero objects" in err and "image_size" not in err and not out.exists()
+    assert main(["collect", "classification", "--config", str(tmp_path / "nothing.yaml"), "--out", str(out)]) == 2
+    assert "nothing.yaml does not exist" in capsys.readouterr().err
+
+
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")
 def test_gpu_backend_without_gpu(tmp_path, capsys):
     assert main(["collect", "classification", "--sim-backend", "gpu", "--out", str(tmp_path / "o")]) == 2

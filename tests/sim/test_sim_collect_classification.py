@@ -5,21 +5,21 @@ import json
 import numpy as np
 import pytest
 
-from vlkd_formats import image_codec as image_io
 from sim.collect_classification import collect_classification
-from sim.config import ClassificationConfig, load_config
-from sim.errors import CollectionError
-from vlkd_formats.image_codec import read_rgb_png
+from sim.config import ClassificationConfig
 from sim.shards import done_indices
+from vlkd_formats import image_codec as image_io
 from vlkd_formats.dataset_dir import SPLITS, read_dataset_info, read_manifest
+from vlkd_formats.errors import StorageError
+from vlkd_formats.image_codec import read_rgb
 
 pytestmark = pytest.mark.sim
 LABELS = ["coffee mug", "banana", "dice", "soda can"]
 
 
 def _config(**values) -> ClassificationConfig:
-    return load_config(ClassificationConfig, **{"labels": LABELS, "per_class": 3, "image_size": 64,
-                                                "val_fraction": 0.34, "montage_size": 4, **values})
+    return ClassificationConfig(**{"labels": LABELS, "per_class": 3, "image_size": 64, "val_fraction": 0.34,
+                                   "montage_size": 4, **values}).validate()
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def test_layout_manifest_and_info(dataset):
     for row in rows:
         assert row["split"] in SPLITS and row["image"].startswith(f"{row['split']}/{row['label'].replace(' ', '_')}/")
         assert row["split"] == ("val" if row["label"] in info.split["ood"] else row["split"])
-        image = read_rgb_png(dataset / row["image"])
+        image = read_rgb(dataset / row["image"])
         assert image.shape == (64, 64, 3) and image.std() > 5
         assert row["camera"]["width"] == 64 and "lighting" in row["render"] and row["object_id"].startswith("offline/")
     for label in info.split["id"]:
@@ -48,7 +48,7 @@ def test_layout_manifest_and_info(dataset):
         assert len(list((dataset / "val_on_train" / slug).glob("*.png"))) == 1
     card = (dataset / "CARD.md").read_text()
     assert "| coffee mug |" in card and "pybullet" in card
-    assert read_rgb_png(dataset / "montage.png").shape[0] > 64
+    assert read_rgb(dataset / "montage.png").shape[0] > 64
 
 
 def test_training_module_reads_it(dataset):
@@ -64,7 +64,7 @@ def test_rerun_resumes_nothing_and_same_seed_same_image(dataset, tmp_path):
     other = tmp_path / "none"
     collect_classification(_config(labels=["banana"], per_class=1, split="none", val_fraction=0.0), other)
     row = next(r for r in read_manifest(dataset) if r["label"] == "banana" and r["rank"] == 0)
-    assert np.array_equal(read_rgb_png(other / "train/banana/banana_00000.png"), read_rgb_png(dataset / row["image"]))
+    assert np.array_equal(read_rgb(other / "train/banana/banana_00000.png"), read_rgb(dataset / row["image"]))
     assert not (other / "val").exists()
 
 
@@ -79,7 +79,7 @@ def test_full_disk_keeps_manifest_consistent_and_resumes(tmp_path, monkeypatch):
         return real(path, write)
 
     monkeypatch.setattr(image_io, "atomic_write", fills_up)
-    with pytest.raises(CollectionError, match="disk full"):
+    with pytest.raises(StorageError, match="disk full"):  # the codec's error (sim's CollectionError is one too)
         collect_classification(_config(per_class=2), out)
     assert done_indices(out) == {0, 1} and not (out / "manifest.jsonl").exists()
     monkeypatch.setattr(image_io, "atomic_write", real)

@@ -1,12 +1,13 @@
 """Clutter collection rendering real frames: RGB-D files, per-object labels, the graspable rule, the gym env."""
+import cv2
 import gymnasium as gym
 import numpy as np
 import pytest
 
 from sim.collect_clutter import collect_clutter
-from sim.config import ClutterConfig, load_config
-from vlkd_formats.image_codec import read_depth_png, read_rgb_png
+from sim.config import ClutterConfig
 from vlkd_formats.dataset_dir import read_dataset_info, read_manifest
+from vlkd_formats.image_codec import read_depth, read_rgb
 
 pytestmark = pytest.mark.sim
 
@@ -14,8 +15,8 @@ pytestmark = pytest.mark.sim
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory):
     out = tmp_path_factory.mktemp("clutter") / "data"
-    config = load_config(ClutterConfig, episodes=3, min_objects=3, max_objects=4, image_size=64,
-                         ood_episode_fraction=0.5)
+    config = ClutterConfig(episodes=3, min_objects=3, max_objects=4, image_size=64,
+                           ood_episode_fraction=0.5).validate()
     collect_clutter(config, out)
     return out
 
@@ -35,9 +36,13 @@ def test_files_labels_and_rule(dataset):
             expected = obj["present"] and obj["visible_fraction"] >= 0.3 and not obj["supports_other"]
             assert obj["graspable"] == expected
         for view in ("base", "hand"):
-            rgb = read_rgb_png(dataset / row["images"][f"{view}_rgb"])
-            depth = read_depth_png(dataset / row["images"][f"{view}_depth"])
+            rgb = read_rgb(dataset / row["images"][f"{view}_rgb"])
+            depth = read_depth(dataset / row["images"][f"{view}_depth"])
             assert rgb.shape == (64, 64, 3) and depth.shape == (64, 64)
+            # pixel-exact with the OpenCV decode sim/ used before the one codec
+            bgr = cv2.imread(str(dataset / row["images"][f"{view}_rgb"]), cv2.IMREAD_COLOR)
+            raw_depth = cv2.imread(str(dataset / row["images"][f"{view}_depth"]), cv2.IMREAD_UNCHANGED)
+            assert np.array_equal(rgb, cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)) and np.array_equal(depth, raw_depth)
             assert 100 < np.median(depth) < 3000
     assert "Graspable rule" in (dataset / "CARD.md").read_text() and (dataset / "scenes.json").is_file()
 

@@ -1,7 +1,10 @@
-"""Collector configs: defaults run, YAML then flags override, and bad values are named."""
+"""Collector configs: defaults run, YAML then overrides (the one loader, as `vlkd collect` uses it), and bad values
+are named."""
 import pytest
 
-from sim.config import ClassificationConfig, ClutterConfig, load_config
+from sim.config import ClassificationConfig, ClutterConfig
+from vlkd_formats.config import ConfigError, load_config, to_dict
+from vlkd_formats.errors import VlkdError
 
 
 def test_defaults_validate():
@@ -12,36 +15,52 @@ def test_defaults_validate():
 def test_yaml_then_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("per_class: 7\nimage_size: 96\nrandomization: {fov_deg: [30, 40]}\nlabels: apple, banana\n")
-    config = load_config(ClassificationConfig, path, per_class=3, image_size=None)
+    config = load_config(ClassificationConfig, path, ["per_class=3"])
     assert (config.per_class, config.image_size) == (3, 96)
-    assert config.randomization.fov_deg == (30, 40)
+    assert config.randomization.fov_deg == (30, 40) and isinstance(config.randomization.fov_deg, tuple)
     assert config.labels == ["apple", "banana"]
     assert "workers" not in config.settings() and "num_envs" not in config.settings()
 
 
-@pytest.mark.parametrize("cls, values, message", [
-    (ClassificationConfig, {"image_size": 4}, "image_size 4"),
-    (ClassificationConfig, {"per_class": 0}, "per_class"),
-    (ClassificationConfig, {"randomization": {"fov_deg": [0, 10]}}, "fov_deg"),
-    (ClassificationConfig, {"randomization": {"elevation_deg": [50, 20]}}, "elevation_deg"),
-    (ClassificationConfig, {"randomization": {"zoom": 2}}, "unknown randomization"),
-    (ClassificationConfig, {"colour": "red"}, "unknown ClassificationConfig"),
-    (ClassificationConfig, {"labels": []}, "zero objects"),
-    (ClassificationConfig, {"split": "sometimes"}, "split"),
-    (ClassificationConfig, {"sim_backend": "tpu"}, "sim_backend"),
-    (ClassificationConfig, {"per_class": "many"}, "not a valid int"),
-    (ClutterConfig, {"max_objects": 0}, "zero objects"),
-    (ClutterConfig, {"min_objects": 5, "max_objects": 3}, "min_objects"),
-    (ClutterConfig, {"base_camera_eye": [0, 0, 0.5], "base_camera_target": [0, 0, 0.5]}, "5 cm"),
-    (ClutterConfig, {"base_camera_eye": [0, 0, 0.5], "base_camera_target": [0, 0, 0]}, "straight above"),
-    (ClutterConfig, {"base_camera_eye": [0.3, 0, -0.1]}, "below the table"),
-    (ClutterConfig, {"base_camera_fov_deg": 179}, "fov"),
+def test_labels_as_a_list_or_a_comma_string():
+    assert load_config(ClassificationConfig, None, ["labels=[coffee mug, dice]"]).labels == ["coffee mug", "dice"]
+    assert load_config(ClassificationConfig, None, ["labels='coffee mug, dice'"]).labels == ["coffee mug", "dice"]
+    assert ClassificationConfig(labels="apple").labels == ["apple"]
+
+
+def test_settings_round_trip_through_the_loader():
+    """A dataset's stored settings load back into the same config (what a resumed collection compares)."""
+    config = load_config(ClutterConfig, None, ["episodes=3", "labels=[apple]"])
+    again = load_config(ClutterConfig, None, base=config)
+    assert to_dict(again) == to_dict(config)
+
+
+@pytest.mark.parametrize("cls, overrides, message", [
+    (ClassificationConfig, ["image_size=4"], "image_size 4"),
+    (ClassificationConfig, ["per_class=0"], "per_class"),
+    (ClassificationConfig, ["randomization.fov_deg=[0, 10]"], "fov_deg"),
+    (ClassificationConfig, ["randomization.elevation_deg=[50, 20]"], "elevation_deg"),
+    (ClassificationConfig, ["randomization.zoom=2"], r"unknown key\(s\) \['zoom'\] in randomization"),
+    (ClassificationConfig, ["randomization.fov_deg=[30]"], "expected 2 values"),
+    (ClassificationConfig, ["colour=red"], r"unknown key\(s\) \['colour'\] in ClassificationConfig"),
+    (ClassificationConfig, ["labels=[]"], "zero objects"),
+    (ClassificationConfig, ["labels=''"], "zero objects"),
+    (ClassificationConfig, ["split=sometimes"], "split"),
+    (ClassificationConfig, ["sim_backend=tpu"], "sim_backend"),
+    (ClassificationConfig, ["per_class=many"], "expected int"),
+    (ClutterConfig, ["max_objects=0"], "zero objects"),
+    (ClutterConfig, ["min_objects=5", "max_objects=3"], "min_objects"),
+    (ClutterConfig, ["base_camera_eye=[0, 0, 0.5]", "base_camera_target=[0, 0, 0.5]"], "5 cm"),
+    (ClutterConfig, ["base_camera_eye=[0, 0, 0.5]", "base_camera_target=[0, 0, 0]"], "straight above"),
+    (ClutterConfig, ["base_camera_eye=[0.3, 0, -0.1]"], "below the table"),
+    (ClutterConfig, ["base_camera_fov_deg=179"], "fov"),
 ])
-def test_bad_values_are_named(tmp_path, cls, values, message):
+def test_bad_values_are_named(cls, overrides, message):
     with pytest.raises(ValueError, match=message):
-        load_config(cls, **values)
+        load_config(cls, None, overrides)
 
 
 def test_missing_config_file(tmp_path):
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(ConfigError, match="does not exist") as err:
         load_config(ClutterConfig, tmp_path / "absent.yaml")
+    assert isinstance(err.value, VlkdError)

@@ -3,8 +3,9 @@ import numpy as np
 import pytest
 import trimesh
 
-from sim.catalog import Look, MeshRef, ObjectSpec, Part, rpy_to_quat
+from sim.catalog import rpy_to_quat
 from sim.geometry import check_readable, mesh_placement, part_bounds, parts_placement, quat_to_matrix, rest_pose
+from sim.objects import Look, MeshRef, ObjectSpec, Part
 
 
 def test_lying_cylinder_bounds():

@@ -2,8 +2,8 @@
 import subprocess
 import sys
 
-MODULES = ["sim", "sim.catalog", "sim.config", "sim.plan", "sim.collect_classification", "sim.collect_clutter",
-           "sim.card", "sim.shards", "vlkd_ros.cli.collect"]
+MODULES = ["sim", "sim.objects", "sim.catalog", "sim.ycb", "sim.geometry", "sim.config", "sim.plan",
+           "sim.collect_classification", "sim.collect_clutter", "sim.card", "sim.shards", "vlkd_ros.cli.collect"]
 
 
 def test_library_modules_do_not_import_the_simulator():

@@ -1,29 +1,10 @@
-"""ID/OOD splits and sample plans: seeded, balanced, independent of worker count and collection size."""
+"""Sample plans: seeded, balanced, independent of worker count and collection size (the splits: tests/vlkd_formats)."""
 import pytest
 
-from sim.plan import classification_plan, clutter_plan, sample_seed, split_labels
+from sim.plan import classification_plan, clutter_plan, sample_seed
+from vlkd_formats.split import split_labels
 
 LABELS = [f"thing {i}" for i in range(40)]
-
-
-def test_random_split_is_seeded_half_half():
-    split = split_labels(LABELS, "random", 0.5, seed=3)
-    assert len(split["id"]) == len(split["ood"]) == 20
-    assert set(split["id"]).isdisjoint(split["ood"])
-    assert split == split_labels(LABELS, "random", 0.5, seed=3)
-    assert split != split_labels(LABELS, "random", 0.5, seed=4)
-
-
-def test_split_none_and_file(tmp_path):
-    assert split_labels(LABELS, "none", 0.5, 0) == {"id": LABELS, "ood": []}
-    path = tmp_path / "split.yaml"
-    path.write_text("id: [thing 1, thing 0]\nood: [thing 5]\n")
-    assert split_labels(LABELS, str(path), 0.5, 0) == {"id": ["thing 0", "thing 1"], "ood": ["thing 5"]}
-    path.write_text("id: [thing 1]\nood: [no such thing]\n")
-    with pytest.raises(ValueError, match="unknown objects"):
-        split_labels(LABELS, str(path), 0.5, 0)
-    with pytest.raises(ValueError, match="at least 2 labels"):
-        split_labels(LABELS[:1], "random", 0.5, 0)
 
 
 def test_classification_plan_counts_and_splits():

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from sim.collect_classification import collect_classification
-from sim.config import ClassificationConfig, load_config
-from vlkd_formats.image_codec import read_rgb_png
+from sim.config import ClassificationConfig
+from vlkd_formats.image_codec import read_rgb
 from sim.shards import done_indices
 from vlkd_formats.dataset_dir import read_manifest
 
@@ -37,11 +37,11 @@ def test_killed_two_worker_run_resumes_to_identical_images(tmp_path):
     assert 0 < len(partial) < 16, proc.stderr.read().decode()[-2000:]
     assert not (out / "manifest.jsonl").exists()
 
-    collect_classification(load_config(ClassificationConfig, **SETTINGS, workers=1), out)
+    collect_classification(ClassificationConfig(**SETTINGS, workers=1).validate(), out)
     fresh = tmp_path / "fresh"
-    collect_classification(load_config(ClassificationConfig, **SETTINGS), fresh)
+    collect_classification(ClassificationConfig(**SETTINGS).validate(), fresh)
     rows = list(read_manifest(out))
     assert [r["index"] for r in rows] == list(range(16))
     assert rows == list(read_manifest(fresh))
     for row in rows:
-        assert np.array_equal(read_rgb_png(out / row["image"]), read_rgb_png(fresh / row["image"])), row["image"]
+        assert np.array_equal(read_rgb(out / row["image"]), read_rgb(fresh / row["image"])), row["image"]

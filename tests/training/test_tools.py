@@ -1,4 +1,5 @@
-"""`vlkd split`, `vlkd describe` (local model only), and multi-process training through torchrun."""
+"""`vlkd split` (its algorithm: tests/vlkd_formats/test_split.py), `vlkd describe` (local model only), and
+multi-process training through torchrun."""
 import json
 import subprocess
 import sys
@@ -8,16 +9,7 @@ import pytest
 
 from shapes_data import tiny_overrides
 from training.describe import DescribeError, generate_descriptions
-from training.split import split_labels
 from vlkd_ros.cli import main as cli
-
-
-def test_split_is_seeded_balanced_and_disjoint():
-    labels = [f"l{i}" for i in range(30)]
-    a, b, c = split_labels(labels, 0), split_labels(labels, 0), split_labels(labels, 1)
-    assert a == b and a != c
-    assert len(a["id"]) == len(a["ood"]) == 15 and not set(a["id"]) & set(a["ood"])
-    assert sorted(a["id"] + a["ood"]) == sorted(labels)
 
 
 def test_split_cli_materializes_the_three_splits(tiny_dataset, tmp_path):
@@ -64,4 +56,4 @@ def test_torchrun_two_processes(tiny_dataset, tiny_teacher_file, tmp_path):
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     # 40 training images, 2 ranks x batch 8: 2 full steps per epoch on each rank (drop_last)
     assert [r["step"] for r in records] == [2, 4]
-    assert (tmp_path / "run" / "model.json").is_file()
+    assert (tmp_path / "run" / "model" / "model.json").is_file()

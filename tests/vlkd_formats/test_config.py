@@ -45,7 +45,7 @@ def test_every_shipped_config_loads_and_validates():
     import importlib
     from pathlib import Path
 
-    configs = Path(__file__).resolve().parents[2] / "configs"
+    configs = Path(__file__).resolve().parents[2] / "training" / "configs"
     assert sorted(p.name for p in configs.glob("*.yaml")) == sorted(SHIPPED)
     for name, target in SHIPPED.items():
         module, cls = target.split(":")
@@ -63,7 +63,7 @@ def test_paper_config_trains_with_a_randomly_initialised_vit_l_14(tiny_dataset, 
 
     from training.distill import distill
 
-    configs = Path(__file__).resolve().parents[2] / "configs"
+    configs = Path(__file__).resolve().parents[2] / "training" / "configs"
     config = load_config(DistillConfig, configs / "paper_vitl14_resnet18.yaml", [
         "teacher.pretrained=null", f"data.root={tiny_dataset}", f"output_dir={tmp_path / 'run'}",
         f"teacher.cache_dir={tmp_path / 'cache'}", "data.num_workers=0", "optim.epochs=1", "optim.batch_size=8",

@@ -20,7 +20,7 @@ def test_demo_and_reproduce_on_a_tiny_mini_world(tmp_path, monkeypatch):
     assert report["result"]["counts"]["y_id"] == report["result"]["counts"]["y_ood"] == 20
     assert json.loads((tmp_path / "runs" / "demo_report.json").read_text())["model_dir"] == report["model_dir"]
     # The grasp head started from the distilled student and answered every object on a held-out frame.
-    grasp_card = json.loads((tmp_path / "runs" / "grasp" / "model.json").read_text())
+    grasp_card = json.loads((tmp_path / "runs" / "grasp" / "model" / "model.json").read_text())
     assert grasp_card["info"]["student_init"] == report["model_dir"]
     answers = report["grasp_query"]["answers"]
     assert [a["truth"] for a in answers][-1] is False and len(answers) >= 2

@@ -12,27 +12,19 @@ from typing import Literal, Mapping
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from torch.utils.data import Dataset
 
+from sim.ycb import paper_split
 from training.data import DatasetError, ImageList
-from training.split import split_labels
 from vlkd_formats.dataset_dir import DatasetInfo, read_dataset_info, read_manifest
+from vlkd_formats.image_codec import read_depth, read_rgb
+from vlkd_formats.split import split_labels
 
 log = logging.getLogger(__name__)
 
 # Camera views a clutter episode can hold: kind and channel count. A model stacks the views it uses, in order.
 VIEWS: dict[str, tuple[str, int]] = {"base_rgb": ("rgb", 3), "base_depth": ("depth", 1),
                                      "hand_rgb": ("rgb", 3), "hand_depth": ("depth", 1)}
-
-# The paper's YCB split for PickClutter (14 ID / 12 OOD objects).
-YCB_ID = ("002_master_chef_can", "006_mustard_bottle", "011_banana", "013_apple", "015_peach", "024_bowl",
-          "030_fork", "032_knife", "035_power_drill", "037_scissors", "048_hammer", "056_tennis_ball",
-          "058_golf_ball", "062_dice")
-YCB_OOD = ("003_cracker_box", "012_strawberry", "014_lemon", "016_pear", "017_orange", "021_bleach_cleanser",
-           "026_sponge", "031_spoon", "036_wood_block", "043_phillips_screwdriver", "053_mini_soccer_ball",
-           "077_rubiks_cube")
-
 
 @dataclass
 class ObjectSplitConfig:
@@ -199,10 +191,12 @@ def resolve_object_split(info: DatasetInfo, config: ObjectSplitConfig) -> tuple[
         found = _ycb_names(labels)
         if not found:
             raise DatasetError("data.split.mode=ycb but the dataset lacks the paper's YCB objects "
-                               f"(e.g. {YCB_ID[0]}); its labels are {labels[:5]}...")
+                               f"(e.g. {paper_split()['id'][0]}); its labels are {labels[:5]}...")
         ids, oods = found
     else:
-        half = split_labels(labels, config.seed)
+        if len(labels) < 2:
+            raise DatasetError(f"a label split needs at least 2 labels, got {len(labels)}")
+        half = split_labels(labels, "random", 0.5, config.seed)
         ids, oods = half["id"], half["ood"]
     unknown = sorted(set(ids + oods) - set(labels))
     if unknown:
@@ -218,8 +212,9 @@ def _ycb_key(name: str) -> str:
 
 def _ycb_names(labels: list[str]) -> tuple[list[str], list[str]] | None:
     by_key = {_ycb_key(lab): lab for lab in labels}
-    ids = [by_key.get(_ycb_key(n)) for n in YCB_ID]
-    oods = [by_key.get(_ycb_key(n)) for n in YCB_OOD]
+    split = paper_split()
+    ids = [by_key.get(_ycb_key(n)) for n in split["id"]]
+    oods = [by_key.get(_ycb_key(n)) for n in split["ood"]]
     if None in ids or None in oods:
         return None
     return ids, oods
@@ -332,17 +327,12 @@ def _describe(array: object) -> str:
 
 def read_view(view: str, path: str | os.PathLike) -> np.ndarray:
     """Decode one view's file: RGB -> HxWx3 uint8, depth (16-bit PNG, mm) -> HxW uint16."""
-    with Image.open(path) as img:
-        if VIEWS[view][0] == "rgb":
-            return np.asarray(img.convert("RGB"))
-        depth = np.asarray(img)
-    if depth.ndim == 3:
-        depth = depth[..., 0]
-    if depth.dtype != np.uint16:
-        if depth.dtype.kind not in "iu" or depth.min() < 0 or depth.max() > 65535:
-            raise DatasetError(f"{path}: depth must be a 16-bit PNG in millimetres, got dtype {depth.dtype}")
-        depth = depth.astype(np.uint16)
-    return depth
+    if VIEWS[view][0] == "rgb":
+        return read_rgb(path)
+    try:
+        return read_depth(path)
+    except ValueError as err:
+        raise DatasetError(str(err)) from err
 
 
 def base_rgb_images(episodes: list[Episode]) -> ImageList:

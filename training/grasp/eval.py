@@ -5,18 +5,17 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from vlkd_formats.config import apply_overrides, from_dict, load_config, read_yaml_tree
+from vlkd_formats.config import apply_overrides, from_dict, load_config
 from training.feature_cache import teacher_image_features
 from training.grasp.data import (ClutterData, Episode, base_rgb_images, episode_targets, load_clutter_data,
                                  stack_episodes)
-from training.grasp.fewshot import GraspFewShotConfig, GraspShots, finetune_grasp, object_thresholds
+from training.grasp.fewshot import GraspFewShotConfig, GraspShots, added_object_thresholds, finetune_grasp
 from training.grasp.losses import build_grasp_loss, needs_teacher_features
 from training.grasp.model import accuracy_score, binary_counts, f1_score, roc_auc, score_episodes
 from training.grasp.model_dir import GraspModelDir, load_grasp_model_dir
@@ -24,7 +23,8 @@ from training.grasp.train import GraspTrainConfig, train_grasp
 from training.students import Student
 from training.teacher import Teacher, resolve_device
 from vlkd_formats.atomic_io import atomic_write_json, atomic_write_text
-from vlkd_formats.object_registry import REGISTRY_FILE
+from training.model_dir import training_config_tree
+from vlkd_formats.model_dir import CARD_FILE, KIND_GRASP, RUN_MODEL_DIR, file_slug
 
 log = logging.getLogger(__name__)
 COLUMNS = (("x_id", "Y_id on X_id"), ("id_on_ood", "Y_id on X_ood"), ("ood_on_ood", "Y_ood on X_ood"))
@@ -122,11 +122,12 @@ def column_metrics(scores: torch.Tensor, graspable: torch.Tensor, present: torch
 
 def evaluate_grasp(model_dir: str | Path, config: GraspEvalConfig, train_overrides: list[str] | None = None
                    ) -> dict[str, Any]:
-    """Zero-shot and k-shot metrics of one grasp model dir on its dataset (from its config.yaml + overrides)."""
+    """Zero-shot and k-shot metrics of one grasp model dir (or the run dir holding it) on its dataset (from the
+    training config in its card + overrides)."""
     config.validate()
-    train_config = _train_config(model_dir, train_overrides or [])
     device = resolve_device(config.device)
     gm = load_grasp_model_dir(model_dir, device)
+    train_config = _train_config(gm.root, train_overrides or [])
     data = load_clutter_data(train_config.data)
     if data.id_objects != gm.card.labels["id"] or data.ood_objects != gm.card.labels["ood"]:
         raise ValueError(f"model {model_dir} was trained with Y_id {gm.card.labels['id'][:4]}..., Y_ood "
@@ -173,18 +174,16 @@ def evaluate_grasp(model_dir: str | Path, config: GraspEvalConfig, train_overrid
 
 def _object_thresholds(student: Student, gm: GraspModelDir, pos: torch.Tensor, neg: torch.Tensor | None,
                        fewshot: GraspFewShotConfig, device: torch.device) -> torch.Tensor:
-    """(1, M) thresholds of M objects learnt from shots: `object_thresholds` on the model's held-out frames, the
-    model's threshold where that gives none."""
-    found = None if fewshot.object_fpr >= 1 else object_thresholds(
-        student, gm.scorer(), gm.replay().val_inputs, pos, neg, fewshot.object_fpr, device)
-    return torch.full((1, len(pos)), gm.grasp.threshold) if found is None else found[None]
+    """(1, M) thresholds of M objects learnt from shots, as `add_object` sets them (`added_object_thresholds`
+    on the model's held-out frames; the model's threshold where that gives none)."""
+    found = added_object_thresholds(student, gm.scorer(), gm.replay().val_inputs, pos, neg, fewshot.object_fpr,
+                                    device)
+    return torch.tensor([[gm.grasp.threshold if t is None else t for t in found]])
 
 
 def _train_config(model_dir: str | Path, overrides: list[str]) -> GraspTrainConfig:
-    path = Path(model_dir) / "config.yaml"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: the model must be a dir written by `vlkd train-grasp`")
-    raw = apply_overrides(read_yaml_tree(path), overrides)
+    """The training config recorded in the model dir's card, with `overrides`."""
+    raw = apply_overrides(training_config_tree(model_dir, KIND_GRASP), overrides)
     config = from_dict(GraspTrainConfig, raw)
     config.validate()
     return config
@@ -219,14 +218,16 @@ def _fewshot_sets(gm: GraspModelDir, data: ClutterData, support: list[int], name
 
 
 def make_table(config: GraspTableConfig, train_overrides: list[str] | None = None) -> dict[str, Any]:
-    """Train each row's model unless its dir is complete (or `retrain`), evaluate all, write table.md/json."""
+    """Train each row's model (run dir `out_dir/<row>`, model dir `out_dir/<row>/model`) unless its model dir is
+    complete (or `retrain`), evaluate all, write table.md/json."""
     config.validate()
     out = Path(config.out_dir)
     rows: list[dict[str, Any]] = []
     for row in config.rows:
-        model_dir = out / _slug(row["name"])
-        overrides = list(train_overrides or []) + list(row.get("overrides", [])) + [f"output_dir={model_dir}"]
-        if config.retrain or not (model_dir / REGISTRY_FILE).is_file():
+        run_dir = out / file_slug(row["name"], "row")
+        model_dir = run_dir / RUN_MODEL_DIR
+        overrides = list(train_overrides or []) + list(row.get("overrides", [])) + [f"output_dir={run_dir}"]
+        if config.retrain or not (model_dir / CARD_FILE).is_file():
             log.info("training row %r into %s", row["name"], model_dir)
             train_grasp(load_config(GraspTrainConfig, config.train_config, overrides))
         rows.append({"name": row["name"], **evaluate_grasp(model_dir, config.eval, list(train_overrides or []))})
@@ -234,10 +235,6 @@ def make_table(config: GraspTableConfig, train_overrides: list[str] | None = Non
     atomic_write_json(out / "table.json", result)
     atomic_write_text(out / "table.md", table_markdown(result))
     return result
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", name.lower()).strip("_") or "row"
 
 
 def table_markdown(result: dict[str, Any]) -> str:

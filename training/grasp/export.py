@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import copy
 import os
-import warnings
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from training.export import ExportError
+from training.export import ExportError, write_onnx
 from training.students import Student
-from vlkd_formats.atomic_io import atomic_write
 
 
 def export_student_onnx(student: Student, image_size: int, path: str | os.PathLike, atol: float = 1e-4) -> float:
@@ -25,12 +22,7 @@ def export_student_onnx(student: Student, image_size: int, path: str | os.PathLi
                           generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ref = student(example)
-    path = Path(path)
-    with warnings.catch_warnings():  # the student's input-shape check is a trace-time constant, as intended
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        atomic_write(path, lambda tmp: torch.onnx.export(
-            student, (example,), tmp, input_names=["images"], output_names=["features"],
-            dynamic_axes={"images": {0: "batch"}, "features": {0: "batch"}}, dynamo=False, opset_version=17))
+    path = write_onnx(student, example, path, ["features"])
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     out = session.run(None, {"images": example.numpy()})[0]
     diff = float(np.abs(out - ref.numpy()).max())

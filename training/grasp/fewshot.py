@@ -184,3 +184,15 @@ def object_thresholds(student: Student, scorer: GraspScorer, absent_inputs: Tens
     allowed = min(int(false_positive_rate * len(ranked) + 1e-9), len(ranked) - 1)  # frames that may score >= t
     above = ranked[allowed - 1] if allowed else torch.ones(ranked.shape[1], dtype=torch.float64)
     return ((above + ranked[allowed]) / 2).float()  # midway between the last allowed and the first refused score
+
+
+def added_object_thresholds(student: Student, scorer: GraspScorer, held_out_inputs: Tensor, pos: Tensor,
+                            neg: Tensor | None, object_fpr: float, device: str | torch.device = "cpu"
+                            ) -> list[float | None]:
+    """The thresholds of M objects learnt from shots after a finetune, one per row of `pos` (M, D): what both
+    `add_object` and Table 11's k-shot columns decide them at. Each is the score the object exceeds on `object_fpr`
+    of the model's held-out training-scene observations (`object_thresholds`); None (the model's calibrated
+    threshold) for all when object_fpr=1 or there are no such observations."""
+    found = None if object_fpr >= 1 else object_thresholds(student, scorer, held_out_inputs, pos, neg, object_fpr,
+                                                           device)
+    return [None] * len(pos) if found is None else [float(t) for t in found]

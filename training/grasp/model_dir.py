@@ -1,20 +1,12 @@
-"""The grasp model dir (format `vlkd-grasp` v1): a vlkd model dir plus what grasp inference and few-shot
-learning need on a robot without the training data or the teacher's image tower.
-
-    model.json, model.safetensors, text_features.safetensors   the vlkd model dir (student, card, Y_id/Y_ood
-                                                                prompt features "id"/"ood" and "id_neg"/"ood_neg")
-    grasp.json              GraspCard: views, input size, prompts, scorer scale/bias, calibrated threshold
-    text_encoder/           the teacher's text tower (open_clip `local-dir:` config + weights)
-    replay.safetensors      a sample of training observations (+ labels, teacher features) for few-shot replay,
-                            and held-out ID observations for validating a finetune before it is swapped in
-    registry.json           ObjectRegistry: known objects and the current weights file (the commit point)
-    weights/, objects/      weights and shots written by few-shot learning (`add_object`)
+"""The grasp model dir (kind "grasp", its grasp.json format `vlkd-grasp` v2): a vlkd model dir plus what grasp
+inference and few-shot learning need on a robot without the training data or the teacher's image tower. The file
+layout is in `vlkd_formats.model_dir`; `vlkd train-grasp` writes it to `output_dir/model/`.
 """
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -22,21 +14,21 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from training.checkpoint import CheckpointError, load_weights_into
+from training.checkpoint import load_weights_into
 from training.grasp.data import ObservationTransform
+from training.grasp.export import export_student_onnx
 from training.grasp.model import GraspScorer
 from training.grasp.text import GraspTextConfig, TextTower
 from training.model_dir import ModelCard, load_model_dir, write_model_dir
 from training.students import Student
 from training.teacher import file_sha256
 from vlkd_formats.atomic_io import atomic_write, atomic_write_json
+from vlkd_formats.model_dir import (GRASP_FILE, GRASP_FORMAT, GRASP_VERSION, KIND_GRASP, REPLAY_FILE,
+                                    TEXT_ENCODER_DIR, WEIGHTS_FILE, ModelDirError, OldModelDirError, old_dir_message,
+                                    onnx_file, read_card, resolve_model_dir)
 from vlkd_formats.object_registry import ObjectEntry, ObjectRegistry, read_registry, write_registry
 
-FORMAT = "vlkd-grasp"
-VERSION = 1
-GRASP_FILE = "grasp.json"
-TEXT_ENCODER_DIR = "text_encoder"
-REPLAY_FILE = "replay.safetensors"
+FORMAT, VERSION = GRASP_FORMAT, GRASP_VERSION
 
 
 @dataclass
@@ -120,42 +112,63 @@ class GraspModelDir:
         """The replay/validation buffer."""
         return ReplayBuffer.load(self.root / REPLAY_FILE)
 
+    def onnx_path(self) -> Path:
+        """Where the ONNX image encoder of the current weights is (or goes: `export_onnx`)."""
+        return self.root / onnx_file(self.registry.weights_sha256)
+
 
 def write_grasp_model_dir(out: str | os.PathLike, student: Student, card: ModelCard,
                           text_features: dict[str, torch.Tensor], grasp: GraspCard, tower: TextTower,
                           replay: ReplayBuffer, objects: list[ObjectEntry]) -> Path:
-    """Write every part; the registry (objects + current weights) goes last, so a dir with a readable
-    registry is complete."""
-    out = Path(out)
-    write_model_dir(out, student, card, text_features)
-    tower.save(out / TEXT_ENCODER_DIR)
-    replay.save(out / REPLAY_FILE)
-    atomic_write_json(out / GRASP_FILE, asdict(grasp))
-    registry = ObjectRegistry(weights="model.safetensors", weights_sha256=file_sha256(out / "model.safetensors"))
-    for entry in objects:
-        registry = registry.with_object(entry)
-    write_registry(out, registry)
-    return out
+    """Write every part of the grasp model dir `out` (`vlkd train-grasp` writes `output_dir/model`); the registry
+    (objects + current weights), then the card go last, so a dir with a readable card is complete."""
+    def grasp_parts(root: Path) -> None:
+        tower.save(root / TEXT_ENCODER_DIR)
+        replay.save(root / REPLAY_FILE)
+        atomic_write_json(root / GRASP_FILE, asdict(grasp))
+        registry = ObjectRegistry(weights=WEIGHTS_FILE, weights_sha256=file_sha256(root / WEIGHTS_FILE))
+        for entry in objects:
+            registry = registry.with_object(entry)
+        write_registry(root, registry)
+
+    return write_model_dir(out, student, replace(card, kind=KIND_GRASP), text_features, grasp_parts)
 
 
 def read_grasp_card(model_dir: str | os.PathLike) -> GraspCard:
-    """Read and check `grasp.json`."""
-    path = Path(model_dir) / GRASP_FILE
+    """Read and check `grasp.json` of a grasp model dir (or of the run dir holding it)."""
+    root = resolve_model_dir(model_dir)
+    path = root / GRASP_FILE
     if not path.is_file():
-        raise CheckpointError(f"{path} not found: {model_dir} is not a grasp model dir "
-                              "(train one with `vlkd train-grasp`)")
-    card = GraspCard(**json.loads(path.read_text()))
+        read_card(root, KIND_GRASP)  # says what the dir is instead, when it is not a grasp model dir
+        raise ModelDirError(f"{path} not found: {root} is an incomplete grasp model dir")
+    raw = json.loads(path.read_text())
+    if raw.get("format") == FORMAT and raw.get("version") == 1:
+        raise OldModelDirError(old_dir_message(root))
+    try:
+        card = GraspCard(**raw)
+    except TypeError as err:
+        raise ModelDirError(f"{path} is not a valid grasp card: {err}") from err
     if card.format != FORMAT or card.version != VERSION:
-        raise CheckpointError(f"{path}: format {card.format!r} v{card.version} is not {FORMAT!r} v{VERSION}")
+        raise ModelDirError(f"{path}: format {card.format!r} v{card.version} is not {FORMAT!r} v{VERSION}")
     return card
 
 
 def load_grasp_model_dir(model_dir: str | os.PathLike, device: str | torch.device = "cpu") -> GraspModelDir:
-    """Load the student with the weights the registry names as current (eval mode, on `device`)."""
-    root = Path(model_dir)
-    registry = read_registry(root)
+    """Load the student with the weights the registry names as current (eval mode, on `device`) from a grasp model
+    dir or the run dir holding it; a distill model dir or a v1 dir is refused with what to do instead."""
+    root = resolve_model_dir(model_dir)
+    read_card(root, KIND_GRASP)
     grasp = read_grasp_card(root)
-    student, card, text = load_model_dir(root, "cpu")
-    if registry.weights != "model.safetensors":
+    registry = read_registry(root)
+    student, card, text = load_model_dir(root, "cpu", KIND_GRASP)
+    if registry.weights != WEIGHTS_FILE:
         load_weights_into(student, root / registry.weights, "few-shot weights")
     return GraspModelDir(root, student.to(device).eval(), card, grasp, registry, text)
+
+
+def export_onnx(model_dir: str | os.PathLike) -> tuple[Path, float]:
+    """`vlkd export` of a grasp model dir: write the image encoder of the registry's current weights to
+    `onnx/student-<sha16>.onnx`, where backend "onnx" loads it; returns (path, max deviation from PyTorch)."""
+    gm = load_grasp_model_dir(model_dir)
+    path = gm.onnx_path()
+    return path, export_student_onnx(gm.student, gm.grasp.image_size, path)

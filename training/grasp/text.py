@@ -16,6 +16,7 @@ from training.checkpoint import save_weights
 from training.teacher import Teacher, encode_label_texts, resolve_device
 from training.text import LabelTextConfig, LabelTextError, label_texts, resolve_label_texts
 from vlkd_formats.atomic_io import atomic_write, atomic_write_json
+from vlkd_formats.errors import VlkdError
 
 POSITIVE_PROMPT = "You can find a {} in this image, except a robot arm."
 NEGATIVE_PROMPT = "You cannot find a {} in this image, except a robot arm."
@@ -24,7 +25,7 @@ _CLIP_TEXT_KEYS = ("token_embedding", "positional_embedding", "transformer", "ln
 _PROBES = [["a photo of a dog."], [POSITIVE_PROMPT.format("red brick") + " a small clay block"]]
 
 
-class TextTowerError(ValueError):
+class TextTowerError(VlkdError, ValueError):
     """The teacher's text tower cannot be saved, rebuilt or does not reproduce the teacher."""
 
 

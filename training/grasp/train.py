@@ -15,8 +15,6 @@ from tqdm import tqdm
 
 from training.checkpoint import latest_checkpoint, load_checkpoint, load_weights_into, save_checkpoint
 from vlkd_formats.config import dump_config, to_dict
-from training.distill import (EpochPermutation, OptimConfig, accumulate_terms, build_optimizer, log_epoch,
-                              optimizer_step, tensorboard_writer)
 from training.feature_cache import teacher_image_features, teacher_text_features
 from training.grasp.data import (ClutterData, EpisodeDataset, GraspDataConfig, ObservationTransform,
                                  augment_observations, base_rgb_images, episode_targets, load_clutter_data,
@@ -26,9 +24,12 @@ from training.grasp.losses import GraspBatch, build_grasp_loss, needs_teacher_fe
 from training.grasp.model import GraspScorer, calibrate_threshold, roc_auc, score_episodes
 from training.grasp.model_dir import GraspCard, ReplayBuffer, write_grasp_model_dir
 from training.grasp.text import GraspTextConfig, TextTower, resolve_prompt_texts, text_config_card
+from training.loop import (EpochPermutation, OptimConfig, accumulate_terms, build_optimizer, log_epoch,
+                           optimizer_step, tensorboard_writer)
 from training.model_dir import ModelCard, read_model_card
 from training.students import Student, StudentConfig, StudentError
 from training.teacher import Teacher, TeacherConfig, resolve_device, teacher_card
+from vlkd_formats.model_dir import KIND_GRASP, RUN_CONFIG_FILE, RUN_MODEL_DIR, WEIGHTS_FILE, resolve_model_dir
 from vlkd_formats.object_registry import ObjectEntry
 
 log = logging.getLogger(__name__)
@@ -100,12 +101,13 @@ def _text_features(config: GraspTrainConfig, teacher: Teacher, data: ClutterData
 
 
 def train_grasp(config: GraspTrainConfig, resume: bool = False) -> Path:
-    """Train, calibrate the threshold on X_id and write the grasp model dir (= config.output_dir)."""
+    """Train, calibrate the threshold on X_id and write the grasp model dir; returns it (config.output_dir/model:
+    the run dir `output_dir` keeps config.yaml, metrics and checkpoints, the model dir what serving needs)."""
     config.validate()
     torch.manual_seed(config.seed)
     out = Path(config.output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(dump_config(config))
+    (out / RUN_CONFIG_FILE).write_text(dump_config(config))
     data = load_clutter_data(config.data)
     teacher = Teacher(config.teacher)
     device = resolve_device(config.teacher.device)
@@ -185,7 +187,8 @@ def train_grasp(config: GraspTrainConfig, resume: bool = False) -> Path:
                      labels={"id": data.id_objects, "ood": data.ood_objects}, texts=texts.texts,
                      logit_scale=net.scorer.scale,
                      info={"task": "grasp", "epochs": config.optim.epochs, "steps": step, "dataset": str(data.root),
-                           "student_init": config.student_init})
+                           "student_init": config.student_init},
+                     kind=KIND_GRASP, training=to_dict(config))
     grasp = GraspCard(views=list(config.data.views), image_size=image_size, depth_max_m=config.data.depth_max_m,
                       text=text_config_card(config.text), logit_scale=net.scorer.scale,
                       logit_bias=net.scorer.bias.item(), threshold=threshold,
@@ -197,19 +200,21 @@ def train_grasp(config: GraspTrainConfig, resume: bool = False) -> Path:
     if texts.neg["id"] is not None:
         features.update(id_neg=texts.neg["id"], ood_neg=texts.neg["ood"])
     objects = [ObjectEntry(name, data.descriptions.get(name, ""), "train") for name in data.id_objects]
-    return write_grasp_model_dir(out, net.student.cpu(), card, features, grasp, TextTower.from_teacher(teacher),
-                                 replay, objects)
+    return write_grasp_model_dir(out / RUN_MODEL_DIR, net.student.cpu(), card, features, grasp,
+                                 TextTower.from_teacher(teacher), replay, objects)
 
 
 def init_student(student: Student, model_dir: str, embed_dim: int, image_size: int) -> None:
-    """Load a distilled student's weights; its card must match this student's config, embedding and input size."""
-    card = read_model_card(model_dir)
+    """Load a distilled student's weights (a model dir or the run dir holding it); its card must match this
+    student's config, embedding and input size."""
+    root = resolve_model_dir(model_dir)
+    card = read_model_card(root)
     ours = {"student": to_dict(student.config), "embed_dim": embed_dim, "image_size": image_size}
     theirs = {"student": card.student, "embed_dim": card.embed_dim, "image_size": card.image_size}
     if ours != theirs:
         raise StudentError(f"student_init {model_dir} does not fit this training: it has {theirs}, this run needs "
                            f"{ours} (set student.* and data.image_size to match, or train it with the same teacher)")
-    load_weights_into(student, Path(model_dir) / "model.safetensors", "distilled student weights")
+    load_weights_into(student, root / WEIGHTS_FILE, "distilled student weights")
     log.info("student starts from %s", model_dir)
 
 

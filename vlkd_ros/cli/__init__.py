@@ -5,11 +5,13 @@ import argparse
 import importlib
 import sys
 
+from vlkd_formats.errors import VlkdError
+
 # Modules under vlkd_ros.cli that each expose `register(subparsers)`; a subcommand sets `func(args) -> int`.
 COMMAND_MODULES = ("distill", "tools", "miniworld", "serve", "collect", "grasp")
 
 
-class CLIError(Exception):
+class CLIError(VlkdError):
     """A user error: printed as one line, exit status 2."""
 
 
@@ -27,9 +29,15 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (CLIError, ValueError, FileNotFoundError) as err:
-        print(f"vlkd {args.command}: error: {err}", file=sys.stderr)
+    except (VlkdError, ValueError, FileNotFoundError) as err:  # every library error, CLIError included
+        print(f"vlkd {args.command}: error: {one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"vlkd {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+def one_line(err: BaseException) -> str:
+    """The error's message on one line (a multi-line message is joined with spaces); its type if it has none."""
+    text = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    return text or type(err).__name__

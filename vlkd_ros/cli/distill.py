@@ -11,7 +11,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the distill and eval subcommands."""
     p = sub.add_parser("distill", help="distil a CLIP teacher into a student (torchrun for multi-GPU)",
                        description="Train a student on Y_id against cached teacher features. Example: "
-                                   "vlkd distill --config configs/distill_tiny.yaml optim.epochs=5")
+                                   "vlkd distill --config configs/miniworld_resnet18.yaml optim.epochs=5")
     p.add_argument("--config", help="YAML config (defaults: training.distill.DistillConfig)")
     p.add_argument("--resume", action="store_true", help="continue from output_dir's last checkpoint")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=0.01 student.arch=resnet34")
@@ -20,7 +20,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     e = sub.add_parser("eval", help="ID / 0-shot OOD / k-shot OOD table and the paper's metrics",
                        description="Evaluate a model dir written by `vlkd distill`. Example: "
                                    "vlkd eval --model runs/distill eval.k_shot=5")
-    e.add_argument("--model", required=True, help="model dir (its config.yaml gives data and teacher)")
+    e.add_argument("--model", required=True, help="distill model dir, or the run dir holding it as model/ (its "
+                                                  "model.json records the data and teacher)")
     e.add_argument("--config", help="YAML with an `eval:` section and/or distill sections to override")
     e.add_argument("--out", help="output dir (default MODEL/eval)")
     e.add_argument("overrides", nargs="*", help="dotted overrides, e.g. eval.k_shot=5 data.root=other")

@@ -24,7 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "table config, training rows that have no model yet (--table). Example: vlkd "
                                    "eval-grasp --table configs/grasp_table_offline.yaml train.data.root=data/clutter")
     what = e.add_mutually_exclusive_group(required=True)
-    what.add_argument("--model", nargs="+", help="grasp model dir(s) written by `vlkd train-grasp`")
+    what.add_argument("--model", nargs="+", help="grasp model dir(s) written by `vlkd train-grasp` (OUTPUT/model, or "
+                                                 "OUTPUT); each card records its data and teacher")
     what.add_argument("--table", help="table config YAML (training.grasp.eval.GraspTableConfig)")
     e.add_argument("--out", help="output dir for table.md/json (default: the table's out_dir, or MODEL/eval)")
     e.add_argument("overrides", nargs="*", help="table/eval overrides (eval.k_shot=5); `train.`-prefixed ones go to "
@@ -36,7 +37,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                                    "validates, then swaps the weights in the model dir atomically. Example: vlkd "
                                    "add-object --model runs/grasp --name 'tea cup' "
                                    "--images a.png b.png c.png d.png e.png")
-    a.add_argument("--model", required=True, help="grasp model dir (changed in place)")
+    a.add_argument("--model", required=True, help="grasp model dir, or the run dir holding it as model/ (changed in "
+                                                  "place; nothing outside the model dir is written)")
     a.add_argument("--name", required=True, help="object name")
     a.add_argument("--images", nargs="+", required=True,
                    help="RGB image files, or episode folders holding one <view>.png per view the model stacks")

@@ -4,6 +4,10 @@ from __future__ import annotations
 import argparse
 import logging
 
+from vlkd_formats.config import load_config
+from vlkd_ros.cli import CLIError
+from vlkd_ros.cli.flags import add_config_flags, flag_overrides
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the mini-world subcommands."""
@@ -16,31 +20,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. epochs=10")
     p.set_defaults(func=run_pretrain)
 
+    from vlkd_ros.pipeline import MiniWorldConfig, ReproduceConfig
+
     for name, helptext in (("demo", "render, distil ResNet18 on Y_id, evaluate ID / 0-shot OOD / 5-shot OOD"),
                            ("reproduce", "the paper's Table 1 in the mini-world: loss rows x 3 seeds")):
         d = sub.add_parser(name, help=helptext, description=f"{helptext}. Example: vlkd {name} --quick")
         d.add_argument("--quick", action="store_true", help="small data and schedule (under 3 minutes on 2 CPU cores)")
-        d.add_argument("--workdir", help=f"where runs and reports go (default runs/{name})")
-        d.add_argument("--data-dir", help="renders to collect or reuse (default data/miniworld/classification)")
-        d.add_argument("--workers", type=int, help="render worker processes")
-        d.add_argument("--epochs", type=int, help="distillation epochs")
-        d.add_argument("--fewshot-steps", type=int, help="few-shot finetune steps in the k-shot evaluation")
+        d.add_argument("--config", help="YAML file of MiniWorldConfig settings (--quick, then flags, apply on top)")
+        add_config_flags(d, MiniWorldConfig, ("workdir", "data_dir", "workers", "epochs", "fewshot_steps"),
+                         defaults={"workdir": f"runs/{name}"})
         if name == "reproduce":
-            d.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-            d.add_argument("--rows", nargs="+", help="subset of Table-1 row names")
+            add_config_flags(d, ReproduceConfig, ("seeds", "rows"), defaults={"rows": "all"})
         d.set_defaults(func=run_demo if name == "demo" else run_reproduce)
 
 
 def _miniworld(args: argparse.Namespace, workdir: str):
+    """Defaults (workdir per command), then --config, then --quick, then the flags."""
     from vlkd_ros.pipeline import MiniWorldConfig
 
-    config = MiniWorldConfig(workdir=workdir)
+    config = load_config(MiniWorldConfig, args.config, base=MiniWorldConfig(workdir=workdir))
     if args.quick:
         config = config.quick()
-    for key in ("workdir", "data_dir", "workers", "epochs", "fewshot_steps"):
-        if getattr(args, key) is not None:
-            setattr(config, key, getattr(args, key))
-    return config
+    return load_config(MiniWorldConfig, None, flag_overrides(args, MiniWorldConfig), base=config)
 
 
 def run_pretrain(args: argparse.Namespace) -> int:
@@ -48,11 +49,10 @@ def run_pretrain(args: argparse.Namespace) -> int:
     import shlex
     import sys
 
-    from vlkd_formats.config import load_config
     from training.pretrain_teacher import PretrainConfig, pretrain_teacher, write_teacher_card
 
     if args.eval_clutter and not args.eval_data:
-        raise SystemExit("--eval-clutter needs --eval-data (the card records both)")
+        raise CLIError("--eval-clutter needs --eval-data (the card records both)")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = load_config(PretrainConfig, args.config, args.overrides)
     out = pretrain_teacher(config)
@@ -86,7 +86,7 @@ def run_reproduce(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.WARNING)
     config = _miniworld(args, "runs/reproduce")
-    repro = ReproduceConfig(seeds=args.seeds, **({"rows": args.rows} if args.rows else {}))
+    repro = load_config(ReproduceConfig, None, flag_overrides(args, ReproduceConfig))
     print(table1_markdown(reproduce(config, repro), config.k_shot, len(repro.seeds)))
     print(f"written: {config.workdir}/table1.md, table1.json, table1.png")
     return 0

@@ -7,7 +7,9 @@ import os
 import sys
 from pathlib import Path
 
+from vlkd_formats.config import load_config
 from vlkd_ros.cli import CLIError
+from vlkd_ros.cli.flags import add_config_flags, flag_overrides
 
 CHECKOUT = Path(__file__).resolve().parents[2]
 INTERFACES = CHECKOUT / "install" / "vlkd_interfaces"
@@ -15,6 +17,27 @@ REEXEC_GUARD = "_VLKD_ROS_ENV_REEXEC"
 FASTDDS_PROFILE = "fastdds_large_frames.xml"
 # `vlkd serve` flag -> node parameter; the same pairs as the launch arguments of launch/perception.launch.py.
 OVERRIDES = {"camera_topic": "image_topic", "model_dir": "model_dir", "device": "device"}
+# `vlkd sim-camera` flags: SimCameraConfig fields (`--depth-topic` sets depth_topic), with their help texts.
+SIM_CAMERA_FLAGS = ("source", "env_id", "images", "topic", "depth_topic", "camera_info_topic", "hand_topic",
+                    "hand_depth_topic", "rate", "image_size", "camera", "seed", "scene_period", "sim_backend",
+                    "reliability", "frames")
+SIM_CAMERA_HELP = {
+    "source": "env: render scenes of the clutter env; images: cycle over recorded frames",
+    "env_id": "ManiSkill env id for --source env",
+    "images": "for --source images: a folder of .png/.jpg files, or of recorded clutter episodes "
+              "(<episode>/base_rgb.png, base_depth.png, hand_rgb.png, hand_depth.png) to replay every view",
+    "topic": "colour image topic (rgb8)",
+    "depth_topic": "also publish depth (16UC1, mm) here",
+    "camera_info_topic": "also publish sensor_msgs/CameraInfo here",
+    "hand_topic": "also publish the wrist camera's colour frames here (env)",
+    "hand_depth_topic": "also publish the wrist camera's depth here (env)",
+    "rate": "frames per second",
+    "image_size": "square frame side in pixels",
+    "camera": "env camera to publish (default: its first)",
+    "seed": "first scene seed",
+    "scene_period": "seconds between new scenes (0: one scene)",
+    "frames": "stop after this many frames (0: run until Ctrl-C)",
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,29 +56,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="last option: everything after it goes to rclpy, e.g. --ros-args -p threshold:=0.6")
     p.set_defaults(func=run_serve)
 
+    from vlkd_ros.ros.sim_camera_config import RELIABILITY_NAMES, SOURCES, SimCameraConfig
+
     c = sub.add_parser("sim-camera", help="publish camera frames from the ManiSkill clutter env (or an image folder)",
                        description="Stream frames to a sensor_msgs/Image topic so the perception node can be "
                                    "tried on one machine. Example: vlkd sim-camera --rate 30 --depth-topic "
                                    "/camera/depth/image_raw")
-    c.add_argument("--source", choices=("env", "images"), default="env",
-                   help="env: render scenes of the clutter env; images: cycle over recorded frames")
-    c.add_argument("--env-id", default=None, help="ManiSkill env id for --source env (default VlkdPickClutter-v1)")
-    c.add_argument("--images", default="",
-                   help="for --source images: a folder of .png/.jpg files, or of recorded clutter episodes "
-                        "(<episode>/base_rgb.png, base_depth.png, hand_rgb.png, hand_depth.png) to replay every view")
-    c.add_argument("--topic", default="/camera/image_raw", help="colour image topic (rgb8)")
-    c.add_argument("--depth-topic", default="", help="also publish depth (16UC1, mm) here")
-    c.add_argument("--camera-info-topic", default="", help="also publish sensor_msgs/CameraInfo here")
-    c.add_argument("--hand-topic", default="", help="also publish the wrist camera's colour frames here (env)")
-    c.add_argument("--hand-depth-topic", default="", help="also publish the wrist camera's depth here (env)")
-    c.add_argument("--rate", type=float, default=30.0, help="frames per second")
-    c.add_argument("--image-size", type=int, default=224, help="square frame side in pixels")
-    c.add_argument("--camera", default="", help="env camera to publish (default: its first)")
-    c.add_argument("--seed", type=int, default=0, help="first scene seed")
-    c.add_argument("--scene-period", type=float, default=0.0, help="seconds between new scenes (0: one scene)")
-    c.add_argument("--sim-backend", choices=("cpu", "gpu"), default="cpu")
-    c.add_argument("--reliability", choices=("best_effort", "reliable"), default="best_effort")
-    c.add_argument("--frames", type=int, default=0, help="stop after this many frames (0: run until Ctrl-C)")
+    c.add_argument("--config", help="YAML file of SimCameraConfig settings (flags given here override it)")
+    add_config_flags(c, SimCameraConfig, SIM_CAMERA_FLAGS, help=SIM_CAMERA_HELP,
+                     choices={"source": SOURCES, "sim_backend": ("cpu", "gpu"), "reliability": RELIABILITY_NAMES})
     c.set_defaults(func=run_sim_camera)
 
 
@@ -148,15 +157,10 @@ def run_sim_camera(args: argparse.Namespace) -> int:
     ensure_ros_environment()
     import rclpy
 
-    from vlkd_ros.ros.sim_camera import CLUTTER_ENV_ID, SimCameraConfig, run
+    from vlkd_ros.ros.sim_camera import run
+    from vlkd_ros.ros.sim_camera_config import SimCameraConfig
 
-    config = SimCameraConfig(source=args.source, env_id=args.env_id or CLUTTER_ENV_ID, images=args.images,
-                             topic=args.topic, depth_topic=args.depth_topic,
-                             camera_info_topic=args.camera_info_topic, hand_topic=args.hand_topic,
-                             hand_depth_topic=args.hand_depth_topic, rate=args.rate, image_size=args.image_size,
-                             camera=args.camera, seed=args.seed, scene_period=args.scene_period,
-                             sim_backend=args.sim_backend, reliability=args.reliability,
-                             frames=args.frames).validate()
+    config = load_config(SimCameraConfig, args.config, flag_overrides(args, SimCameraConfig))
     use_large_frame_profile()
     rclpy.init(args=["vlkd sim-camera"])
     try:

@@ -1,18 +1,30 @@
-"""`vlkd export`, `vlkd split`, `vlkd describe`, `vlkd students`: model and dataset tools."""
+"""`vlkd export`, `vlkd convert-model`, `vlkd split`, `vlkd describe`, `vlkd students`: model and dataset tools."""
 from __future__ import annotations
 
 import argparse
 import json
 
+from vlkd_ros.cli import CLIError
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the tool subcommands."""
-    p = sub.add_parser("export", help="TorchScript/ONNX export of a model dir, verified against PyTorch",
-                       description="Example: vlkd export --model runs/distill --format torchscript onnx")
-    p.add_argument("--model", required=True, help="model dir written by `vlkd distill`")
-    p.add_argument("--out", help="output dir (default MODEL/export)")
-    p.add_argument("--format", nargs="+", default=["torchscript", "onnx"], choices=["torchscript", "onnx"])
+    p = sub.add_parser("export", help="ONNX export of a model dir, verified against PyTorch",
+                       description="A distill model dir: the student with its label-text matrix into MODEL/export "
+                                   "(export.json lists the files). A grasp model dir: the image encoder of its current "
+                                   "weights into MODEL/onnx/student-<sha16>.onnx, which backend onnx serves. Example: "
+                                   "vlkd export --model runs/distill/model")
+    p.add_argument("--model", required=True, help="model dir (or the run dir holding it as model/)")
+    p.add_argument("--out", help="output dir of a distill export (default MODEL/export)")
     p.set_defaults(func=run_export)
+
+    c = sub.add_parser("convert-model", help="convert a model dir of format v1 to the current layout",
+                       description="A v1 model dir (written before model dirs moved to OUTPUT/model/: files "
+                                   "straight in the run dir, no kind in model.json) becomes a current model dir; the "
+                                   "old files stay. Example: vlkd convert-model runs/grasp/offline")
+    c.add_argument("old_dir", metavar="OLD_DIR", help="the v1 model dir (the old run dir)")
+    c.add_argument("--out", help="where the new model dir goes (default OLD_DIR/model)")
+    c.set_defaults(func=run_convert)
 
     s = sub.add_parser("split", help="seeded ID/OOD label split of an ImageFolder (|Y_id| = |Y_ood|)",
                        description="Example: vlkd split --source images/ --out data/mysplit --seed 0")
@@ -36,11 +48,33 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    """Export and print the verification report."""
+    """Export and print the verification report (a grasp model dir: its ONNX image encoder)."""
+    from vlkd_formats.model_dir import KIND_GRASP, read_card
+
+    if read_card(args.model).kind == KIND_GRASP:
+        from training.grasp.model_dir import export_onnx
+
+        if args.out:
+            raise CLIError("a grasp model dir exports into its own onnx/ folder (where backend onnx loads it): "
+                           "drop --out")
+        path, diff = export_onnx(args.model)
+        print(json.dumps({"files": {"onnx": str(path)}, "max_abs_diff": {"onnx": diff}}, indent=2))
+        return 0
     from training.export import export_model
 
-    report = export_model(args.model, args.out, tuple(args.format))
+    report = export_model(args.model, args.out)
     print(json.dumps({"files": report["files"], "max_abs_diff": report["max_abs_diff"]}, indent=2))
+    return 0
+
+
+def run_convert(args: argparse.Namespace) -> int:
+    """Convert a v1 model dir and say where the new one is."""
+    from training.model_dir import convert_model_dir
+    from vlkd_formats.model_dir import read_card
+
+    new = convert_model_dir(args.old_dir, args.out)
+    print(f"model dir: {new} (kind {read_card(new).kind}); use it from now on. {args.old_dir} keeps its old files: "
+          "delete them once the new dir serves")
     return 0
 
 

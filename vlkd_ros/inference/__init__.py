@@ -1,8 +1,10 @@
 """The inference API: what the ROS node, the CLI and user code call to get answers from a trained model dir.
 
-`GraspFeasibility` (grasp answers, few-shot objects) lives in `vlkd_ros.inference.grasp`.
+`GraspFeasibility` (grasp answers, few-shot objects) lives in `vlkd_ros.inference.grasp`, its few-shot jobs in
+`jobs`, the ONNX backend in `onnx_backend`, observations from files and `name_quality` in `observations`.
 """
-from vlkd_ros.inference.grasp import (FewShotJob, GraspFeasibility, episode_observation, name_quality,
-                                      read_observation)
+from vlkd_ros.inference.grasp import GraspFeasibility
+from vlkd_ros.inference.jobs import FewShotJob
+from vlkd_ros.inference.observations import episode_observation, name_quality, read_observation
 
 __all__ = ["FewShotJob", "GraspFeasibility", "episode_observation", "name_quality", "read_observation"]

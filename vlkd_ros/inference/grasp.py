@@ -4,14 +4,14 @@ learning of new objects in the background (`add_object`) with validate-then-swap
 Text features of any object name come from the teacher's text tower saved in the model dir, cached per
 prompt, so new names need neither the teacher's image tower nor the training data. The serving state (weights,
 encoder, registry) is one immutable snapshot replaced by a single reference assignment under a lock: a query
-reads it once and never waits for a finetune.
+reads it once and never waits for a finetune. Everything few-shot learning writes stays inside the model dir it
+serves (weights/, objects/, onnx/, registry.json; the layout is in `vlkd_formats.model_dir`).
 """
 from __future__ import annotations
 
 import logging
 import os
 import queue
-import re
 import threading
 import uuid
 from dataclasses import dataclass, replace
@@ -23,38 +23,24 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from training.checkpoint import save_weights
-from vlkd_formats.config import from_dict
 from training.grasp.export import export_student_onnx
-from training.grasp.data import Episode, episode_targets, read_view
-from training.grasp.fewshot import GraspFewShotConfig, GraspShots, check_finetune, finetune_grasp, object_thresholds
-from training.grasp.model import binary_counts, f1_score, roc_auc
+from training.grasp.fewshot import (GraspFewShotConfig, GraspShots, added_object_thresholds, check_finetune,
+                                    finetune_grasp)
 from training.grasp.model_dir import GraspModelDir, ReplayBuffer, load_grasp_model_dir
 from training.grasp.text import prompt_texts
 from training.students import Student
 from training.teacher import file_sha256
 from vlkd_formats.atomic_io import atomic_write
+from vlkd_formats.config import from_dict
+from vlkd_formats.model_dir import (OBJECTS_DIR, ONNX_DIR, REPLAY_FILE, WEIGHTS_DIR, fewshot_weights_file, onnx_file,
+                                    shots_file)
 from vlkd_formats.object_registry import ObjectEntry, ObjectRegistry, normalize_name, write_registry
+from vlkd_ros.inference.jobs import FewShotJob
+from vlkd_ros.inference.onnx_backend import OnnxEncoder
 
+__all__ = ["BACKENDS", "FewShotJob", "GraspFeasibility"]
 log = logging.getLogger(__name__)
 BACKENDS = ("torch", "onnx")
-WEIGHTS_DIR, OBJECTS_DIR, ONNX_DIR = "weights", "objects", "onnx"
-
-
-class FewShotJob:
-    """A background few-shot finetune: state 'queued' -> 'running' -> 'succeeded' | 'failed'."""
-
-    def __init__(self, job_id: str, name: str):
-        self.job_id, self.name = job_id, name
-        self.state, self.progress, self.message = "queued", 0.0, ""
-        self.report: dict[str, Any] = {}
-        self._done = threading.Event()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        """Block until the job has finished (True) or `timeout` seconds passed (False)."""
-        return self._done.wait(timeout)
-
-    def __repr__(self) -> str:
-        return f"FewShotJob({self.job_id!r}, {self.name!r}, {self.state}, {self.progress:.0%}, {self.message!r})"
 
 
 @dataclass(frozen=True)
@@ -65,24 +51,6 @@ class _Serving:
     registry: ObjectRegistry
     student: Student
     encoder: Callable[[torch.Tensor], torch.Tensor]
-
-
-class _OnnxEncoder:
-    """Runs an exported student with onnxruntime (thread-safe session)."""
-
-    def __init__(self, path: Path, device: torch.device):
-        import onnxruntime as ort
-
-        providers = ["CUDAExecutionProvider"] if device.type == "cuda" else []
-        available = ort.get_available_providers()
-        if providers and providers[0] not in available:
-            raise ValueError(f"backend 'onnx' on {device} needs onnxruntime's CUDAExecutionProvider; have {available}")
-        self.session = ort.InferenceSession(str(path), providers=providers + ["CPUExecutionProvider"])
-        self.device = device
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        out = self.session.run(["features"], {"images": images.detach().cpu().float().numpy()})[0]
-        return torch.from_numpy(out).to(self.device)
 
 
 class GraspFeasibility:
@@ -111,7 +79,9 @@ class GraspFeasibility:
     @classmethod
     def from_checkpoint(cls, model_dir: str | os.PathLike, device: str = "cpu", backend: str = "torch"
                         ) -> "GraspFeasibility":
-        """Load a grasp model dir (as `vlkd train-grasp` wrote it, with any objects added since)."""
+        """Load a grasp model dir (as `vlkd train-grasp` wrote it, with any objects added since), or the run dir
+        holding it as `model/`. Backend "onnx" runs the image encoder `vlkd export` wrote for the current weights
+        (a ModelDirError says so when there is none); loading never writes into the dir."""
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         dev = torch.device(device)
@@ -121,7 +91,7 @@ class GraspFeasibility:
 
     @property
     def model_dir(self) -> Path:
-        """The model dir this instance serves (and where add_object persists)."""
+        """The model dir this instance serves (and the only place add_object writes to)."""
         return self._root
 
     @property
@@ -254,12 +224,11 @@ class GraspFeasibility:
     # -- serving snapshots ----------------------------------------------------------------------------------
 
     def _snapshot(self, registry: ObjectRegistry, student: Student) -> _Serving:
+        """The serving state of `registry`'s weights; backend "onnx" loads their export and never writes one."""
         student = student.to(self._device).eval().requires_grad_(False)
         if self._backend == "onnx":
-            path = self._root / ONNX_DIR / f"student-{registry.weights_sha256[:16]}.onnx"
-            if not path.is_file():
-                export_student_onnx(student, self.image_size, path)
-            encoder: Callable[[torch.Tensor], torch.Tensor] = _OnnxEncoder(path, self._device)
+            encoder: Callable[[torch.Tensor], torch.Tensor] = OnnxEncoder(
+                self._root / onnx_file(registry.weights_sha256), self._device, self._root, registry.model_version)
         else:
             encoder = student
         return _Serving(registry.model_version, registry, student, encoder)
@@ -277,7 +246,7 @@ class GraspFeasibility:
                 log.exception("few-shot job %s (%s) failed", job.job_id, job.name)
                 job.state, job.message = "failed", f"{type(err).__name__}: {err}"
             finally:
-                job._done.set()
+                job.finish()
 
     def _learn(self, job: FewShotJob, new_inputs: torch.Tensor) -> None:
         serving = self._serving
@@ -305,28 +274,30 @@ class GraspFeasibility:
             raise RuntimeError(f"validation failed, the previous model keeps serving: {check.reason}")
         job.progress = 0.95
         thresholds = self._added_thresholds(tuned, registry, names, pos, neg, cfg.object_fpr)
-        job.report["threshold"] = thresholds.get(key, self._threshold)
+        own = thresholds.get(key)
+        job.report["threshold"] = self._threshold if own is None else own
         self._commit(job, tuned, shot_inputs, thresholds)
 
     def _added_thresholds(self, tuned: Student, registry: ObjectRegistry, names: list[str], pos: torch.Tensor,
-                          neg: torch.Tensor | None, object_fpr: float) -> dict[str, float]:
-        """Every added object's own threshold under the new weights (`object_fpr` on held-out frames)."""
+                          neg: torch.Tensor | None, object_fpr: float) -> dict[str, float | None]:
+        """Every added object's own threshold under the new weights (`added_object_thresholds`; None: the model's)."""
         cols = [c for c, name in enumerate(names) if registry.get(name).source == "added"]
-        if object_fpr >= 1 or not cols:
+        if not cols:
             return {}
-        found = object_thresholds(tuned, self._scorer, self._replay_buffer().val_inputs, pos[cols],
-                                  None if neg is None else neg[cols], object_fpr, self._device)
-        return {} if found is None else {names[c]: float(t) for c, t in zip(cols, found)}
+        found = added_object_thresholds(tuned, self._scorer, self._replay_buffer().val_inputs, pos[cols],
+                                        None if neg is None else neg[cols], object_fpr, self._device)
+        return {names[c]: t for c, t in zip(cols, found)}
 
     def _commit(self, job: FewShotJob, tuned: Student, shot_inputs: torch.Tensor,
-                thresholds: dict[str, float]) -> None:
-        """Write weights and shots, then the registry (the commit point), then swap the serving snapshot."""
+                thresholds: dict[str, float | None]) -> None:
+        """Write weights, shots and (backend onnx) their ONNX export, then the registry (the commit point), then
+        swap the serving snapshot."""
         with self._commit_lock:
             current = self._serving.registry
             n = current.weights_version + 1
-            weights_rel = f"{WEIGHTS_DIR}/v{n:04d}.safetensors"
+            weights_rel = fewshot_weights_file(n)
             atomic_write(self._root / weights_rel, lambda tmp: save_weights(tmp, tuned.state_dict()))
-            shots_rel = f"{OBJECTS_DIR}/{_slug(job.name)}-v{n:04d}.safetensors"
+            shots_rel = shots_file(job.name, n)
             atomic_write(self._root / shots_rel,
                          lambda tmp: save_file({"inputs": shot_inputs.half().contiguous()}, tmp))
             entry = replace(current.get(job.name) or ObjectEntry(job.name, source="added"), shots=shots_rel,
@@ -336,6 +307,8 @@ class GraspFeasibility:
                 if (other := registry.get(name)) is not None:
                     registry = registry.with_object(replace(other, threshold=threshold))
             registry = registry.with_weights(weights_rel, file_sha256(self._root / weights_rel))
+            if self._backend == "onnx":
+                export_student_onnx(tuned, self.image_size, self._root / onnx_file(registry.weights_sha256))
             serving = self._snapshot(registry, tuned)
             write_registry(self._root, registry)
             self._serving = serving
@@ -345,17 +318,16 @@ class GraspFeasibility:
 
     def _prune(self, registry: ObjectRegistry) -> None:
         """Delete weights, shots and ONNX files the registry no longer references."""
-        keep = {registry.weights} | {o.shots for o in registry.objects if o.shots}
-        keep_onnx = f"student-{registry.weights_sha256[:16]}.onnx"
+        keep = {registry.weights, onnx_file(registry.weights_sha256)} | {o.shots for o in registry.objects if o.shots}
         for folder in (WEIGHTS_DIR, OBJECTS_DIR, ONNX_DIR):
             for path in (self._root / folder).glob("*"):
                 rel = f"{folder}/{path.name}"
-                if path.is_file() and rel not in keep and path.name != keep_onnx and not path.name.startswith("."):
+                if path.is_file() and rel not in keep and not path.name.startswith("."):
                     path.unlink(missing_ok=True)
 
     def _replay_buffer(self) -> ReplayBuffer:
         if self._replay is None:
-            self._replay = ReplayBuffer.load(self._root / "replay.safetensors")
+            self._replay = ReplayBuffer.load(self._root / REPLAY_FILE)
         return self._replay
 
     def _replay_columns(self) -> dict[str, int]:
@@ -382,38 +354,6 @@ class GraspFeasibility:
         return GraspShots.cat(parts)
 
 
-def read_observation(files: Mapping[str, str | os.PathLike], views: list[str]) -> Any:
-    """What `query` takes, read from image files per view: the RGB array for RGB-only models, else {view: array}
-    of the model's views among `files` (`query` names any that are missing)."""
-    if views == ["base_rgb"]:
-        return read_view("base_rgb", files["base_rgb"])
-    return {v: read_view(v, path) for v, path in files.items() if v in views}
-
-
-def episode_observation(episode: Episode, views: list[str]) -> Any:
-    """What `query` takes for a recorded episode."""
-    return read_observation(episode.images, views)
-
-
-def name_quality(model: GraspFeasibility, episodes: Sequence[Episode], name: str,
-                 batch_size: int = 32) -> dict[str, float]:
-    """How well `model` answers `name` on labelled episodes: F1 of 'graspable' at its threshold for `name`, ROC AUC
-    of the scores, and the counts behind them."""
-    if not episodes:
-        raise ValueError(f"no labelled observations to measure {name!r} on")
-    truth = episode_targets(list(episodes), [normalize_name(name)])[0][:, 0] > 0.5
-    scores: list[float] = []
-    for i in range(0, len(episodes), batch_size):
-        rows = model.query([episode_observation(e, model.views) for e in episodes[i:i + batch_size]], [name])
-        scores += [r[name]["score"] for r in rows]
-    score = torch.tensor(scores)
-    threshold = model.threshold_for(name)
-    counts = binary_counts(score >= threshold, truth)
-    return {"f1": f1_score(counts), "auc": roc_auc(score, truth.float()), "threshold": threshold,
-            "observations": len(episodes),
-            "graspable": int(truth.sum()), **counts}
-
-
 def _one_column(inputs: torch.Tensor, n_names: int, col: int) -> GraspShots:
     """Shots of one object: graspable in its own column, other columns unknown (masked out)."""
     targets = torch.zeros(len(inputs), n_names)
@@ -433,7 +373,3 @@ def _check_names(names: Sequence[str]) -> list[str]:
 
 def _join(texts: list[str]) -> str:
     return "\x1f".join(texts)
-
-
-def _slug(name: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", name).strip("_") or "object"

@@ -4,6 +4,8 @@ from __future__ import annotations
 import numpy as np
 from sensor_msgs.msg import Image
 
+from vlkd_formats.errors import VlkdError
+
 try:  # area resizing of large frames; without OpenCV a nearest-neighbour fallback is used
     import cv2
 except ImportError:  # pragma: no cover - OpenCV is a dependency, but the node runs without it
@@ -20,7 +22,7 @@ COLOR_ENCODINGS: dict[str, tuple[int, np.dtype, tuple[int, int, int] | None]] = 
 DEPTH_ENCODINGS: dict[str, np.dtype] = {"16UC1": np.dtype(np.uint16), "32FC1": np.dtype(np.float32)}
 
 
-class ImageFormatError(ValueError):
+class ImageFormatError(VlkdError, ValueError):
     """An Image message cannot be read as the kind of frame asked for (encoding, size or step is wrong)."""
 
 

@@ -14,60 +14,18 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+from PIL import Image as PILImage
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 
+from vlkd_formats.dataset_dir import episode_view_path
+from vlkd_formats.image_codec import IMAGE_SUFFIXES, is_image_file, open_rgb, read_depth
 from vlkd_ros.ros.image_msgs import numpy_to_image
+from vlkd_ros.ros.sim_camera_config import CLUTTER_ENV_ID, SOURCES, SimCameraConfig  # noqa: F401 (re-exported)
 
-CLUTTER_ENV_ID = "VlkdPickClutter-v1"
-SOURCES = ("env", "images")
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 RELIABILITIES = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
-
-
-@dataclass
-class SimCameraConfig:
-    """What to publish, where and how fast."""
-
-    source: str = "env"
-    env_id: str = CLUTTER_ENV_ID
-    images: str = ""
-    topic: str = "/camera/image_raw"
-    depth_topic: str = ""
-    camera_info_topic: str = ""
-    hand_topic: str = ""
-    hand_depth_topic: str = ""
-    frame_id: str = "camera_color_optical_frame"
-    hand_frame_id: str = "hand_camera_color_optical_frame"
-    rate: float = 30.0
-    image_size: int = 224
-    camera: str = ""
-    hand_camera: str = "hand_camera"
-    seed: int = 0
-    scene_period: float = 0.0
-    sim_backend: str = "cpu"
-    reliability: str = "best_effort"
-    frames: int = 0
-
-    def validate(self) -> "SimCameraConfig":
-        """Raise ValueError naming the first bad value and what would be valid; return self."""
-        if self.source not in SOURCES:
-            raise ValueError(f"source {self.source!r} is not valid; valid: {', '.join(SOURCES)}")
-        if self.source == "images" and not Path(self.images).is_dir():
-            raise ValueError(f"--images {self.images!r} is not a folder of {'/'.join(IMAGE_SUFFIXES)} files")
-        if not 0 < self.rate <= 1000:
-            raise ValueError(f"rate {self.rate} Hz must be in (0, 1000]")
-        if not 16 <= self.image_size <= 4096:
-            raise ValueError(f"image_size {self.image_size} px must be in 16..4096")
-        if self.scene_period < 0 or self.frames < 0:
-            raise ValueError(f"scene_period ({self.scene_period}) and frames ({self.frames}) must be >= 0")
-        if self.reliability not in RELIABILITIES:
-            raise ValueError(f"reliability {self.reliability!r} is not valid; valid: {', '.join(RELIABILITIES)}")
-        if not self.topic:
-            raise ValueError("topic is empty: give the colour image topic")
-        return self
 
 
 @dataclass
@@ -86,32 +44,38 @@ class Shot:
 def image_folder_shots(folder: str | Path, size: int) -> Iterator[Shot]:
     """Cycle forever over a folder's images, resized to size x size.
 
-    A folder of recorded clutter episodes (`<episode>/base_rgb.png`, optional `base_depth.png`, `hand_rgb.png`,
-    `hand_depth.png`, as in a clutter dataset's `episodes/`) replays every view; otherwise each image file
-    (sorted, recursive) is one colour frame.
+    A folder of recorded clutter episodes (the views `vlkd_formats.dataset_dir.EPISODE_VIEWS`, base_rgb required,
+    as in a clutter dataset's `episodes/`) replays every view; otherwise each image file (sorted, recursive) is one
+    colour frame.
     """
-    from PIL import Image as PILImage
-
-    def load(path: Path, depth: bool) -> np.ndarray | None:
-        if not path.is_file():
-            return None
-        img = PILImage.open(path)
-        if depth:
-            return np.asarray(img.resize((size, size), PILImage.NEAREST)).astype(np.uint16)
-        return np.asarray(img.convert("RGB").resize((size, size)))
-
-    episodes = sorted(p.parent for p in Path(folder).rglob("base_rgb.png"))
+    marker = episode_view_path(folder, "base_rgb").name  # an episode folder is one holding a base_rgb view
+    episodes = sorted(p.parent for p in Path(folder).rglob(marker))
     if episodes:
-        shots = [Shot(load(e / "base_rgb.png", False), load(e / "base_depth.png", True), label=e.name,
-                      hand_rgb=load(e / "hand_rgb.png", False), hand_depth=load(e / "hand_depth.png", True))
+        shots = [Shot(_episode_view(e, "base_rgb", size), _episode_view(e, "base_depth", size), label=e.name,
+                      hand_rgb=_episode_view(e, "hand_rgb", size), hand_depth=_episode_view(e, "hand_depth", size))
                  for e in episodes]
     else:
-        files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-        shots = [Shot(load(p, False), label=p.parent.name) for p in files]
+        files = sorted(p for p in Path(folder).rglob("*") if is_image_file(p))
+        shots = [Shot(_resized_rgb(p, size), label=p.parent.name) for p in files]
     if not shots:
         raise ValueError(f"no {'/'.join(IMAGE_SUFFIXES)} images under {folder}")
     while True:
         yield from shots
+
+
+def _episode_view(episode: Path, view: str, size: int) -> np.ndarray | None:
+    """One view of a recorded episode resized to size x size (depth: nearest, uint16 mm), None if not recorded."""
+    path = episode_view_path(episode, view)
+    if not path.is_file():
+        return None
+    if view.endswith("_depth"):
+        return np.asarray(PILImage.fromarray(read_depth(path)).resize((size, size), PILImage.NEAREST)).astype(np.uint16)
+    return _resized_rgb(path, size)
+
+
+def _resized_rgb(path: Path, size: int) -> np.ndarray:
+    """A colour image file as RGB uint8, resized to size x size."""
+    return np.asarray(open_rgb(path).resize((size, size)))
 
 
 def clutter_env_shots(config: SimCameraConfig) -> Iterator[Shot]:

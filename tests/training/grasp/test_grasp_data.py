@@ -5,8 +5,9 @@ import torch
 
 from grasp_fixtures import ID_OBJECTS, OOD_OBJECTS
 from training.data import DatasetError
-from training.grasp.data import (YCB_ID, YCB_OOD, GraspDataConfig, ObjectSplitConfig, ObservationTransform,
-                                 episode_targets, load_clutter_data, read_view, resolve_object_split)
+from sim.ycb import paper_split
+from training.grasp.data import (GraspDataConfig, ObjectSplitConfig, ObservationTransform, episode_targets,
+                                 load_clutter_data, read_view, resolve_object_split)
 from vlkd_formats.dataset_dir import DatasetInfo
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
@@ -36,10 +37,13 @@ def test_split_modes_and_their_errors(tiny_clutter):
 
 
 def test_ycb_labels_get_the_papers_split_by_default():
-    names = [n.split("_", 1)[1].replace("_", " ") for n in YCB_ID + YCB_OOD] + ["extra thing"]
+    names = paper_split()["id"] + paper_split()["ood"] + ["extra thing"]
     ids, oods, source = resolve_object_split(DatasetInfo(kind="clutter", labels=names), ObjectSplitConfig())
     assert source == "ycb" and len(ids) == 14 and len(oods) == 12
     assert "master chef can" in ids and "rubiks cube" in oods
+    asset_ids = [f"{i:03d}_{n.replace(' ', '_')}" for i, n in enumerate(names)]  # "000_master_chef_can", ...
+    ids, oods, source = resolve_object_split(DatasetInfo(kind="clutter", labels=asset_ids), ObjectSplitConfig())
+    assert source == "ycb" and ids[0] == "000_master_chef_can" and len(oods) == 12
 
 
 def test_transform_stacks_views_and_checks_each(tiny_clutter):

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from grasp_fixtures import grasp_overrides
+from grasp_fixtures import copy_model, grasp_overrides
 from training.grasp.data import GraspDataConfig, load_clutter_data
 from training.grasp.eval import COLUMNS, column_metrics, select_support
 from vlkd_ros.cli import main as cli
@@ -33,8 +33,8 @@ def test_one_command_trains_the_rows_and_writes_table_11(tiny_clutter, tiny_teac
         assert row["counts"]["x_ood_support"] + row["counts"]["x_ood_query"] == 72
         assert sorted(row["few_shot_thresholds"]) == sorted(result["rows"][0]["objects"]["ood"])
         assert all(0.0 <= t <= 1.0 for t in row["few_shot_thresholds"].values())
-    cards = {name: json.loads((tmp_path / "table" / slug / "grasp.json").read_text())["text"]
-             for name, slug in (("L_cls", "l_cls"), ("+rich descriptions", "rich_descriptions"))}
+    cards = {name: json.loads((tmp_path / "table" / slug / "model" / "grasp.json").read_text())["text"]
+             for name, slug in (("L_cls", "l_cls"), ("+rich descriptions", "rich_descriptions"))}  # run dir/model
     assert not cards["L_cls"]["use_descriptions"] and cards["+rich descriptions"]["use_descriptions"]
 
 
@@ -51,3 +51,13 @@ def test_support_selection_and_metrics(tiny_clutter):
     per_column = column_metrics(torch.tensor([[0.9, 0.1], [0.2, 0.8]]), torch.tensor([[1.0, 0.0], [0.0, 0.0]]),
                                 torch.tensor([[True, False], [True, True]]), torch.tensor([[0.5, 0.85]]))
     assert per_column["accuracy"] == 1.0 and per_column["f1"] == 1.0  # 0.8 < 0.85: the second object says no
+
+
+def test_a_model_dir_alone_is_evaluated_from_its_card(tiny_grasp_model, tmp_path, capsys):
+    alone = copy_model(tiny_grasp_model, tmp_path / "alone")  # no run dir and no config.yaml anywhere near it
+    assert cli(["eval-grasp", "eval.k_shot=3", "eval.fewshot.steps=2", "--model", str(alone)]) == 0
+    assert "| method | Y_id on X_id | Y_id on X_ood | Y_ood on X_ood |" in capsys.readouterr().out
+    row = json.loads((alone / "eval" / "table.json").read_text())["rows"][0]
+    assert row["model_dir"] == str(alone) and row["counts"]["x_ood_support"] + row["counts"]["x_ood_query"] == 72
+    assert cli(["eval-grasp", "eval.k_shot=3", "train.data.root=/nowhere", "--model", str(alone)]) == 2
+    assert "/nowhere" in capsys.readouterr().err  # overrides still apply to the recorded training config

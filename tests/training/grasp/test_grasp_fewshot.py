@@ -3,7 +3,7 @@ training-scene observations, which never hold it."""
 import pytest
 import torch
 
-from training.grasp.fewshot import GraspFewShotConfig, object_thresholds
+from training.grasp.fewshot import GraspFewShotConfig, added_object_thresholds, object_thresholds
 from training.grasp.model import score_inputs
 from training.grasp.model_dir import load_grasp_model_dir
 
@@ -23,6 +23,11 @@ def test_object_thresholds_keep_the_false_positive_rate_on_frames_without_the_ob
             said_yes = float((column >= t).float().mean())  # what `query` answers "graspable" on
             assert fpr - 1 / len(absent) < said_yes <= fpr
     assert object_thresholds(gm.student, gm.scorer(), absent[:0], pos, neg, 0.2) is None
+    # What add_object and Table 11's k-shot columns use: one value per object, None for "the model's threshold".
+    same = added_object_thresholds(gm.student, gm.scorer(), absent, pos, neg, 0.25)
+    assert same == pytest.approx(object_thresholds(gm.student, gm.scorer(), absent, pos, neg, 0.25).tolist())
+    assert added_object_thresholds(gm.student, gm.scorer(), absent, pos, neg, 1.0) == [None] * len(pos)
+    assert added_object_thresholds(gm.student, gm.scorer(), absent[:0], pos, neg, 0.2) == [None] * len(pos)
 
 
 @pytest.mark.parametrize("fpr", [0.0, 1.5, -0.1])

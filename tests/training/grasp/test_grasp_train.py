@@ -1,10 +1,12 @@
-"""`vlkd train-grasp`: a complete grasp model dir whose parts (text tower, replay, registry) reload on their own."""
+"""`vlkd train-grasp`: a complete grasp model dir, apart from the run dir, whose parts (text tower, replay, registry)
+reload on their own."""
 import json
 
 import pytest
 import torch
 
-from vlkd_formats.config import load_config
+from vlkd_formats.config import load_config, to_dict
+from vlkd_formats.model_dir import GRASP_ENTRIES, read_card
 from training.grasp.model_dir import ReplayBuffer, load_grasp_model_dir
 from training.grasp.text import TextTower
 from training.grasp.train import GraspTrainConfig
@@ -15,7 +17,14 @@ pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 
 def test_trained_model_dir_is_complete_and_self_contained(tiny_grasp_model):
-    records = [json.loads(line) for line in (tiny_grasp_model / "metrics.jsonl").read_text().splitlines()]
+    run = tiny_grasp_model.parent  # the run dir: training's files only; the model dir: what serving needs only
+    assert tiny_grasp_model.name == "model"
+    assert {p.name for p in run.iterdir()} >= {"config.yaml", "metrics.jsonl", "checkpoints", "model"}
+    assert sorted(p.name for p in tiny_grasp_model.iterdir()) == sorted(GRASP_ENTRIES)
+    card = read_card(run, expect_kind="grasp")  # the run dir is read through its model/ folder
+    assert card.kind == "grasp" and card.version == 2 and card.info["task"] == "grasp"
+    assert card.training == to_dict(load_config(GraspTrainConfig, run / "config.yaml"))  # eval needs no run dir
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == list(range(1, 7))
     assert {"loss/bce", "loss/im_cst"} <= set(records[-1]) and records[-1]["loss/total"] < records[0]["loss/total"]
     model = load_grasp_model_dir(tiny_grasp_model)

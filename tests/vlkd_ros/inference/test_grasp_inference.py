@@ -1,7 +1,9 @@
 """GraspFeasibility: batched open-vocabulary queries, clear input errors, few-shot learning in the background with
-validate-then-swap, persistence across restarts and crashes, and the ONNX backend."""
+validate-then-swap, persistence across restarts and crashes (inside the model dir only), v1 dirs converted, and the
+ONNX backend (exported by `vlkd export` and at a commit, never while loading)."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,14 +16,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from grasp_fixtures import copy_model
+from grasp_fixtures import copy_model, make_v1_dir
 from training.grasp.data import GraspDataConfig, load_clutter_data, read_view
 from training.grasp.fewshot import FinetuneCheck
+from training.model_dir import convert_model_dir
+from vlkd_formats.model_dir import ModelDirError, OldModelDirError, onnx_file
+from vlkd_formats.object_registry import read_registry, write_registry
 from vlkd_ros.inference import GraspFeasibility, name_quality
-from vlkd_formats.object_registry import read_registry
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 NEW = "orange square"
 
 
@@ -196,23 +200,97 @@ def test_a_crash_during_add_object_leaves_the_previous_model_serving(tiny_grasp_
     assert GraspFeasibility.from_checkpoint(model_dir).model_version == model.model_version != before
 
 
-def test_onnx_backend_answers_like_torch_and_follows_swaps(tiny_grasp_model, data, tmp_path, monkeypatch):
+def _files(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_onnx_is_written_at_export_and_at_a_commit_never_while_loading(tiny_grasp_model, data, tmp_path, monkeypatch,
+                                                                        capsys):
+    from vlkd_ros.cli import main as cli
+
     model_dir = copy_model(tiny_grasp_model, tmp_path / "model")
+    untouched = _files(model_dir)
+    with pytest.raises(ModelDirError, match=rf"backend 'onnx' .*run `vlkd export --model {model_dir}` first"):
+        GraspFeasibility.from_checkpoint(model_dir, backend="onnx")
+    assert _files(model_dir) == untouched  # loading wrote nothing
+    assert cli(["export", "--model", str(model_dir)]) == 0
+    exported = model_dir / onnx_file(read_registry(model_dir).weights_sha256)
+    assert exported.is_file() and str(exported) in capsys.readouterr().out
+    untouched = _files(model_dir)
     torch_model = GraspFeasibility.from_checkpoint(model_dir)
     onnx_model = GraspFeasibility.from_checkpoint(model_dir, backend="onnx")
+    assert _files(model_dir) == untouched
     frames, names = _frames(data.x_ood[:4]), ["red circle", NEW, "teapot"]
     for a, b in zip(torch_model.query(frames, names), onnx_model.query(frames, names)):
         for name in names:
             assert a[name]["score"] == pytest.approx(b[name]["score"], abs=1e-4)
-    assert len(list((model_dir / "onnx").glob("student-*.onnx"))) == 1
-    onnx_model.fewshot = replace(onnx_model.fewshot, steps=1)
+
+    commits = []  # (weights version, is its ONNX on disk) at each registry write
+
+    def committing(root, registry):
+        commits.append((registry.weights_version, (root / onnx_file(registry.weights_sha256)).is_file()))
+        write_registry(root, registry)
+
+    monkeypatch.setattr("vlkd_ros.inference.grasp.write_registry", committing)
     _accept_any_finetune(monkeypatch)
+    onnx_model.fewshot = replace(onnx_model.fewshot, steps=1)
     job = onnx_model.add_object(NEW, _frames(_shots_and_query(data)[0]))
     assert job.wait(120) and job.state == "succeeded", job.message
-    exported = list((model_dir / "onnx").glob("student-*.onnx"))
-    assert len(exported) == 1 and read_registry(model_dir).weights_sha256[:16] in exported[0].name
+    assert commits[-1] == (1, True)  # the new weights' ONNX was written before the registry named them
+    current = [p.name for p in (model_dir / "onnx").glob("student-*.onnx")]
+    assert current == [Path(onnx_file(read_registry(model_dir).weights_sha256)).name]  # the old export pruned
+    reloaded = GraspFeasibility.from_checkpoint(model_dir, backend="onnx")
+    assert reloaded.model_version == onnx_model.model_version
+    assert reloaded.query(frames, [NEW])[0][NEW]["score"] == pytest.approx(
+        onnx_model.query(frames, [NEW])[0][NEW]["score"], abs=1e-5)
+
+    torch_model = GraspFeasibility.from_checkpoint(model_dir)  # a torch-backend commit exports nothing
+    torch_model.fewshot = replace(torch_model.fewshot, steps=1)
+    job = torch_model.add_object("mystery box", _frames(_shots_and_query(data)[0]))
+    assert job.wait(120) and job.state == "succeeded", job.message
+    assert commits[-1] == (2, False) and not list((model_dir / "onnx").glob("*.onnx"))
+    with pytest.raises(ModelDirError, match=r"\(v2-.*\), and nothing exported them; run `vlkd export"):
+        GraspFeasibility.from_checkpoint(model_dir, backend="onnx")
     with pytest.raises(ValueError, match="backend must be one of"):
         GraspFeasibility.from_checkpoint(model_dir, backend="tensorrt")
+
+
+def test_add_object_through_the_run_dir_writes_only_inside_the_model_dir(tiny_grasp_model, data, tmp_path,
+                                                                          monkeypatch):
+    run = Path(shutil.copytree(tiny_grasp_model.parent, tmp_path / "run"))  # config.yaml, metrics, checkpoints, model/
+    outside = {k: v for k, v in _files(run).items() if not k.startswith("model/")}
+    model = GraspFeasibility.from_checkpoint(run)  # a run dir is read through its model/ folder
+    assert model.model_dir == run / "model"
+    model.fewshot = replace(model.fewshot, steps=1)
+    _accept_any_finetune(monkeypatch)
+    job = model.add_object(NEW, _frames(_shots_and_query(data)[0]))
+    assert job.wait(120) and job.state == "succeeded", job.message
+    assert {k: v for k, v in _files(run).items() if not k.startswith("model/")} == outside
+    assert sorted(p.name for p in run.iterdir()) == sorted(p.name for p in tiny_grasp_model.parent.iterdir())
+    written = {k for k in _files(run / "model")} - set(_files(tiny_grasp_model))
+    assert {k.split("/")[0] for k in written} == {"weights", "objects"}
+    assert read_registry(run / "model").get(NEW).finetuned
+
+
+def test_a_converted_v1_dir_answers_like_the_dir_it_was(tiny_grasp_model, data, tmp_path, monkeypatch):
+    run = Path(shutil.copytree(tiny_grasp_model.parent, tmp_path / "run"))
+    model = GraspFeasibility.from_checkpoint(run / "model")
+    model.fewshot = replace(model.fewshot, steps=1)
+    _accept_any_finetune(monkeypatch)
+    job = model.add_object(NEW, _frames(_shots_and_query(data)[0]), description="a small square that is plain orange")
+    assert job.wait(120) and job.state == "succeeded", job.message
+    old = make_v1_dir(run / "model", tmp_path / "old")  # as the code before v2 left it: weights/, objects/ and all
+    with pytest.raises(OldModelDirError, match=f"`vlkd convert-model {old}`"):
+        GraspFeasibility.from_checkpoint(old)
+    convert_model_dir(old)
+    converted = GraspFeasibility.from_checkpoint(old)
+    assert converted.model_dir == old / "model" and converted.model_version == model.model_version
+    assert converted.objects() == model.objects() and converted.threshold_for(NEW) == model.threshold_for(NEW)
+    frames, names = _frames(data.x_ood[:4]), ["red circle", NEW, "teapot"]
+    for a, b in zip(converted.query(frames, names), model.query(frames, names)):
+        for name in names:
+            assert a[name]["graspable"] == b[name]["graspable"]
+            assert a[name]["score"] == pytest.approx(b[name]["score"], abs=1e-6)
 
 
 def test_add_object_cli_reports_bad_shots(tiny_grasp_model, data, tmp_path, capsys):

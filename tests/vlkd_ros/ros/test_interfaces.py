@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 INSTALL = ROOT / "install" / "vlkd_interfaces"
 PEER = Path(__file__).with_name("interfaces_peer.py")
 TIMEOUT_S = 90

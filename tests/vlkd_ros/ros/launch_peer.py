@@ -1,6 +1,6 @@
 """Runs a launch file for real (needs ROS 2's launch and launch_ros) and prints one node's parameters as JSON.
 
-Usage: python launch_peer.py LAUNCH_FILE ARGUMENTS_JSON NODE_FQN NAMES_JSON. Used by test_node_launch.py on a
+Usage: python launch_peer.py LAUNCH_FILE ARGUMENTS_JSON NODE_FQN NAMES_JSON. Used by test_perception_launch.py on a
 ROS 2 install; the parameters are read through the node's standard ~/get_parameters service.
 """
 from __future__ import annotations

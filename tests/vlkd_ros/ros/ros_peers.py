@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 INSTALL = ROOT / "install" / "vlkd_interfaces"
 # The `vlkd` console script of this interpreter's environment (what users run), else the same entry point.
 _SCRIPT = Path(sys.executable).with_name("vlkd")

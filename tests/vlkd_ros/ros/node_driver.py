@@ -1,4 +1,4 @@
-"""Client process for test_node.py: drives a running vlkd_perception node through its services over DDS.
+"""Client process for test_perception_node.py: drives a running vlkd_perception node through its services over DDS.
 
 Usage: python node_driver.py SCENARIO CONFIG_JSON. Prints one JSON line per check ({"check": ..., ...}); the
 test asserts on them. Scenarios: `reliability` (errors, 4K, a 30 Hz camera + few-shot job + 200 queries,

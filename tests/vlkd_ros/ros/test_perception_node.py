@@ -1,15 +1,18 @@
 """vlkd_perception over real DDS: `vlkd serve` (the real GraspFeasibility on a tiny model dir), `vlkd sim-camera`
-streaming at 30 Hz and a client process (node_driver.py), each in its own process on loopback."""
+streaming at 30 Hz and a client process (node_driver.py), each in its own process on loopback. Plus the node in
+this process, its service callbacks called directly, and the model protocol it is typed against."""
 from __future__ import annotations
 
+import inspect
 import json
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from ros_peers import ROOT, VLKD
+from ros_peers import INSTALL, ROOT, VLKD, isolated_ros_env
 
 DRIVER = Path(__file__).with_name("node_driver.py")
 PARAMS = ROOT / "config" / "perception.yaml"
@@ -172,3 +175,117 @@ def test_node_serves_an_rgbd_model_from_four_topics(ros_env, procs, tiny_rgbd_gr
     assert c["add_object"]["accepted"], c["add_object"]
     assert c["job"]["finished"] and (c["job"]["state"] == "succeeded" or "validation failed" in c["job"]["message"])
     assert node.popen.poll() is None and node.stop() == 0
+
+
+# ----- the node in this process ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def local_node(monkeypatch, torch_single_thread):
+    """make(**parameters): a PerceptionNode in this process, in a private rclpy context; all destroyed after."""
+    if not INSTALL.is_dir():
+        pytest.skip(f"{INSTALL} not built; run scripts/build_interfaces.sh (install.sh does)")
+    env, namespace = isolated_ros_env()
+    for name in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_STATIC_PEERS", "RMW_IMPLEMENTATION"):
+        monkeypatch.setenv(name, env[name])
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from vlkd_ros.ros.perception_node import PerceptionNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    nodes = []
+
+    def make(**parameters) -> PerceptionNode:
+        node = PerceptionNode(context=context, namespace=namespace,
+                              parameter_overrides=[Parameter(k, value=v) for k, v in parameters.items()])
+        nodes.append(node)
+        return node
+
+    yield make
+    for node in nodes:
+        if node._state == "active":
+            node.trigger_deactivate()
+        node.destroy_node()
+    rclpy.try_shutdown(context=context)
+
+
+def ask(node, name: str, image=None):
+    """Call the node's ~/is_graspable callback; return the reply."""
+    from vlkd_interfaces.srv import IsGraspable
+
+    request = IsGraspable.Request(object_name=name)
+    if image is not None:
+        request.image = image
+    return node._on_is_graspable(request, IsGraspable.Response())
+
+
+def test_real_model_satisfies_the_node_protocol(tiny_grasp_model: Path) -> None:
+    """GraspFeasibility and its FewShotJob have every member of GraspModel/GraspJob, with the same signatures."""
+    from vlkd_ros.inference import FewShotJob, GraspFeasibility
+    from vlkd_ros.inference.protocol import GraspJob, GraspModel
+
+    model = GraspFeasibility.from_checkpoint(tiny_grasp_model)
+    try:
+        assert isinstance(model, GraspModel)
+        assert isinstance(FewShotJob("abc", "mug"), GraspJob)
+        for name, member in vars(GraspModel).items():
+            if name.startswith("_"):
+                continue
+            real = getattr(GraspFeasibility, name)
+            if isinstance(member, property):
+                assert isinstance(real, property), name
+            else:
+                # same parameters, names, annotations and defaults (returns: FewShotJob where the protocol has GraspJob)
+                assert inspect.signature(real).parameters == inspect.signature(member).parameters, name
+        assert model.views == ["base_rgb"] and model.image_size > 0 and model.objects()
+    finally:
+        model.close()
+
+
+def test_names_the_registry_refuses_are_answered_not_raised(local_node, grasp_model_dir: Path) -> None:
+    """Names normalize_name refuses come back as failed replies naming why; any spelling of a known name is it."""
+    from vlkd_interfaces.srv import AddObject
+
+    from vlkd_ros.ros.diagnostics import report_values
+    from vlkd_ros.ros.image_msgs import numpy_to_image
+
+    node = local_node(model_dir=str(grasp_model_dir), known_objects_only=True)
+    assert node.autostart()
+    image = numpy_to_image(np.full((48, 64, 3), 120, np.uint8), "rgb8", "test")
+    known = [name for name, _ in node._model.objects()]
+
+    reply = ask(node, "!!!", image)
+    assert not reply.success and reply.message == "object name '!!!' has no letters or digits"
+    reply = ask(node, "x" * 101, image)
+    assert not reply.success and "at most 100 are allowed" in reply.message
+    reply = ask(node, "  ", image)
+    assert not reply.success and "object_name is empty" in reply.message
+    spelled = known[0].upper().replace(" ", "__")
+    reply = ask(node, spelled, image)
+    assert reply.success and "zero-shot" not in reply.message, reply.message
+    assert reply.message == "request image, 64x48 rgb8"
+
+    added = node._on_add_object(AddObject.Request(name="???", take_next_frames=2), AddObject.Response())
+    assert not added.accepted and added.message == "object name '???' has no letters or digits"
+    assert not node._frame_jobs, "a refused name queues no frame job"
+
+    values = report_values(node.report())
+    assert (values["queries_total"], values["queries_failed"], values["queries_in_flight"]) == (4, 3, 0)
+    assert values["state"] == "active" and values["objects"] == len(known)
+
+
+def test_a_model_dir_that_does_not_load_leaves_the_node_up(local_node, tmp_path: Path) -> None:
+    """Activation fails with the load error on /diagnostics; the node stays inactive and answers with that."""
+    from diagnostic_msgs.msg import DiagnosticStatus
+
+    from vlkd_ros.ros.diagnostics import diagnostic_status
+
+    node = local_node(model_dir=str(tmp_path / "missing"))
+    assert not node.autostart()
+    status = diagnostic_status(node.report())
+    assert status.level == DiagnosticStatus.ERROR and status.hardware_id == "no model"
+    assert status.message.startswith(f"node inactive: cannot load the model from '{tmp_path / 'missing'}'")
+    reply = ask(node, "red circle")
+    assert not reply.success and "node is inactive, not active" in reply.message

@@ -22,6 +22,7 @@ from ros_peers import INSTALL, ROOT, VLKD
 
 LAUNCH = ROOT / "launch" / "perception.launch.py"
 PARAMS = ROOT / "config" / "perception.yaml"
+NODE_MODULE = ROOT / "vlkd_ros" / "ros" / "perception_node.py"
 LAUNCH_PEER = Path(__file__).with_name("launch_peer.py")
 TIMEOUT_S = 60
 
@@ -91,7 +92,7 @@ def console_scripts() -> dict:
 def params_file_values(path: Path = PARAMS) -> dict:
     """The vlkd_perception parameters in a params file (key /**/vlkd_perception or vlkd_perception)."""
     data = yaml.safe_load(path.read_text())
-    node_name = module_constants(ROOT / "vlkd_ros" / "node.py")["NODE_NAME"]
+    node_name = module_constants(NODE_MODULE)["NODE_NAME"]
     keys = [k for k in data if k.rsplit("/", 1)[-1] == node_name]
     assert len(keys) == 1, f"{path} must have one section for node {node_name}, has {list(data)}"
     return data[keys[0]]["ros__parameters"]
@@ -122,7 +123,7 @@ def test_launch_file_names_the_installed_node_and_params_file() -> None:
     consts, node = spec["constants"], spec["node"]
     assert node["package"] == consts["PACKAGE"] == "vlkd_ros"
     assert console_scripts()[node["executable"]] == "vlkd_ros.ros.perception_node:main"
-    assert node["name"] == module_constants(ROOT / "vlkd_ros" / "node.py")["NODE_NAME"]
+    assert node["name"] == module_constants(NODE_MODULE)["NODE_NAME"]
     assert node["parameters"] == ["$(params_file)", "<overrides>"]
     assert "OVERRIDES.items()" in spec["loops"]
     assert consts["OVERRIDES"] == SERVE_OVERRIDES

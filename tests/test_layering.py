@@ -1,0 +1,55 @@
+"""Imports flow one way (vlkd_formats <- sim <- training <- vlkd_ros.inference <- vlkd_ros.ros | vlkd_ros.pipeline
+<- vlkd_ros.cli): the `.importlinter` contracts hold for the checkout, and they do catch an upward import."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+ROOT_PACKAGES = ("vlkd_formats", "sim", "training", "vlkd_ros")
+LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
+
+
+def _lint(cwd: Path, *pythonpath: Path) -> subprocess.CompletedProcess:
+    if not LINT_IMPORTS.exists():
+        pytest.skip(f"{LINT_IMPORTS} missing: pip install -r requirements.txt (import-linter)")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([*map(str, pythonpath), os.environ.get("PYTHONPATH", "")])}
+    # lint-imports reads .importlinter of the working directory; --no-cache: no .import_linter_cache/ written
+    return subprocess.run([str(LINT_IMPORTS), "--no-cache"], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_the_checkout_keeps_every_contract():
+    result = _lint(REPO, REPO)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "0 broken" in result.stdout
+
+
+def _copy_packages(dest: Path) -> None:
+    """The Python sources of the four root packages and the contract file (no assets)."""
+    for package in ROOT_PACKAGES:
+        shutil.copytree(REPO / package, dest / package,
+                        ignore=lambda d, names: [n for n in names if not (n.endswith(".py") or (Path(d) / n).is_dir())
+                                                 or n == "__pycache__"])
+    shutil.copy2(REPO / ".importlinter", dest / ".importlinter")
+
+
+@pytest.mark.parametrize("low, upward", [
+    ("vlkd_formats/_upward.py", "import training.distill\n"),
+    ("sim/_upward.py", "from vlkd_ros.inference import GraspFeasibility\n"),
+    ("vlkd_ros/inference/_upward.py", "def f():\n    import vlkd_ros.ros.perception_node\n"),  # lazy imports count
+    ("vlkd_ros/ros/_upward.py", "import vlkd_ros.pipeline\n"),  # the two middle layers are independent
+])
+def test_an_upward_import_breaks_the_contract(tmp_path, low, upward):
+    _copy_packages(tmp_path)
+    (tmp_path / low).write_text(upward)
+    result = _lint(tmp_path, tmp_path)
+    assert result.returncode != 0, result.stdout[-4000:]
+    report = result.stdout.split("Broken contracts", 1)[-1]
+    assert "Data flows one way" in report and "is not allowed to import" in report, result.stdout[-4000:]
+    assert Path(low).with_suffix("").as_posix().replace("/", ".") in report

@@ -1,0 +1,124 @@
+"""The vlkd_perception parameter table (defaults, descriptions, ranges, when each applies) and its checks, with
+the model views the node serves and the parameter naming each one's camera topic.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.qos import ReliabilityPolicy
+
+RELIABILITIES = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
+# Model view -> the parameter naming its topic. A model stacks some of these views (GraspModel.views).
+VIEW_TOPICS = {"base_rgb": "image_topic", "base_depth": "depth_topic", "hand_rgb": "hand_image_topic",
+               "hand_depth": "hand_depth_topic"}
+_WHEN_NOTES = {"runtime": "changeable at run time",
+               "configure": "read in on_configure: change it while unconfigured (deactivate, cleanup, set, "
+                            "configure, activate)",
+               "startup": "read once at start"}
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One node parameter: default, description, when a change takes effect, and its valid values."""
+
+    name: str
+    default: Any
+    description: str
+    when: str  # "runtime": applies at once; "configure": read in on_configure; "startup": read once by main()
+    float_range: tuple[float, float] | None = None
+    int_range: tuple[int, int] | None = None
+    choices: tuple[str, ...] = ()
+
+    def descriptor(self) -> ParameterDescriptor:
+        """The ParameterDescriptor rqt/`ros2 param describe` show, with ranges rclpy enforces."""
+        desc = ParameterDescriptor(name=self.name, description=f"{self.description} ({_WHEN_NOTES[self.when]})",
+                                   read_only=self.when == "startup")
+        if self.choices:
+            desc.additional_constraints = f"one of: {', '.join(self.choices)}"
+        if self.float_range:
+            desc.floating_point_range = [FloatingPointRange(from_value=float(self.float_range[0]),
+                                                            to_value=float(self.float_range[1]), step=0.0)]
+        if self.int_range:
+            desc.integer_range = [IntegerRange(from_value=self.int_range[0], to_value=self.int_range[1], step=0)]
+        return desc
+
+
+PARAMETERS = (
+    ParamSpec("model_dir", "", "grasp-feasibility model dir (model.json + safetensors) loaded on activate",
+              "configure"),
+    ParamSpec("device", "cpu", "torch device for the model, e.g. cpu or cuda:0", "configure"),
+    ParamSpec("backend", "torch", "inference backend passed to GraspFeasibility.from_checkpoint", "configure"),
+    ParamSpec("image_topic", "/camera/image_raw", "colour camera topic (sensor_msgs/Image)", "configure"),
+    ParamSpec("depth_topic", "", "depth topic of the same camera (16UC1 mm or 32FC1 m), for models that stack "
+              "base_depth; empty: none", "configure"),
+    ParamSpec("hand_image_topic", "", "wrist camera colour topic, for models that stack hand_rgb; empty: none",
+              "configure"),
+    ParamSpec("hand_depth_topic", "", "wrist camera depth topic, for models that stack hand_depth; empty: none",
+              "configure"),
+    ParamSpec("camera_info_topic", "", "camera info topic (sensor_msgs/CameraInfo); empty: none", "configure"),
+    ParamSpec("image_reliability", "best_effort", "QoS reliability of the camera subscriptions", "configure",
+              choices=tuple(RELIABILITIES)),
+    ParamSpec("diagnostics_period", 1.0, "seconds between /diagnostics messages", "startup",
+              float_range=(0.1, 60.0)),
+    ParamSpec("threshold", -1.0, "decision threshold: graspable = score >= threshold; -1: the model's own "
+              "(calibrated) decision", "runtime", float_range=(-1.0, 1.0)),
+    ParamSpec("max_frame_age", 1.0, "seconds after which the latest camera frame is too old to judge; 0: no limit",
+              "runtime", float_range=(0.0, 3600.0)),
+    ParamSpec("image_size", 0, "frames whose shorter side is larger are area-resized to this before the model; "
+              "0: the model's input size", "runtime", int_range=(0, 8192)),
+    ParamSpec("max_image_pixels", 3840 * 2160 * 2, "frames with more pixels are refused; 0: no limit", "runtime",
+              int_range=(0, 2**31 - 1)),
+    ParamSpec("known_objects_only", False, "refuse names that are not in the model's object registry (false: "
+              "answer any name zero-shot, the model is open-vocabulary)", "runtime"),
+    ParamSpec("results_rate", 1.0, "Hz at which the latest frame is judged for every known object and published "
+              "on ~/results; 0: publish only the answers of ~/is_graspable", "runtime", float_range=(0.0, 30.0)),
+    ParamSpec("publish_debug_image", False, "publish the judged frame with scores drawn on ~/debug_image",
+              "runtime"),
+    ParamSpec("max_fewshot_images", 50, "most images (or next frames) one ~/add_object call may use", "runtime",
+              int_range=(1, 1000)),
+    ParamSpec("fewshot_frame_timeout", 10.0, "seconds ~/add_object waits for its next camera frames", "runtime",
+              float_range=(0.1, 600.0)),
+    ParamSpec("autostart", True, "configure and activate at start (false: wait for a lifecycle manager)",
+              "startup"),
+)
+SPECS = {spec.name: spec for spec in PARAMETERS}
+
+
+def check_choices(values: Mapping[str, Any]) -> None:
+    """Raise ValueError when a parameter with fixed choices has another value."""
+    for name, value in values.items():
+        spec = SPECS.get(name)
+        if spec and spec.choices and value not in spec.choices:
+            raise ValueError(f"parameter {name}={value!r} is not valid; valid: {', '.join(spec.choices)}")
+
+
+def accepted_changes(values: Mapping[str, Any], state: str) -> dict[str, Any]:
+    """The node's own parameters among `values` if all may change in lifecycle `state`; else ValueError why."""
+    changes = {}
+    for name, value in values.items():
+        spec = SPECS.get(name)
+        if spec is None:
+            continue
+        if spec.when == "configure" and state != "unconfigured":
+            raise ValueError(f"{name} is read in on_configure and the node is {state}: deactivate and clean it up, "
+                             f"set {name}, then configure and activate")
+        changes[name] = value
+    check_choices(changes)
+    return changes
+
+
+def configure_values(values: Mapping[str, Any]) -> dict[str, Any]:
+    """The configure-time parameters among the node's current values."""
+    return {spec.name: values[spec.name] for spec in PARAMETERS if spec.when == "configure"}
+
+
+def served_views(views: Sequence[str]) -> list[str]:
+    """The model's views if the node can serve them (known, base_rgb first), else ValueError."""
+    views = list(views)
+    unknown = [v for v in views if v not in VIEW_TOPICS]
+    if unknown or not views or views[0] != "base_rgb":
+        raise ValueError(f"model views {views} are not supported; the node serves {list(VIEW_TOPICS)} with base_rgb "
+                         "first")
+    return views
