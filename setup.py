@@ -7,7 +7,7 @@ PACKAGE = "vlkd_ros"
 
 setup(
     name=PACKAGE,
-    version="0.1.0",
+    version="0.2.0",
     packages=find_packages(include=["vlkd_formats", "vlkd_formats.*", "vlkd_ros", "vlkd_ros.*", "training", "training.*",
                                     "sim", "sim.*"]),
     # Package data (also in a non-editable install): the shipped job configs (training/configs, found by

@@ -7,3 +7,6 @@ resting poses `geometry`, randomisation `randomization`, per-sample seeds `plan`
 collectors `collect_*`, cards `card`. Only `sim.envs` (the ManiSkill envs, imported by the render workers) loads
 SAPIEN / ManiSkill.
 """
+from vlkd_formats import moved as _moved
+
+_moved.install()

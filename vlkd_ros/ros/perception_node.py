@@ -38,6 +38,7 @@ if TYPE_CHECKING:  # importing vlkd_ros.inference loads torch: done only when th
 NODE_NAME = "vlkd_perception"
 EXECUTOR_THREADS = 6
 JOB_DRAIN_S = 60.0
+SHUTDOWN_WAIT_S = 10.0  # how long Ctrl-C waits for running callbacks before their node is destroyed
 
 
 @dataclass
@@ -212,12 +213,16 @@ class PerceptionNode(LifecycleNode):
         self._views_latest = {}
         self._camera_info = None
         self._frame_jobs.fail_collecting("the node was deactivated before the frames arrived")
-        with self._model_lock:
-            model, self._model = self._model, None
-        self._drain_jobs(model)
+        self.release_model()
         self._model_jobs.clear()
         self.get_logger().info("inactive: camera unsubscribed, model freed")
         return super().on_deactivate(state)
+
+    def release_model(self) -> None:
+        """Drop the model after its few-shot jobs finish (at exit; the lifecycle path is on_deactivate)."""
+        with self._model_lock:
+            model, self._model = self._model, None
+        self._drain_jobs(model)
 
     def _drain_jobs(self, model: GraspModel | None) -> None:
         """Let the model's running few-shot jobs commit to its registry before the model is dropped."""
@@ -572,17 +577,21 @@ def load_grasp_model(model_dir: str, device: str, backend: str) -> GraspModel:
 
 
 def run(node: PerceptionNode) -> int:
-    """Autostart if asked, then spin `node` on a multi-threaded executor until Ctrl-C or shutdown."""
+    """Spin `node` on a multi-threaded executor (autostarting it if asked) until Ctrl-C or shutdown."""
     executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
     executor.add_node(node)
+    if node.get_parameter("autostart").value:
+        # as an executor task, so the services answer ("node is unconfigured / inactive") while the model loads
+        executor.create_task(node.autostart)
     try:
-        if node.get_parameter("autostart").value:
-            node.autostart()
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
-        executor.shutdown(timeout_sec=1.0)
+        # Running callbacks (a query on the model, the results timer) must end before the node they use is
+        # destroyed, and few-shot jobs must commit before the process exits: otherwise exit can crash.
+        executor.shutdown(timeout_sec=SHUTDOWN_WAIT_S)
+        node.release_model()
         node.destroy_node()
     return 0
 

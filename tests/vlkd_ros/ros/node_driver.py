@@ -145,6 +145,9 @@ def load_shots(folder: str) -> list:
 def reliability(d: Driver, cfg: dict) -> None:
     """The reliability scenario of the issue; every step prints one check line."""
     known = cfg["known"]
+    first = d.ask(known[0])  # the node answers while it autostarts (loads the model)
+    emit("starting", **reply_fields(first))
+    wait_until(lambda: "not active" not in ((r := d.ask(known[0], timeout=5.0)) and r.message or "not active"), 120.0)
     emit("no_frame", **reply_fields(d.ask(known[0])))
 
     camera = start_camera(cfg["camera_cmd"])
@@ -234,8 +237,8 @@ def rgbd(d: Driver, cfg: dict) -> None:
     """An RGB-D (base + wrist) model started without the wrist topics: fix them through the lifecycle, then
     judge replayed four-view frames and learn from the next frames."""
     known = cfg["known"]
+    wait_until(lambda: bool(d.diagnostics) and d.diagnostics[-1]["level"] == 2, 120.0)  # autostart has failed
     emit("not_activated", **reply_fields(d.ask(known[0])))
-    wait_until(lambda: len(d.diagnostics) > 0, 5.0)
     emit("diagnostics_error", last=d.diagnostics[-1] if d.diagnostics else {})
     emit("cleanup", ok=d.transition(Transition.TRANSITION_CLEANUP))
     for name, topic in cfg["set_topics"].items():

@@ -39,7 +39,7 @@ def isolated_ros_env() -> tuple[dict, str]:
     env.pop("ROS_LOCALHOST_ONLY", None)
     env.update(ROS_DOMAIN_ID=str(1 + (os.getpid() + 37 * n) % 100), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
                ROS_STATIC_PEERS="", RMW_IMPLEMENTATION="rmw_fastrtps_cpp", PYTHONUNBUFFERED="1",
-               RCUTILS_COLORIZED_OUTPUT="0")
+               RCUTILS_COLORIZED_OUTPUT="0", PYTHONFAULTHANDLER="1")  # a crash prints every thread's stack
     return env, f"/vlkd_t{os.getpid()}_{n}"
 
 

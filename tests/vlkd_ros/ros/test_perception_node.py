@@ -83,6 +83,8 @@ def test_node_answers_every_call_under_load(ros_env, procs, grasp_model_dir: Pat
     log = node.output()
     assert c["services"]["ok"], log
 
+    starting = c["starting"]  # asked right after the services appeared: answered, active or not yet
+    assert starting["answered"] and ("not active" in starting["message"] or "no camera frame" in starting["message"])
     assert c["no_frame"]["answered"] and not c["no_frame"]["success"]
     assert "no camera frame received yet" in c["no_frame"]["message"]
     assert c["camera_frame"]["ok"] and c["camera_frame"]["success"], c["camera_frame"]
