@@ -37,22 +37,22 @@ def collect_classification(config: ClassificationConfig, out: str | Path, overwr
     check_readable(catalog.objects)
     check_sim_backend(config.sim_backend)
     settings = json_ready({"kind": KIND, **config.settings()})
-    prepare_out_dir(out, settings, overwrite)
-    done = done_indices(out)
-    if len(done) < len(plan):
-        run_workers(render_shard, (config, str(out)), min(config.workers, len(plan) - len(done)), len(plan),
-                    len(done), desc=f"{KIND} {out.name}")
-    rows = merge_rows(out)
-    info = DatasetInfo(kind=KIND, labels=labels, descriptions={n: catalog.get(n).description for n in labels},
-                       split=split, settings={**settings, "object_set": catalog.name, "images": len(rows)})
-    write_dataset(out, info, rows)
-    write_card(out, classification_card(info, rows, catalog))
-    first = {}
-    for row in rows:
-        first.setdefault(row["label"], row)
-    tiles = [([r["image"]], f"{r['label']} ({r['split']})") for r in list(first.values())[: config.montage_size]]
-    write_montage(out, tiles)
-    return info
+    with prepare_out_dir(out, settings, overwrite):  # held while this run writes `out`
+        done = done_indices(out)
+        if len(done) < len(plan):
+            run_workers(render_shard, (config, str(out)), min(config.workers, len(plan) - len(done)), len(plan),
+                        len(done), desc=f"{KIND} {out.name}")
+        rows = merge_rows(out)
+        info = DatasetInfo(kind=KIND, labels=labels, descriptions={n: catalog.get(n).description for n in labels},
+                           split=split, settings={**settings, "object_set": catalog.name, "images": len(rows)})
+        write_dataset(out, info, rows)
+        write_card(out, classification_card(info, rows, catalog))
+        first = {}
+        for row in rows:
+            first.setdefault(row["label"], row)
+        tiles = [([r["image"]], f"{r['label']} ({r['split']})") for r in list(first.values())[: config.montage_size]]
+        write_montage(out, tiles)
+        return info
 
 
 def render_shard(config: ClassificationConfig, out: str, worker: int, workers: int, progress: Progress) -> None:

@@ -48,23 +48,23 @@ def collect_clutter(config: ClutterConfig, out: str | Path, overwrite: bool = Fa
     check_readable(catalog.objects)
     check_sim_backend(config.sim_backend)
     settings = json_ready({"kind": KIND, **config.settings()})
-    prepare_out_dir(out, settings, overwrite)
-    write_scenes(config, out)
-    done = done_indices(out)
-    if len(done) < len(plan):
-        run_workers(render_shard, (config, str(out)), min(config.workers, len(plan) - len(done)), len(plan),
-                    len(done), desc=f"{KIND} {out.name}", per_sample=len(CAMERAS))
-    rows = merge_rows(out)
-    info = DatasetInfo(kind=KIND, labels=labels, descriptions={n: catalog.get(n).description for n in labels},
-                       split=split, settings={**settings, "object_set": catalog.name, "episodes_written": len(rows),
-                                              "graspable_rule": RULE})
-    write_dataset(out, info, rows)
-    write_card(out, clutter_card(info, rows, catalog, RULE))
-    tiles = [([r["images"]["base_rgb"], r["images"]["hand_rgb"], r["images"]["base_depth"]],
-              f"#{r['episode']} {r['split']}: {sum(o['graspable'] for o in r['objects'])}/{len(r['objects'])} "
-              "graspable") for r in rows[: config.montage_size]]
-    write_montage(out, tiles, columns=4)
-    return info
+    with prepare_out_dir(out, settings, overwrite):  # held while this run writes `out`
+        write_scenes(config, out)
+        done = done_indices(out)
+        if len(done) < len(plan):
+            run_workers(render_shard, (config, str(out)), min(config.workers, len(plan) - len(done)), len(plan),
+                        len(done), desc=f"{KIND} {out.name}", per_sample=len(CAMERAS))
+        rows = merge_rows(out)
+        info = DatasetInfo(kind=KIND, labels=labels, descriptions={n: catalog.get(n).description for n in labels},
+                           split=split, settings={**settings, "object_set": catalog.name, "episodes_written": len(rows),
+                                                  "graspable_rule": RULE})
+        write_dataset(out, info, rows)
+        write_card(out, clutter_card(info, rows, catalog, RULE))
+        tiles = [([r["images"]["base_rgb"], r["images"]["hand_rgb"], r["images"]["base_depth"]],
+                  f"#{r['episode']} {r['split']}: {sum(o['graspable'] for o in r['objects'])}/{len(r['objects'])} "
+                  "graspable") for r in rows[: config.montage_size]]
+        write_montage(out, tiles, columns=4)
+        return info
 
 
 def write_scenes(config: ClutterConfig, out: Path) -> Path:

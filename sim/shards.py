@@ -22,6 +22,7 @@ from tqdm import tqdm
 from sim.errors import CollectionError, SimError
 from vlkd_formats.atomic_io import atomic_write_json
 from vlkd_formats.dataset_dir import INFO_FILE, MANIFEST_FILE, SPLITS, ManifestWriter, read_manifest
+from vlkd_formats.dir_lock import LOCK_FILE, DirLock
 
 PARTS_DIR = ".parts"
 SETTINGS_FILE = f"{PARTS_DIR}/settings.json"
@@ -30,8 +31,23 @@ Progress = Callable[[int], None]
 T = TypeVar("T")
 
 
-def prepare_out_dir(out: Path, settings: dict[str, Any], overwrite: bool) -> None:
-    """Create `out` for a new collection, or accept it for resuming when it was started with the same settings."""
+def prepare_out_dir(out: Path, settings: dict[str, Any], overwrite: bool) -> DirLock:
+    """Create `out` for a new collection, or accept it for resuming when it was started with the same settings.
+
+    Returns the dir's lock, held: keep it (`with prepare_out_dir(...):`) while the collection writes, so a second
+    collector started on the same dir is refused (DirLockedError naming this one's pid) instead of interleaving
+    its samples with ours. It is taken before `overwrite` deletes anything."""
+    lock = DirLock(out, "dataset collection")
+    lock.acquire()
+    try:
+        _check_out_dir(out, settings, overwrite)
+    except BaseException:
+        lock.release()
+        raise
+    return lock
+
+
+def _check_out_dir(out: Path, settings: dict[str, Any], overwrite: bool) -> None:
     if overwrite:
         for name in ARTEFACTS:
             target = out / name
@@ -48,7 +64,7 @@ def prepare_out_dir(out: Path, settings: dict[str, Any], overwrite: bool) -> Non
             raise ValueError(f"{out} holds a collection made with other settings ({details}); use another --out, "
                              "the same settings to resume, or --overwrite to start again")
         return
-    if out.exists() and any(out.iterdir()):
+    if any(p.name != LOCK_FILE for p in out.iterdir()):
         raise ValueError(f"{out} is not empty and holds no resumable collection; use another --out or --overwrite")
     atomic_write_json(stored, settings)
 

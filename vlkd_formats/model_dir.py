@@ -22,6 +22,8 @@ model dir is ever deployed, served or changed by few-shot learning; nothing read
         registry.json                ObjectRegistry: known objects and the current weights file (the commit point)
         weights/vNNNN.safetensors    weights written by few-shot learning (`add_object`)
         objects/<slug>-vNNNN.safetensors  an added object's shots
+        .lock                        the writer lock (`vlkd_formats.dir_lock`) a few-shot learner holds while it
+                                     may commit; its pid and command are in it (no content otherwise)
         onnx/student-<sha16>.onnx    the image encoder of the weights whose SHA-256 starts with <sha16>, written by
                                      `vlkd export --model DIR` and by a few-shot commit when serving with backend
                                      "onnx"; never while loading

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import unicodedata
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Literal
@@ -18,24 +19,73 @@ from vlkd_formats.model_dir import REGISTRY_FILE, WEIGHTS_FILE
 FORMAT = "vlkd-object-registry"
 VERSION = 1
 MAX_NAME_CHARS = 100
+MAX_DESCRIPTION_CHARS = 500
 
 
 class RegistryError(VlkdError, ValueError):
     """The registry file is missing, unreadable or of another format."""
 
 
+# Characters a name may not hold, by Unicode category: invisible or layout-changing ones (a NUL, a bidi override,
+# a zero-width joiner, a line break) would make two names look alike, or a log line or a listing lie.
+REFUSED_CATEGORIES = {"Cc": "a control character", "Cf": "a format character (bidi override, zero-width, ...)",
+                      "Cs": "a surrogate", "Co": "a private-use character", "Cn": "an unassigned code point",
+                      "Zl": "a line separator", "Zp": "a paragraph separator"}
+PATH_SEPARATORS = "/\\"
+
+
 def normalize_name(name: object) -> str:
-    """Canonical object name: words lowercased, '_' as space, single spaces. Raises ValueError on no text."""
+    """Canonical object name: Unicode NFC, words lowercased, '_' as space, single spaces; what the registry stores
+    and every lookup compares. Raises ValueError, with a one-line reason, on a name with no letters or digits, over
+    MAX_NAME_CHARS, or holding a character of REFUSED_CATEGORIES or a path separator (/ or \\) anywhere but in
+    leading or trailing whitespace, which is dropped. Other punctuation ("drop table objects;") is plain text and
+    kept: a name is never part of a path (file names use `model_dir.file_slug`) nor of a query language."""
     if not isinstance(name, str):
-        raise ValueError(f"an object name must be a string, got {type(name).__name__} {name!r}")
-    clean = " ".join(name.replace("_", " ").split()).lower()
+        raise ValueError(f"an object name must be a string, got {type(name).__name__} {_shown(name)}")
+    if len(name) > 4 * MAX_NAME_CHARS:  # refused before looking at every character of a huge string
+        raise ValueError(f"object name is {len(name)} characters long; at most {MAX_NAME_CHARS} are allowed")
+    text = unicodedata.normalize("NFC", name.strip())
+    for i, ch in enumerate(text):
+        what = REFUSED_CATEGORIES.get(unicodedata.category(ch))
+        if what is not None:
+            raise ValueError(f"object name {_shown(name)} holds {what}, U+{ord(ch):04X} at position {i}: names are "
+                             "visible text only")
+        if ch in PATH_SEPARATORS:
+            raise ValueError(f"object name {_shown(name)} holds the path separator {ch!r}: names are not paths")
+    clean = " ".join(text.replace("_", " ").split()).lower()
     if not clean:
-        raise ValueError(f"object name {name!r} is empty")
+        raise ValueError(f"object name {_shown(name)} is empty")
     if not any(ch.isalnum() for ch in clean):
-        raise ValueError(f"object name {name!r} has no letters or digits")
+        raise ValueError(f"object name {_shown(name)} has no letters or digits")
     if len(clean) > MAX_NAME_CHARS:
         raise ValueError(f"object name is {len(clean)} characters long; at most {MAX_NAME_CHARS} are allowed")
     return clean
+
+
+def normalize_description(text: object) -> str:
+    """A description as the registry stores it: single spaces, case kept; "" for none. Raises ValueError, with a
+    one-line reason, on a non-string, over MAX_DESCRIPTION_CHARS, or holding a character of REFUSED_CATEGORIES
+    (tabs and line breaks become spaces first: a description is one line of prompt text)."""
+    if not isinstance(text, str):
+        raise ValueError(f"a description must be a string, got {type(text).__name__} {_shown(text)}")
+    if len(text) > 4 * MAX_DESCRIPTION_CHARS:
+        raise ValueError(f"description is {len(text)} characters long; at most {MAX_DESCRIPTION_CHARS} are allowed")
+    clean = " ".join(text.replace("\t", " ").replace("\r", " ").replace("\n", " ").split())
+    clean = unicodedata.normalize("NFC", clean)
+    for i, ch in enumerate(clean):
+        what = REFUSED_CATEGORIES.get(unicodedata.category(ch))
+        if what is not None:
+            raise ValueError(f"description {_shown(text)} holds {what}, U+{ord(ch):04X} at position {i}: "
+                             "descriptions are visible text only")
+    if len(clean) > MAX_DESCRIPTION_CHARS:
+        raise ValueError(f"description is {len(clean)} characters long; at most {MAX_DESCRIPTION_CHARS} are allowed")
+    return clean
+
+
+def _shown(value: object, limit: int = 60) -> str:
+    """repr of a (possibly hostile) value for a one-line message: escapes, at most `limit` characters of it."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 @dataclass(frozen=True)

@@ -273,12 +273,15 @@ class ObservationTransform:
     def _view(self, view: str, array: np.ndarray) -> torch.Tensor:
         kind = VIEWS[view][0]
         x = check_rgb(view, array) if kind == "rgb" else check_depth(view, array)
-        t = torch.from_numpy(np.array(x, copy=True))
+        # One copy: the float conversion (CHW for RGB) straight from the caller's array, which may be read-only
+        # (a view of a ROS message's buffer) and is never written to.
         if kind == "rgb":
-            t = t.permute(2, 0, 1).float().div_(255)
+            t = torch.from_numpy(np.ascontiguousarray(x.transpose(2, 0, 1), dtype=np.float32)).div_(255)
             t = self._resize(t, "bilinear").clamp_(0, 1)
             return (t - self.mean) / self.std
-        t = t.float().div_(1000.0) if t.dtype == torch.int32 else t.float()
+        t = torch.from_numpy(x.astype(np.float32))
+        if x.dtype == np.int32:
+            t.div_(1000.0)
         t = self._resize(t[None], "nearest").clamp_(0, self.depth_max_m)
         return t / self.depth_max_m * 2 - 1
 

@@ -120,13 +120,19 @@ class GraspModelDir:
 def write_grasp_model_dir(out: str | os.PathLike, student: Student, card: ModelCard,
                           text_features: dict[str, torch.Tensor], grasp: GraspCard, tower: TextTower,
                           replay: ReplayBuffer, objects: list[ObjectEntry]) -> Path:
-    """Write every part of the grasp model dir `out` (`vlkd train-grasp` writes `output_dir/model`); the registry
-    (objects + current weights), then the card go last, so a dir with a readable card is complete."""
+    """Write every part of the grasp model dir `out` (`vlkd train-grasp` writes `output_dir/model`), the ONNX
+    export of the weights among them (what backend "onnx", the node's default, runs); the registry (objects +
+    current weights), then the card go last, so a dir with a readable card is complete."""
     def grasp_parts(root: Path) -> None:
         tower.save(root / TEXT_ENCODER_DIR)
         replay.save(root / REPLAY_FILE)
         atomic_write_json(root / GRASP_FILE, asdict(grasp))
         registry = ObjectRegistry(weights=WEIGHTS_FILE, weights_sha256=file_sha256(root / WEIGHTS_FILE))
+        onnx_path = root / onnx_file(registry.weights_sha256)
+        export_student_onnx(student, grasp.image_size, onnx_path)
+        for old in onnx_path.parent.glob("student-*.onnx"):  # exports of weights an earlier run wrote here
+            if old != onnx_path:
+                old.unlink(missing_ok=True)
         for entry in objects:
             registry = registry.with_object(entry)
         write_registry(root, registry)

@@ -33,8 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     e.set_defaults(func=run_eval)
 
     a = sub.add_parser("add-object", help="teach a grasp model a new object from a few observations",
-                       description="Registers the object (answerable zero-shot at once), finetunes on the shots, "
-                                   "validates, then swaps the weights in the model dir atomically. Example: vlkd "
+                       description="Checks the shots (distinct views, no flat or noise frames), finetunes on "
+                                   "all but the last ones, validates on those, then swaps the weights and registry "
+                                   "entry in the model dir atomically (nothing is written otherwise). Example: vlkd "
                                    "add-object --model runs/grasp --name 'tea cup' "
                                    "--images a.png b.png c.png d.png e.png")
     a.add_argument("--model", required=True, help="grasp model dir, or the run dir holding it as model/ (changed in "
@@ -102,8 +103,10 @@ def run_add_object(args: argparse.Namespace) -> int:
     held_out = _held_out(Path(args.eval_data), args.name, args.images, model.views) if args.eval_data else []
     before = name_quality(model, held_out, args.name) if held_out else None
     job = model.add_object(args.name, shots, description=args.description, k=args.k)
-    print(f"{args.name!r} registered (answerable zero-shot); finetuning job {job.job_id} ...")
+    print(f"learning {args.name!r} (answerable zero-shot meanwhile; nothing is written unless it validates): "
+          f"job {job.job_id}, {job.message} ...")
     job.wait()
+    model.close()
     result = {"state": job.state, "message": job.message, "model_version": model.model_version, "report": job.report}
     if held_out:
         after = name_quality(model, held_out, args.name)

@@ -12,7 +12,31 @@ from vlkd_ros.cli import CLIError
 from vlkd_ros.cli.flags import add_config_flags, flag_overrides
 
 CHECKOUT = Path(__file__).resolve().parents[2]
-INTERFACES = CHECKOUT / "install" / "vlkd_interfaces"
+# The ROS 2 distros this checkout is tested with; the first is the default (.venv, install/). Each other one has its
+# own venv and colcon install base (./install.sh --ros jazzy: .venv-jazzy, install-jazzy/).
+ROS_DISTROS = ("kilted", "jazzy")
+
+
+def ros_distro() -> str:
+    """The ROS 2 distro of this interpreter: the one whose rclpy wheel is installed, else $ROS_DISTRO (a regular
+    ROS 2 install sets it), else the default."""
+    from importlib import metadata
+
+    for distro in ROS_DISTROS:
+        try:
+            metadata.distribution(f"ros-{distro}-rclpy")
+            return distro
+        except metadata.PackageNotFoundError:
+            pass
+    return os.environ.get("ROS_DISTRO") or ROS_DISTROS[0]
+
+
+def interfaces_install(distro: str) -> Path:
+    """Where scripts/build_interfaces.sh installs vlkd_interfaces for `distro`."""
+    return CHECKOUT / ("install" if distro == ROS_DISTROS[0] else f"install-{distro}") / "vlkd_interfaces"
+
+
+INTERFACES = interfaces_install(ros_distro())
 REEXEC_GUARD = "_VLKD_ROS_ENV_REEXEC"
 FASTDDS_PROFILE = "fastdds_large_frames.xml"
 # `vlkd serve` flag -> node parameter; the same pairs as the launch arguments of launch/perception.launch.py.

@@ -70,10 +70,17 @@ def run_export(args: argparse.Namespace) -> int:
 def run_convert(args: argparse.Namespace) -> int:
     """Convert a v1 model dir and say where the new one is."""
     from training.model_dir import convert_model_dir
-    from vlkd_formats.model_dir import read_card
+    from vlkd_formats.model_dir import KIND_GRASP, read_card
 
     new = convert_model_dir(args.old_dir, args.out)
-    print(f"model dir: {new} (kind {read_card(new).kind}); use it from now on. {args.old_dir} keeps its old files: "
+    kind = read_card(new).kind
+    if kind == KIND_GRASP:  # what backend onnx, the node's default, runs (v1 dirs rarely carried one)
+        from training.grasp.model_dir import export_onnx, load_grasp_model_dir
+
+        if not load_grasp_model_dir(new).onnx_path().is_file():
+            path, _ = export_onnx(new)
+            print(f"exported the image encoder to {path} (for backend onnx)")
+    print(f"model dir: {new} (kind {kind}); use it from now on. {args.old_dir} keeps its old files: "
           "delete them once the new dir serves")
     return 0
 

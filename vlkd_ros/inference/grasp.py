@@ -14,7 +14,8 @@ import os
 import queue
 import threading
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -25,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from training.checkpoint import save_weights
 from training.grasp.export import export_student_onnx
 from training.grasp.fewshot import (GraspFewShotConfig, GraspShots, added_object_thresholds, check_finetune,
-                                    finetune_grasp)
+                                    finetune_grasp, guard_problem, split_holdout)
 from training.grasp.model_dir import GraspModelDir, ReplayBuffer, load_grasp_model_dir
 from training.grasp.text import prompt_texts
 from training.students import Student
@@ -34,33 +35,80 @@ from vlkd_formats.atomic_io import atomic_write
 from vlkd_formats.config import from_dict
 from vlkd_formats.model_dir import (OBJECTS_DIR, ONNX_DIR, REPLAY_FILE, WEIGHTS_DIR, fewshot_weights_file, onnx_file,
                                     shots_file)
-from vlkd_formats.object_registry import ObjectEntry, ObjectRegistry, normalize_name, write_registry
-from vlkd_ros.inference.jobs import FewShotJob
+from vlkd_formats.dir_lock import DirLock
+from vlkd_formats.errors import VlkdError
+from vlkd_formats.object_registry import (ObjectEntry, ObjectRegistry, normalize_description, normalize_name,
+                                          read_registry, write_registry)
+from vlkd_ros.inference.jobs import FewShotJob, JobCancelled
+from vlkd_ros.inference.shots import MIN_SHOTS, ShotError, ShotRules, base_rgb, check_shots
 from vlkd_ros.inference.onnx_backend import OnnxEncoder
+from vlkd_ros.inference.protocol import GraspEmbedding
 
-__all__ = ["BACKENDS", "FewShotJob", "GraspFeasibility"]
+__all__ = ["BACKENDS", "Embedding", "FewShotError", "FewShotJob", "GraspFeasibility", "JobQueueFull", "ShotError",
+           "ValidationFailed"]
 log = logging.getLogger(__name__)
 BACKENDS = ("torch", "onnx")
+NAME_CACHE_SIZE = 4096  # (name, description) -> prompt features kept for answers; cleared when full
+MAX_JOBS, MAX_JOBS_PER_NAME, JOB_HISTORY = 4, 1, 100
+CANCEL_WAIT_S = 10.0  # how long cancel() waits for a running job to reach its next step
+
+
+class FewShotError(VlkdError, ValueError):
+    """add_object cannot start a job on this model dir (its guard cannot run, another writer changed it)."""
+
+
+class JobQueueFull(FewShotError):
+    """add_object refused: as many few-shot jobs as allowed are queued or running (in total or for that name)."""
+
+
+class ValidationFailed(RuntimeError):
+    """A finetune failed `check_finetune`: the job fails and the previous model keeps serving."""
 
 
 @dataclass(frozen=True)
 class _Serving:
-    """What one query reads: version, registry, torch weights and the encoder that runs them."""
+    """What one query reads: version, registry, torch weights and the encoder that runs them (and the registry's
+    entries by name, for answers that look names up without normalising them again)."""
 
     version: str
     registry: ObjectRegistry
     student: Student
     encoder: Callable[[torch.Tensor], torch.Tensor]
+    entries: dict[str, ObjectEntry] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "entries", {o.name: o for o in self.registry.objects})
+
+
+@dataclass(frozen=True, eq=False)
+class Embedding:
+    """What `GraspFeasibility.embed` returns and `answer` reads: the student's image features of some
+    observations (here global, (B, D); a dense-feature student would keep its feature maps here) and the
+    serving snapshot that computed them. Callers treat it as opaque but for `model_version` and `len()`."""
+
+    features: torch.Tensor
+    serving: _Serving
+    owner: "GraspFeasibility"
+
+    @property
+    def model_version(self) -> str:
+        """Version of the weights that computed these features."""
+        return self.serving.version
+
+    def __len__(self) -> int:
+        return len(self.features)
 
 
 class GraspFeasibility:
     """Is each named object graspable in an observation? Open vocabulary, batched, CPU or GPU.
 
-    `fewshot` holds the settings `add_object` finetunes with (from the model dir's grasp.json); replace it to
-    change them for later jobs."""
+    `fewshot` holds the settings `add_object` finetunes with (from the model dir's grasp.json), `shot_rules` what
+    its shots must be (`vlkd_ros.inference.shots`), `max_jobs` / `max_jobs_per_name` how many jobs may be queued or
+    running at once; replace them to change later jobs. Nothing is written to the model dir unless a job
+    succeeds; the first job takes the dir's writer lock (`vlkd_formats.dir_lock`) until `close()`."""
 
-    def __init__(self, model: GraspModelDir, device: torch.device, backend: str):
-        self._root, self._device, self._backend = model.root, device, backend
+    def __init__(self, model: GraspModelDir, device: torch.device, backend: str, threads: int = 0):
+        self._root, self._device, self._backend, self._threads = model.root, device, backend, int(threads)
         self._transform = model.transform()
         self._scorer = model.scorer().to(device).eval().requires_grad_(False)
         self._threshold = float(model.grasp.threshold)
@@ -68,26 +116,38 @@ class GraspFeasibility:
         self.fewshot = from_dict(GraspFewShotConfig, dict(model.grasp.fewshot))
         self._tower = model.text_tower(device)
         self._text_cache: dict[str, torch.Tensor] = {}
+        self._name_cache: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor | None]] = {}
         self._text_lock = threading.Lock()
         self._commit_lock = threading.RLock()
         self._replay: ReplayBuffer | None = None
         self._jobs: dict[str, FewShotJob] = {}
+        self._jobs_lock = threading.Lock()
+        self._pending: dict[str, ObjectEntry] = {}  # new names with a job in flight: listed, never persisted
+        self._writer = DirLock(model.root, "few-shot learner")
+        self.shot_rules = ShotRules()
+        self.max_jobs, self.max_jobs_per_name = MAX_JOBS, MAX_JOBS_PER_NAME
         self._queue: queue.Queue = queue.Queue()
         self._worker: threading.Thread | None = None
         self._serving = self._snapshot(model.registry, model.student)
 
     @classmethod
-    def from_checkpoint(cls, model_dir: str | os.PathLike, device: str = "cpu", backend: str = "torch"
-                        ) -> "GraspFeasibility":
+    def from_checkpoint(cls, model_dir: str | os.PathLike, device: str = "cpu", backend: str = "torch",
+                        threads: int = 0) -> "GraspFeasibility":
         """Load a grasp model dir (as `vlkd train-grasp` wrote it, with any objects added since), or the run dir
-        holding it as `model/`. Backend "onnx" runs the image encoder `vlkd export` wrote for the current weights
-        (a ModelDirError says so when there is none); loading never writes into the dir."""
+        holding it as `model/`. Backend "onnx" runs the image encoder exported for the current weights (train-grasp,
+        `vlkd export` and every few-shot commit write it; a ModelDirError says so when there is none); loading
+        never writes into the dir. `threads` > 0: intra-op threads of the image encoder (onnxruntime session
+        threads; for backend torch, torch's process-wide thread count); 0 keeps the backend's default."""
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+            raise ValueError(f"threads must be an integer >= 0, got {threads!r}")
         dev = torch.device(device)
         if dev.type == "cuda" and not torch.cuda.is_available():
             raise ValueError(f"device {device!r} requested but CUDA is not available; use device='cpu'")
-        return cls(load_grasp_model_dir(model_dir, dev), dev, backend)
+        if threads and backend == "torch":
+            torch.set_num_threads(threads)
+        return cls(load_grasp_model_dir(model_dir, dev), dev, backend, threads)
 
     @property
     def model_dir(self) -> Path:
@@ -120,19 +180,44 @@ class GraspFeasibility:
         return self._threshold
 
     def objects(self) -> list[tuple[str, str]]:
-        """(name, description) of every object in the registry."""
-        return [(o.name, o.description) for o in self._serving.registry.objects]
+        """(name, description) of every object in the registry, then of new names a job is learning (answered
+        zero-shot with their description meanwhile; gone again if the job does not succeed)."""
+        registry, pending = self._serving.registry, self._pending
+        return [(o.name, o.description) for o in registry.objects] + [
+            (key, e.description) for key, e in pending.items() if registry.get(key) is None]
 
     def query(self, images: Any, names: Sequence[str]) -> list[dict[str, dict[str, Any]]]:
-        """One dict per observation: {name: {"graspable": bool, "score": float}} for every name."""
+        """One dict per observation: {name: {"graspable": bool, "score": float}} for every name
+        (`answer(embed(images), names)`)."""
+        _check_names(names)
+        return self.answer(self.embed(images), names)
+
+    def embed(self, images: Any) -> Embedding:
+        """Run the student once on one observation or a list of them: their image features, to `answer` any
+        number of names about (the costly half of `query`; thread-safe, the model is never locked)."""
         serving = self._serving
-        keys = _check_names(names)
         batch = self._prepare(images)
-        pos, neg = self._features(keys, serving.registry)
         with torch.inference_mode():
-            feats = serving.encoder(batch.to(self._device))
-            scores = torch.sigmoid(self._scorer(feats.float(), pos, neg)).cpu()
-        thresholds = [self._threshold_of(k, serving.registry) for k in keys]
+            feats = serving.encoder(batch.to(self._device)).float()
+        return Embedding(feats, serving, self)
+
+    def answer(self, embedding: GraspEmbedding, names: Sequence[str]) -> list[dict[str, dict[str, Any]]]:
+        """`query`'s answers from an `embed` result: one dict per observation, {name: {"graspable", "score"}}.
+        Text features are cached per prompt, so this is a few small products; thresholds and descriptions are
+        those of the weights that computed the embedding (`embedding.model_version`)."""
+        if not isinstance(embedding, Embedding) or embedding.owner is not self:
+            raise ValueError(f"answer() takes an embedding made by this model's embed(), got "
+                             f"{type(embedding).__name__}")
+        keys = _check_names(names)
+        serving = self._serving
+        if serving.version != embedding.model_version:  # weights swapped since: answer as the weights it came from
+            serving = embedding.serving
+        pos, neg = self._name_features(keys, serving)
+        with torch.inference_mode():
+            scores = torch.sigmoid(self._scorer(embedding.features, pos, neg)).cpu()
+        entries = serving.entries
+        thresholds = [self._threshold if (e := entries.get(k)) is None or e.threshold is None else e.threshold
+                      for k in keys]
         return [{name: {"graspable": bool(s >= t), "score": float(s)} for name, s, t in zip(names, row, thresholds)}
                 for row in scores.tolist()]
 
@@ -145,43 +230,119 @@ class GraspFeasibility:
         return self._threshold if entry is None or entry.threshold is None else entry.threshold
 
     def add_object(self, name: str, images: Any, description: str | None = None, k: int = 5) -> FewShotJob:
-        """Register `name` at once (answerable zero-shot), then finetune on its shots in the background.
-        Re-adding a known name updates it (description, more shots); every given image is used, at least `k`."""
+        """Learn `name` from its shots in the background; answers at once with the job, or raises ValueError saying
+        why no job was started (a refused name, description or shot, fewer than `k` distinct shots, a full
+        queue, a guard that cannot run on this model dir, another writer).
+
+        Nothing changes until the job succeeds: a new name is listed by `objects()` meanwhile (answerable
+        zero-shot, with its description) but persisted only on success; re-adding a known name changes its
+        description (None or "": kept), shots, threshold and the weights only on success. Near-duplicate shots
+        are dropped; of the distinct ones the last `fewshot.holdout` are held out to judge the finetune."""
         key = normalize_name(name)
-        if description is not None and not isinstance(description, str):
-            raise ValueError(f"description must be a string or None, got {type(description).__name__}")
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
-        inputs = self._prepare(images)
+        text = None if description is None else normalize_description(description) or None
+        if isinstance(k, bool) or not isinstance(k, int) or k < MIN_SHOTS:
+            raise ValueError(f"k must be an integer >= {MIN_SHOTS} (one shot is held out to judge the finetune), "
+                             f"got {k!r}")
+        items = list(images) if isinstance(images, (list, tuple)) else [images]
+        inputs = self._prepare(items)
         if len(inputs) < k:
             raise ValueError(f"add_object({key!r}) needs at least k={k} shots, got {len(inputs)}")
-        with self._commit_lock:
+        rgb = [base_rgb(item) for item in items]
+        if any(r is None for r in rgb):
+            raise ShotError(f"image {rgb.index(None)} has no base_rgb view to check; no few-shot job was started")
+        selection = check_shots(rgb, k, self.shot_rules, what="image")
+        inputs = inputs[selection.kept]
+        self._check_guard(key)
+        with self._jobs_lock:
+            active = [j for j in self._jobs.values() if j.active]
+            same = [j for j in active if j.name == key]
+            if len(same) >= self.max_jobs_per_name:
+                raise JobQueueFull(f"{len(same)} few-shot job(s) for {key!r} already queued or running "
+                                   f"({', '.join(j.job_id for j in same)}; at most {self.max_jobs_per_name} per "
+                                   "name): wait for it or cancel it")
+            if len(active) >= self.max_jobs:
+                raise JobQueueFull(f"{len(active)} few-shot jobs are queued or running, the most allowed "
+                                   f"({self.max_jobs}): wait for one to finish or cancel one")
+            self._take_writer_lock()
             registry = self._serving.registry
-            old = registry.get(key)
-            entry = old or ObjectEntry(key, source="added")
-            if description is not None:
-                entry = replace(entry, description=description.strip())
-            if entry != old:
-                registry = registry.with_object(entry)
-                write_registry(self._root, registry)
-                self._serving = replace(self._serving, registry=registry)
-        job = FewShotJob(uuid.uuid4().hex[:12], key)
-        self._jobs[job.job_id] = job
-        self._queue.put((job, inputs))
-        if self._worker is None or not self._worker.is_alive():
-            self._worker = threading.Thread(target=self._work, name="vlkd-fewshot", daemon=True)
-            self._worker.start()
+            job = FewShotJob(uuid.uuid4().hex[:12], key, text, shots=len(inputs))
+            dropped = f", {len(selection.duplicates)} near-duplicate(s) dropped" if selection.duplicates else ""
+            job.message = f"queued: {len(inputs)} distinct shots{dropped}"
+            if registry.get(key) is None:
+                self._pending = {**self._pending, key: ObjectEntry(key, description=text or "", source="added")}
+            self._jobs[job.job_id] = job
+            self._queue.put((job, inputs))
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._work, name="vlkd-fewshot", daemon=True)
+                self._worker.start()
         return job
 
     def job(self, job_id: str) -> FewShotJob | None:
         """A few-shot job by id (None if unknown)."""
         return self._jobs.get(job_id)
 
+    def jobs(self) -> list[FewShotJob]:
+        """The few-shot jobs, oldest first: every queued or running one and the latest finished ones."""
+        with self._jobs_lock:
+            return list(self._jobs.values())
+
+    def cancel(self, job_id: str) -> FewShotJob | None:
+        """Cancel a queued or running job (None if unknown): it ends 'cancelled' having changed nothing. A running
+        job stops at its next finetune step; one already committing, or finished, is returned unchanged."""
+        with self._jobs_lock:
+            job = self._jobs.get(job_id)
+            if job is None or not job.active:
+                return job
+            job.request_cancel()
+            if job.state == "queued":  # the worker skips it when it comes to it
+                job.state, job.message = "cancelled", "cancelled before it started; nothing changed"
+                self._settle(job)
+                job.finish()
+        if job.state == "running":
+            job.wait(CANCEL_WAIT_S)
+        return job
+
     def close(self, timeout: float | None = None) -> None:
-        """Stop the background worker after the queued jobs."""
+        """Stop the background worker after the queued jobs, then release the model dir's writer lock."""
         if self._worker is not None and self._worker.is_alive():
             self._queue.put(None)
             self._worker.join(timeout)
+        if self._worker is None or not self._worker.is_alive():
+            self._writer.release()
+
+    def _check_guard(self, key: str) -> None:
+        """FewShotError when the held-out observations cannot resolve the known-objects guard's margin."""
+        buffer, known = self._replay_buffer(), self._replay_columns()
+        cols = [known[n] for n in self._serving.registry.names() if n in known]
+        problem = guard_problem(buffer.val_targets[:, cols], self.fewshot.max_drop)
+        if problem is not None:
+            raise FewShotError(f"no few-shot job was started: {problem}")
+
+    def _take_writer_lock(self) -> None:
+        """Hold the model dir's writer lock from the first job on, and refuse if another writer committed to the
+        dir since this instance loaded it (its registry would be overwritten)."""
+        if self._writer.held:
+            return
+        self._writer.acquire()
+        try:
+            on_disk = read_registry(self._root)
+        except Exception:
+            self._writer.release()
+            raise
+        if on_disk != self._serving.registry:
+            self._writer.release()
+            raise FewShotError(f"{self._root / 'registry.json'} changed since this instance loaded it (now "
+                               f"{on_disk.model_version}, serving {self.model_version}): another writer committed "
+                               "to the dir; load it again (GraspFeasibility.from_checkpoint) to add objects")
+
+    def _settle(self, job: FewShotJob) -> None:
+        """After `job` ended: keep the job history bounded and forget a pending new name no job is learning now
+        (the registry lists it once a job succeeded). Called with _jobs_lock held."""
+        if job.name in self._pending and not any(j.active and j.name == job.name for j in self._jobs.values()):
+            self._pending = {k: v for k, v in self._pending.items() if k != job.name}
+        finished = [j for j in self._jobs.values() if not j.active]
+        for old in finished[:max(0, len(finished) - JOB_HISTORY)]:
+            del self._jobs[old.job_id]
 
     # -- inputs and text ------------------------------------------------------------------------------------
 
@@ -207,9 +368,30 @@ class GraspFeasibility:
                 raise ValueError(f"image {i}: {err}") from None
         return torch.stack(out)
 
+    def _name_features(self, keys: list[str], serving: _Serving) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`_features` of `keys` under `serving`'s registry, each name's rows cached with the description they were
+        prompted with (so an answer costs a lookup per name, not prompt building and normalising)."""
+        entries, pending, cache = serving.entries, self._pending, self._name_cache
+        rows = []
+        for key in keys:
+            entry = entries.get(key) or pending.get(key)
+            cache_key = (key, entry.description if entry is not None and entry.description else "")
+            row = cache.get(cache_key)
+            if row is None:
+                pos, neg = self._features([key], serving.registry)
+                row = (pos[0], None if neg is None else neg[0])
+                if len(cache) >= NAME_CACHE_SIZE:
+                    cache.clear()
+                cache[cache_key] = row
+            rows.append(row)
+        pos = torch.stack([r[0] for r in rows])
+        return pos, (None if rows[0][1] is None else torch.stack([r[1] for r in rows]))
+
     def _features(self, keys: list[str], registry: ObjectRegistry) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Positive/negative prompt features (N, D) of normalised names, with registry descriptions."""
-        descriptions = {k: e.description for k in keys if (e := registry.get(k)) is not None and e.description}
+        pending = self._pending
+        descriptions = {k: e.description for k in keys
+                        if (e := registry.get(k) or pending.get(k)) is not None and e.description}
         pos, neg = prompt_texts(keys, self._text_config, descriptions)
         rows = [_join(t) for t in pos] + ([_join(t) for t in neg] if neg else [])
         texts = dict(zip(rows, pos + (neg or [])))
@@ -228,7 +410,8 @@ class GraspFeasibility:
         student = student.to(self._device).eval().requires_grad_(False)
         if self._backend == "onnx":
             encoder: Callable[[torch.Tensor], torch.Tensor] = OnnxEncoder(
-                self._root / onnx_file(registry.weights_sha256), self._device, self._root, registry.model_version)
+                self._root / onnx_file(registry.weights_sha256), self._device, self._root, registry.model_version,
+                self._threads)
         else:
             encoder = student
         return _Serving(registry.model_version, registry, student, encoder)
@@ -238,45 +421,69 @@ class GraspFeasibility:
     def _work(self) -> None:
         while (item := self._queue.get()) is not None:
             job, inputs = item
-            job.state = "running"
+            with self._jobs_lock:
+                if job.state != "queued":  # cancelled while it waited
+                    continue
+                job.state = "running"
             try:
                 self._learn(job, inputs)
                 job.state, job.progress = "succeeded", 1.0
+            except JobCancelled:
+                job.state, job.message = "cancelled", "cancelled while it ran; nothing changed"
+            except ValidationFailed as err:
+                log.warning("few-shot job %s (%s): %s", job.job_id, job.name, err)
+                job.state, job.message = "failed", str(err)
             except Exception as err:  # a failed job must never take the serving model down
                 log.exception("few-shot job %s (%s) failed", job.job_id, job.name)
                 job.state, job.message = "failed", f"{type(err).__name__}: {err}"
             finally:
+                with self._jobs_lock:
+                    self._settle(job)
                 job.finish()
 
     def _learn(self, job: FewShotJob, new_inputs: torch.Tensor) -> None:
+        """Finetune on all but the held-out shots, validate, commit. The registry the job trains against has the
+        job's entry (with its new description) in memory only; it is written by `_commit` alone."""
         serving = self._serving
-        registry, key = serving.registry, job.name
+        key, cfg = job.name, self.fewshot
+        entry = serving.registry.get(key) or self._pending.get(key) or ObjectEntry(key, source="added")
+        if job.description is not None:
+            entry = replace(entry, description=job.description)
+        registry = serving.registry.with_object(entry)
         names = registry.names()
         col = names.index(key)
-        entry = registry.get(key)
-        cfg = self.fewshot
-        old_shots = self._load_shots(entry)
-        shot_inputs = torch.cat([old_shots, new_inputs])[-cfg.max_shots:]
-        shots = _one_column(shot_inputs, len(names), col)
+        old_shots = self._load_shots(serving.registry.get(key))
+        train_idx, held_idx = split_holdout(len(new_inputs), cfg.holdout)
+        held = new_inputs[held_idx]
+        train_inputs = torch.cat([old_shots, new_inputs[train_idx]])[-cfg.max_shots:]
+        shots = _one_column(train_inputs, len(names), col)
         replay = self._replay_sets(registry, names, skip=key)
         pos, neg = self._features(names, registry)
+
+        def progress(fraction: float) -> None:
+            job.check_cancel()
+            job.progress = 0.9 * fraction
+
         tuned = finetune_grasp(serving.student, self._scorer, shots, replay, pos, neg, cfg,
-                               seed=registry.weights_version, device=self._device,
-                               progress=lambda f: setattr(job, "progress", 0.9 * f))
+                               seed=registry.weights_version, device=self._device, progress=progress)
         buffer, known = self._replay_buffer(), self._replay_columns()
         val_cols = [c for c, n in enumerate(names) if n in known]
         val_targets = buffer.val_targets[:, [known[names[c]] for c in val_cols]]
+        # held-out observations without the object (all of them for an added one: training scenes never hold it)
+        absent = buffer.val_inputs[buffer.val_targets[:, known[key]] < 0.5] if key in known else buffer.val_inputs
         check = check_finetune(serving.student, tuned, self._scorer, self._threshold, buffer.val_inputs, val_targets,
-                               pos[val_cols], None if neg is None else neg[val_cols], new_inputs, pos[col:col + 1],
-                               None if neg is None else neg[col:col + 1], cfg.max_drop, self._device)
+                               pos[val_cols], None if neg is None else neg[val_cols], held, pos[col:col + 1],
+                               None if neg is None else neg[col:col + 1], cfg, self._device, absent)
         job.report = check.report
         if not check.ok:
-            raise RuntimeError(f"validation failed, the previous model keeps serving: {check.reason}")
+            raise ValidationFailed(f"validation failed, the previous model keeps serving: {check.reason}")
         job.progress = 0.95
         thresholds = self._added_thresholds(tuned, registry, names, pos, neg, cfg.object_fpr)
         own = thresholds.get(key)
         job.report["threshold"] = self._threshold if own is None else own
-        self._commit(job, tuned, shot_inputs, thresholds)
+        shot_inputs = torch.cat([old_shots, new_inputs])[-cfg.max_shots:]  # all distinct shots, for later replay
+        job.check_cancel()
+        self._commit(job, entry, tuned, shot_inputs, thresholds)
 
     def _added_thresholds(self, tuned: Student, registry: ObjectRegistry, names: list[str], pos: torch.Tensor,
                           neg: torch.Tensor | None, object_fpr: float) -> dict[str, float | None]:
@@ -288,9 +495,10 @@ class GraspFeasibility:
                                         None if neg is None else neg[cols], object_fpr, self._device)
         return {names[c]: t for c, t in zip(cols, found)}
 
-    def _commit(self, job: FewShotJob, tuned: Student, shot_inputs: torch.Tensor,
+    def _commit(self, job: FewShotJob, entry: ObjectEntry, tuned: Student, shot_inputs: torch.Tensor,
                 thresholds: dict[str, float | None]) -> None:
-        """Write weights, shots and (backend onnx) their ONNX export, then the registry (the commit point), then
+        """Write weights, shots and the weights' ONNX export (whatever this instance's backend: every committed
+        weights file has one, so the dir serves with either backend), then the registry (the commit point), then
         swap the serving snapshot."""
         with self._commit_lock:
             current = self._serving.registry
@@ -300,15 +508,13 @@ class GraspFeasibility:
             shots_rel = shots_file(job.name, n)
             atomic_write(self._root / shots_rel,
                          lambda tmp: save_file({"inputs": shot_inputs.half().contiguous()}, tmp))
-            entry = replace(current.get(job.name) or ObjectEntry(job.name, source="added"), shots=shots_rel,
-                            n_shots=len(shot_inputs), finetuned=True)
+            entry = replace(entry, shots=shots_rel, n_shots=len(shot_inputs), finetuned=True)
             registry = current.with_object(entry)
             for name, threshold in thresholds.items():
                 if (other := registry.get(name)) is not None:
                     registry = registry.with_object(replace(other, threshold=threshold))
             registry = registry.with_weights(weights_rel, file_sha256(self._root / weights_rel))
-            if self._backend == "onnx":
-                export_student_onnx(tuned, self.image_size, self._root / onnx_file(registry.weights_sha256))
+            export_student_onnx(tuned, self.image_size, self._root / onnx_file(registry.weights_sha256))
             serving = self._snapshot(registry, tuned)
             write_registry(self._root, registry)
             self._serving = serving
@@ -368,7 +574,10 @@ def _check_names(names: Sequence[str]) -> list[str]:
         raise ValueError(f"names must be a list of object names, got the string {names!r}; use [{names!r}]")
     if not isinstance(names, (list, tuple)) or not names:
         raise ValueError(f"names must be a non-empty list of object names, got {names!r}")
-    return [normalize_name(n) for n in names]
+    return [_normalized(n) if isinstance(n, str) else normalize_name(n) for n in names]
+
+
+_normalized = lru_cache(maxsize=4096)(normalize_name)  # answers normalise the same few names over and over
 
 
 def _join(texts: list[str]) -> str:

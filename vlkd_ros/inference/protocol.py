@@ -1,5 +1,6 @@
-"""What callers such as the ROS node need of a grasp-feasibility model: `GraspModel` and its `GraspJob`s.
-`vlkd_ros.inference.GraspFeasibility` and `FewShotJob` satisfy them structurally."""
+"""What callers such as the ROS node need of a grasp-feasibility model: `GraspModel`, the `GraspEmbedding`s it
+computes and its `GraspJob`s. `vlkd_ros.inference.GraspFeasibility`, its `Embedding` and `FewShotJob` satisfy them
+structurally."""
 from __future__ import annotations
 
 from typing import Any, Protocol, Sequence, runtime_checkable
@@ -10,9 +11,23 @@ class GraspJob(Protocol):
     """A background few-shot job as its callers read it (e.g. `FewShotJob`)."""
 
     job_id: str
-    state: str  # "queued" -> "running" -> "succeeded" | "failed"
+    name: str
+    state: str  # "queued" -> "running" -> "succeeded" | "failed" | "cancelled"
     progress: float
     message: str
+
+
+@runtime_checkable
+class GraspEmbedding(Protocol):
+    """The model's image features of some observations (`GraspModel.embed`), to `answer` names about; whatever
+    the model's scorer reads (one global vector or dense feature maps per observation), opaque to callers."""
+
+    @property
+    def model_version(self) -> str:
+        """Version of the weights that computed it."""
+
+    def __len__(self) -> int:
+        """Number of observations embedded."""
 
 
 @runtime_checkable
@@ -32,16 +47,29 @@ class GraspModel(Protocol):
         """Side of the square model input."""
 
     def objects(self) -> list[tuple[str, str]]:
-        """(name, description) of every object the model knows."""
+        """(name, description) of every object the model knows, then of new ones a job is learning."""
 
     def query(self, images: Any, names: Sequence[str]) -> list[dict[str, dict[str, Any]]]:
-        """One dict per observation: {name: {"graspable": bool, "score": float}}."""
+        """One dict per observation: {name: {"graspable": bool, "score": float}} (`answer(embed(images), names)`)."""
+
+    def embed(self, images: Any) -> GraspEmbedding:
+        """Run the image encoder once on one observation or a list of them (the costly half of `query`)."""
+
+    def answer(self, embedding: GraspEmbedding, names: Sequence[str]) -> list[dict[str, dict[str, Any]]]:
+        """`query`'s answers from an `embed` result (cheap: cached text features, scorer, thresholds)."""
 
     def add_object(self, name: str, images: Any, description: str | None = None, k: int = 5) -> GraspJob:
-        """Register `name` at once and learn it from `images` in the background."""
+        """Learn `name` from `images` in the background (ValueError: refused, no job); nothing is persisted unless
+        the job succeeds."""
 
     def job(self, job_id: str) -> GraspJob | None:
         """A few-shot job by id (None if unknown)."""
+
+    def jobs(self) -> list[GraspJob]:
+        """The few-shot jobs, oldest first (every active one and the latest finished ones)."""
+
+    def cancel(self, job_id: str) -> GraspJob | None:
+        """Cancel a queued or running job, which then changes nothing (None if unknown)."""
 
     def close(self, timeout: float | None = None) -> None:
         """Stop the background work after the queued jobs (waiting at most `timeout` seconds)."""

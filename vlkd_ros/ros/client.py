@@ -5,6 +5,7 @@ background executor thread so calls can block from the caller's thread.
     client = PerceptionClient("/vlkd_perception")
     client.wait_for_services(30.0)
     reply = client.ask("coffee mug")          # IsGraspable.Response, or None on timeout
+    many = client.ask_many(["mug", "plate"])  # QueryObjects.Response: every name judged on one frame
     client.close(); rclpy.shutdown()
 """
 from __future__ import annotations
@@ -19,19 +20,20 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
-from vlkd_interfaces.srv import AddObject, GetJobStatus, IsGraspable, ListObjects
+from vlkd_interfaces.srv import AddObject, GetJobStatus, IsGraspable, ListObjects, QueryObjects
 
 CALL_TIMEOUT_S = 30.0
 
 
 class PerceptionClient:
-    """Clients of the node's services (`grasp`, `add`, `list`, `job`) and the node's /diagnostics statuses
+    """Clients of the node's services (`grasp`, `objects`, `add`, `list`, `job`) and the node's /diagnostics statuses
     (`diagnostics`: dicts of time (monotonic), level, message and the key/values). rclpy must be initialised."""
 
     def __init__(self, node_name: str = "/vlkd_perception", client_name: str = "vlkd_client") -> None:
         self.ns = node_name
         self.node = rclpy.create_node(client_name)
         self.grasp = self.node.create_client(IsGraspable, f"{node_name}/is_graspable")
+        self.objects = self.node.create_client(QueryObjects, f"{node_name}/query_objects")
         self.add = self.node.create_client(AddObject, f"{node_name}/add_object")
         self.list = self.node.create_client(ListObjects, f"{node_name}/list_objects")
         self.job = self.node.create_client(GetJobStatus, f"{node_name}/get_job_status")
@@ -58,7 +60,7 @@ class PerceptionClient:
     def wait_for_services(self, timeout: float, extra: tuple = ()) -> bool:
         """Wait until the node's services (and the `extra` clients) are discovered."""
         end = time.monotonic() + timeout
-        for client in (self.grasp, self.add, self.list, self.job, *extra):
+        for client in (self.grasp, self.objects, self.add, self.list, self.job, *extra):
             if not client.wait_for_service(timeout_sec=max(0.1, end - time.monotonic())):
                 return False
         return True
@@ -79,6 +81,14 @@ class PerceptionClient:
         if image is not None:
             request.image = image
         return self.call(self.grasp, request, timeout)
+
+    def ask_many(self, names: list[str], image: Any = None, timeout: float = CALL_TIMEOUT_S) -> Any:
+        """QueryObjects: every name judged on one frame, the latest camera frame or `image` (sensor_msgs/Image);
+        no names: every object the node knows. The reply's names, scores and graspable are in the same order."""
+        request = QueryObjects.Request(object_names=list(names))
+        if image is not None:
+            request.image = image
+        return self.call(self.objects, request, timeout)
 
     def flood(self, names: list[str], total: int, in_flight: int,
               hooks: dict[int, list[Callable[[], None]]] | None = None,

@@ -77,6 +77,10 @@ class NodeReport:
     counts: dict[str, int] = field(default_factory=lambda: {"queries": 0, "failed": 0, "in_flight": 0})
     jobs_waiting: int = 0
     jobs_running: int = 0
+    # EmbeddingCache.stats(): embeddings computed, queries answered from a cached one (hits) or from the previous
+    # observation's while the latest was being embedded (fallbacks), computations that failed
+    embeddings: dict[str, int] = field(default_factory=lambda: {"computed": 0, "hits": 0, "fallbacks": 0,
+                                                                "failed": 0})
 
 
 def percentile(sorted_values: Sequence[float], q: float) -> float:
@@ -122,6 +126,9 @@ def report_values(report: NodeReport) -> dict[str, Any]:
         "queries_in_flight": counts["in_flight"],
         "jobs_waiting_for_frames": report.jobs_waiting,
         "jobs_running": report.jobs_running,
+        "embeddings_computed": report.embeddings.get("computed", 0),
+        "embedding_cache_hits": report.embeddings.get("hits", 0),
+        "embedding_fallbacks": report.embeddings.get("fallbacks", 0),
     }
 
 

@@ -9,6 +9,7 @@ from typing import Any, Mapping, Sequence
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.qos import ReliabilityPolicy
 
+PREFETCH_WHILE_QUERIED_S = 1.0  # prefetch_rate embeds new frames only this long after the latest latest-frame query
 RELIABILITIES = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
 # Model view -> the parameter naming its topic. A model stacks some of these views (GraspModel.views).
 VIEW_TOPICS = {"base_rgb": "image_topic", "base_depth": "depth_topic", "hand_rgb": "hand_image_topic",
@@ -49,7 +50,12 @@ PARAMETERS = (
     ParamSpec("model_dir", "", "grasp-feasibility model dir (model.json + safetensors) loaded on activate",
               "configure"),
     ParamSpec("device", "cpu", "torch device for the model, e.g. cpu or cuda:0", "configure"),
-    ParamSpec("backend", "torch", "inference backend passed to GraspFeasibility.from_checkpoint", "configure"),
+    ParamSpec("backend", "onnx", "image encoder backend of GraspFeasibility.from_checkpoint: onnx (onnxruntime, "
+              "the faster on CPU; runs the export train-grasp, vlkd export and few-shot commits write) or torch",
+              "configure", choices=("onnx", "torch")),
+    ParamSpec("inference_threads", 1, "intra-op threads of the image encoder (onnxruntime session threads; torch's "
+              "thread count for backend torch); 0: the backend's default, one per core", "configure",
+              int_range=(0, 256)),
     ParamSpec("image_topic", "/camera/image_raw", "colour camera topic (sensor_msgs/Image)", "configure"),
     ParamSpec("depth_topic", "", "depth topic of the same camera (16UC1 mm or 32FC1 m), for models that stack "
               "base_depth; empty: none", "configure"),
@@ -72,14 +78,22 @@ PARAMETERS = (
               int_range=(0, 2**31 - 1)),
     ParamSpec("known_objects_only", False, "refuse names that are not in the model's object registry (false: "
               "answer any name zero-shot, the model is open-vocabulary)", "runtime"),
+    ParamSpec("prefetch_rate", 30.0, "Hz at most at which each new camera observation is embedded as it arrives, "
+              f"while latest-frame queries came in the last {PREFETCH_WHILE_QUERIED_S:g} s; queries then answer from "
+              "the newest embedded fresh observation and never wait for the model; 0: a query that finds the latest "
+              "observation not yet embedded embeds it", "runtime", float_range=(0.0, 1000.0)),
     ParamSpec("results_rate", 1.0, "Hz at which the latest frame is judged for every known object and published "
               "on ~/results; 0: publish only the answers of ~/is_graspable", "runtime", float_range=(0.0, 30.0)),
     ParamSpec("publish_debug_image", False, "publish the judged frame with scores drawn on ~/debug_image",
               "runtime"),
     ParamSpec("max_fewshot_images", 50, "most images (or next frames) one ~/add_object call may use", "runtime",
               int_range=(1, 1000)),
-    ParamSpec("fewshot_frame_timeout", 10.0, "seconds ~/add_object waits for its next camera frames", "runtime",
-              float_range=(0.1, 600.0)),
+    ParamSpec("fewshot_frame_timeout", 10.0, "seconds ~/add_object waits for its next distinct camera frames",
+              "runtime", float_range=(0.1, 600.0)),
+    ParamSpec("fewshot_min_shots", 3, "fewest distinct views (images or next frames) an ~/add_object job learns "
+              "from; the last of them are held out to judge the finetune", "runtime", int_range=(2, 1000)),
+    ParamSpec("max_fewshot_jobs", 4, "most ~/add_object jobs collecting frames, queued or running at once (one per "
+              "object name); more are refused until one finishes or is cancelled", "runtime", int_range=(1, 100)),
     ParamSpec("autostart", True, "configure and activate at start (false: wait for a lifecycle manager)",
               "startup"),
 )

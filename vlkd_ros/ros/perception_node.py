@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from functools import lru_cache
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -14,31 +15,35 @@ import rclpy
 from builtin_interfaces.msg import Time as TimeMsg
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 
-from vlkd_formats.object_registry import normalize_name
+from vlkd_formats.errors import VlkdError
+from vlkd_formats.object_registry import normalize_description, normalize_name
 from vlkd_interfaces.msg import GraspResult
-from vlkd_interfaces.srv import AddObject, GetJobStatus, IsGraspable, ListObjects
+from vlkd_interfaces.srv import AddObject, CancelJob, GetJobStatus, IsGraspable, ListJobs, ListObjects, QueryObjects
 from vlkd_ros.ros import log_bridge
 from vlkd_ros.ros.debug_image import annotate
 from vlkd_ros.ros.diagnostics import NodeReport, QueryStats, RateMeter, diagnostic_status
+from vlkd_ros.ros.frame_cache import CacheEntry, EmbeddingCache, Prefetcher, observation_key
 from vlkd_ros.ros.frame_jobs import FrameJob, FrameJobs
 from vlkd_ros.ros.image_msgs import ImageFormatError, image_to_depth, image_to_rgb, numpy_to_image
-from vlkd_ros.ros.parameters import (PARAMETERS, RELIABILITIES, VIEW_TOPICS, accepted_changes, check_choices,
-                                     configure_values, served_views)
+from vlkd_ros.ros.parameters import (PARAMETERS, PREFETCH_WHILE_QUERIED_S, RELIABILITIES, VIEW_TOPICS,
+                                     accepted_changes, check_choices, configure_values, served_views)
 
 if TYPE_CHECKING:  # importing vlkd_ros.inference loads torch: done only when the model is loaded (on activate)
-    from vlkd_ros.inference.protocol import GraspJob, GraspModel
+    from vlkd_ros.inference.protocol import GraspEmbedding, GraspJob, GraspModel
 
 NODE_NAME = "vlkd_perception"
 EXECUTOR_THREADS = 6
 JOB_DRAIN_S = 60.0
 SHUTDOWN_WAIT_S = 10.0  # how long Ctrl-C waits for running callbacks before their node is destroyed
+SHOT_SIDE = 128  # take_next_frames: frames are judged (flat, noise, near-duplicate) at most this big
+MODEL_JOB_HISTORY = 100  # finished model jobs kept for ~/get_job_status
 
 
 @dataclass
@@ -51,6 +56,17 @@ class Frame:
 
 class QueryError(Exception):
     """A query that cannot be answered; its text becomes the reply's message."""
+
+
+@dataclass
+class Judged:
+    """One model answer: per-name results about the judged frame, its stamp and frame_id, the weights' version."""
+
+    results: dict[str, dict[str, Any]]
+    stamp: TimeMsg
+    frame_id: str
+    model_version: str
+    note: str
 
 
 class PerceptionNode(LifecycleNode):
@@ -67,6 +83,8 @@ class PerceptionNode(LifecycleNode):
         """Declare parameters, services, publishers and timers (keyword arguments go to LifecycleNode)."""
         super().__init__(kwargs.pop("node_name", NODE_NAME), **kwargs)
         self._log_handler = log_bridge.attach(self.get_logger())
+        # before the parameter checks: destroy_node() (also after a refused parameter) stops it
+        self._prefetcher = Prefetcher(self._prefetch, lambda: float(self._params["prefetch_rate"]))
         for spec in PARAMETERS:
             self.declare_parameter(spec.name, spec.default, spec.descriptor())
         self._params = {spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS}
@@ -83,35 +101,43 @@ class PerceptionNode(LifecycleNode):
         self._camera_info: CameraInfo | None = None
         self._frame_count = 0
         self._frame_jobs = FrameJobs()
+        self._embeddings = EmbeddingCache()
+        self._last_query = 0.0  # monotonic time of the latest latest-frame query (prefetch runs while queried)
         self._model_jobs: dict[str, GraspJob] = {}
         self._stats = QueryStats()
         self._camera_rate = RateMeter()
-        self._last_results = 0.0
         self._subs: list = []
         self._results_pub = None
         self._debug_pub = None
 
+        # Frames are only stored, in their own group; queries run concurrently (reentrant), each reading the
+        # cached embedding of the observation it judges; only computing a missing embedding is guarded.
         self._camera_group = MutuallyExclusiveCallbackGroup()
-        self._query_group = MutuallyExclusiveCallbackGroup()
+        self._query_group = ReentrantCallbackGroup()
         self._admin_group = MutuallyExclusiveCallbackGroup()
         self._diag_group = MutuallyExclusiveCallbackGroup()
         self._results_group = MutuallyExclusiveCallbackGroup()
         request_qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=200, reliability=ReliabilityPolicy.RELIABLE)
         self.create_service(IsGraspable, "~/is_graspable", self._on_is_graspable,
                             qos_profile=request_qos, callback_group=self._query_group)
+        self.create_service(QueryObjects, "~/query_objects", self._on_query_objects,
+                            qos_profile=request_qos, callback_group=self._query_group)
         self.create_service(AddObject, "~/add_object", self._on_add_object, callback_group=self._admin_group)
         self.create_service(ListObjects, "~/list_objects", self._on_list_objects, callback_group=self._admin_group)
         self.create_service(GetJobStatus, "~/get_job_status", self._on_get_job_status,
                             callback_group=self._admin_group)
+        self.create_service(ListJobs, "~/list_jobs", self._on_list_jobs, callback_group=self._admin_group)
+        self.create_service(CancelJob, "~/cancel_job", self._on_cancel_job, callback_group=self._admin_group)
         self._frames_ready = self.create_guard_condition(self._start_frame_jobs, callback_group=self._admin_group)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._diag_timer = self.create_timer(float(self._params["diagnostics_period"]), self._publish_diagnostics,
                                              callback_group=self._diag_group)
-        self._results_timer = self.create_timer(1.0 / 30.0, self._on_results_tick,
-                                                callback_group=self._results_group)
+        self._results_timer = None
+        self._schedule_results()
 
     def destroy_node(self) -> Any:
-        """Detach the logging bridge, then destroy the node."""
+        """Stop the prefetch thread, detach the logging bridge, then destroy the node."""
+        self._prefetcher.stop()
         log_bridge.detach(self._log_handler)
         return super().destroy_node()
 
@@ -130,7 +156,19 @@ class PerceptionNode(LifecycleNode):
         self._params.update(changes)
         for name, value in changes.items():
             self.get_logger().info(f"parameter {name} set to {value!r}")
+        if "results_rate" in changes:
+            self._schedule_results()
         return SetParametersResult(successful=True)
+
+    def _schedule_results(self) -> None:
+        """(Re)create the ~/results timer at results_rate, none at 0: the executor wakes only when one is due."""
+        if self._results_timer is not None:
+            self.destroy_timer(self._results_timer)
+            self._results_timer = None
+        rate = float(self._params["results_rate"])
+        if rate > 0:
+            self._results_timer = self.create_timer(1.0 / rate, self._on_results_tick,
+                                                    callback_group=self._results_group)
 
     # ----- lifecycle ------------------------------------------------------------------------------------
 
@@ -155,7 +193,7 @@ class PerceptionNode(LifecycleNode):
         cfg = self._config
         start = time.monotonic()
         try:
-            model = load_grasp_model(cfg["model_dir"], cfg["device"], cfg["backend"])
+            model = load_grasp_model(cfg["model_dir"], cfg["device"], cfg["backend"], int(cfg["inference_threads"]))
         except Exception as err:  # noqa: BLE001 - any load failure must leave the node inactive, not dead
             return self._fail(f"cannot load the model from {cfg['model_dir']!r}: {type(err).__name__}: {err}")
         try:
@@ -167,7 +205,9 @@ class PerceptionNode(LifecycleNode):
             return self._fail(f"model {model.model_version} stacks views {views} but parameter(s) "
                               f"{', '.join(missing)} are empty: set them to the camera topics")
         with self._model_lock:
+            self._embeddings.clear()
             self._model = model
+        self._prefetcher.start()
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                          reliability=RELIABILITIES[cfg["image_reliability"]])
         self._subs = [self.create_subscription(Image, cfg["image_topic"], self._on_image, qos,
@@ -183,7 +223,8 @@ class PerceptionNode(LifecycleNode):
         self.get_logger().info(
             f"active: model {model.model_version} loaded in {time.monotonic() - start:.1f} s, {len(names)} objects, "
             f"camera {cfg['image_topic']} ({cfg['image_reliability']}), services "
-            f"{self.get_fully_qualified_name()}/{{is_graspable,add_object,list_objects,get_job_status}}")
+            f"{self.get_fully_qualified_name()}/{{is_graspable,query_objects,add_object,list_objects,get_job_status,"
+            "list_jobs,cancel_job}")
         return super().on_activate(state)
 
     def _fail(self, reason: str) -> TransitionCallbackReturn:
@@ -219,9 +260,11 @@ class PerceptionNode(LifecycleNode):
         return super().on_deactivate(state)
 
     def release_model(self) -> None:
-        """Drop the model after its few-shot jobs finish (at exit; the lifecycle path is on_deactivate)."""
+        """Stop prefetching and drop the model (and its cached embeddings) after its few-shot jobs finish."""
+        self._prefetcher.stop()
         with self._model_lock:
             model, self._model = self._model, None
+            self._embeddings.clear()
         self._drain_jobs(model)
 
     def _drain_jobs(self, model: GraspModel | None) -> None:
@@ -253,12 +296,19 @@ class PerceptionNode(LifecycleNode):
     # ----- camera callbacks: store only, never run the model here -----------------------------------------
 
     def _on_image(self, msg: Image) -> None:
-        """Keep the latest colour frame; hand it to ~/add_object calls that wait for frames."""
+        """Keep the latest colour frame; wake the prefetch while queried; hand it to ~/add_object calls that wait
+        for frames."""
         self._frame = Frame(msg, self.get_clock().now().nanoseconds)
         self._frame_count += 1
-        if not self._frame_jobs:
+        if self._params["prefetch_rate"] > 0 and time.monotonic() - self._last_query < PREFETCH_WHILE_QUERIED_S:
+            self._prefetcher.wake()
+        if not self._frame_jobs or not self._frame_jobs.waiting():
             return
-        if self._frame_jobs.offer(msg, {view: f.msg for view, f in self._views_latest.items()}):
+        try:
+            rgb, problem = image_to_rgb(msg, max_pixels=int(self._params["max_image_pixels"]), shrink_to=SHOT_SIDE), ""
+        except ImageFormatError as err:
+            rgb, problem = None, f"could not be read: {err}"
+        if self._frame_jobs.offer(msg, {view: f.msg for view, f in self._views_latest.items()}, rgb, problem):
             self._frames_ready.trigger()
 
     def _view_callback(self, view: str) -> Callable[[Image], None]:
@@ -278,12 +328,18 @@ class PerceptionNode(LifecycleNode):
         start = time.perf_counter()
         self._stats.begin()
         try:
-            name, result, stamp, note = self._judge(request, response)
-            score, graspable = self._decide(result)
+            model = self._require_model()
+            name = request.object_name.strip()
+            if not name:
+                raise QueryError("object_name is empty: give the name of a known object (see ~/list_objects)")
+            unregistered = self._check_names(model, [name])
+            judged = self._judge(model, request.image, [name], response)
+            score, graspable = self._decide(judged.results[name])
             response.success, response.score, response.graspable = True, score, graspable
-            response.frame_stamp = stamp
-            response.message = note
-            self._publish_result(stamp, self._frame_id(request), [name], [score], [graspable])
+            response.frame_stamp, response.model_version = judged.stamp, judged.model_version
+            response.message = judged.note if not unregistered else \
+                f"{judged.note}; zero-shot: {name!r} is not in the registry"
+            self._publish_result(judged.stamp, judged.frame_id, [name], [score], [graspable], judged.model_version)
         except QueryError as err:
             response.success, response.graspable, response.score = False, False, 0.0
             response.message = str(err)
@@ -297,50 +353,134 @@ class PerceptionNode(LifecycleNode):
             self.get_logger().debug(f"is_graspable({request.object_name!r}): {response.message}")
         return response
 
-    def _frame_id(self, request: IsGraspable.Request) -> str:
-        """The frame_id of the image a request was judged on."""
-        if _has_image(request.image):
-            return request.image.header.frame_id
-        return self._frame.msg.header.frame_id if self._frame else ""
+    def _on_query_objects(self, request: QueryObjects.Request,
+                          response: QueryObjects.Response) -> QueryObjects.Response:
+        """Judge several objects (every known one when none are named) in one frame, one model pass; never raises."""
+        start = time.perf_counter()
+        self._stats.begin()
+        try:
+            model = self._require_model()
+            names = [name.strip() for name in request.object_names]
+            if not names:
+                names = [name for name, _ in model.objects()]
+                if not names:
+                    raise QueryError("object_names is empty and the model knows no objects: name the objects")
+            empty = [i for i, name in enumerate(names) if not name]
+            if empty:
+                raise QueryError(f"object_names{empty} empty: give the names of the objects (see ~/list_objects)")
+            unregistered = self._check_names(model, names)
+            judged = self._judge(model, request.image, names, response)
+            decided = [self._decide(judged.results[name]) for name in names]
+            response.names = names
+            response.scores = [score for score, _ in decided]
+            response.graspable = [graspable for _, graspable in decided]
+            response.success, response.frame_stamp = True, judged.stamp
+            response.model_version = judged.model_version
+            response.message = judged.note if not unregistered else \
+                f"{judged.note}; zero-shot: {', '.join(map(repr, unregistered))} not in the registry"
+            self._publish_result(judged.stamp, judged.frame_id, names, list(response.scores),
+                                 list(response.graspable), judged.model_version)
+        except QueryError as err:
+            response.success, response.message = False, str(err)
+        except Exception as err:  # noqa: BLE001 - a service must answer, whatever the model does
+            self.get_logger().error(f"query_objects({list(request.object_names)!r}) failed: "
+                                    f"{type(err).__name__}: {err}")
+            response.success, response.message = False, f"inference failed: {type(err).__name__}: {err}"
+        finally:
+            if not response.success:
+                response.names, response.scores, response.graspable = [], [], []
+            self._stats.end(time.perf_counter() - start, bool(response.success))
+        return response
 
     def _decide(self, result: dict) -> tuple[float, bool]:
         """(score, graspable) of one model answer under the `threshold` parameter."""
         score, threshold = float(result["score"]), float(self._params["threshold"])
         return score, (bool(result["graspable"]) if threshold < 0 else score >= threshold)
 
-    def _judge(self, request: IsGraspable.Request,
-               response: IsGraspable.Response) -> tuple[str, dict, TimeMsg, str]:
-        """Return (name, model answer, frame stamp, note) or raise QueryError with what was wrong."""
-        model = self._require_model()
-        name = request.object_name.strip()
-        if not name:
-            raise QueryError("object_name is empty: give the name of a known object (see ~/list_objects)")
-        known = [known_name for known_name, _ in model.objects()]
-        registered = registry_name(name) in known
-        if not registered and self._params["known_objects_only"]:
-            raise QueryError(f"unknown object {name!r}; known objects: {', '.join(known) or 'none'}; "
+    def _check_names(self, model: GraspModel, names: list[str]) -> list[str]:
+        """The names that are not in the registry (QueryError for names it refuses, and for unknown names when
+        known_objects_only is set)."""
+        known = {known_name for known_name, _ in model.objects()}
+        unregistered = [name for name in names if registry_name(name) not in known]
+        if unregistered and self._params["known_objects_only"]:
+            what = ", ".join(map(repr, unregistered))
+            raise QueryError(f"unknown object {what}; known objects: {', '.join(sorted(known)) or 'none'}; "
                              "teach it with ~/add_object (or set known_objects_only to false for zero-shot)")
-        if _has_image(request.image):
+        return unregistered
+
+    def _judge(self, model: GraspModel, image: Image, names: list[str], response: Any) -> Judged:
+        """Answer `names` about `image`, or about the latest camera observation when `image` is empty (from its
+        cached embedding, computed once per observation); QueryError says what was wrong. Sets
+        response.frame_stamp to the latest frame's stamp first, so a refusal of a stale frame names it."""
+        if _has_image(image):
             if model.views != ["base_rgb"]:
                 raise QueryError(f"model {model.model_version} stacks views {model.views}; a request image "
                                  "gives only base_rgb: leave image empty to judge the cameras' latest frames")
-            msg, stamp, note = request.image, request.image.header.stamp, "request image"
-        else:
-            if self._frame is not None:
-                response.frame_stamp = self._frame.msg.header.stamp
-            frame = self._fresh(self._frame, self._config["image_topic"], "camera")
-            msg, stamp = frame.msg, frame.msg.header.stamp
-            note = f"camera frame {self._age(frame):.3f} s old"
-        views = self._views(model, msg)
-        with self._model_lock:
-            if self._model is not model:
-                raise QueryError("the model was unloaded while the query waited (node deactivated)")
+            views = self._views(model, image)
             try:
-                result = model.query(views, [name])[0][name]
+                embedding = model.embed(views)
             except ValueError as err:
                 raise QueryError(str(err)) from err
-        note = f"{note}, {msg.width}x{msg.height} {msg.encoding}"
-        return name, result, stamp, note if registered else f"{note}; zero-shot: {name!r} is not in the registry"
+            stamp, frame_id = image.header.stamp, image.header.frame_id
+            note = f"request image, {image.width}x{image.height} {image.encoding}"
+        else:
+            self._last_query = time.monotonic()
+            if self._frame is not None:
+                response.frame_stamp = self._frame.msg.header.stamp
+            now_ns = self.get_clock().now().nanoseconds
+            entry = self._latest_embedding(model, now_ns)
+            embedding, frame = entry.value, entry.meta["base_rgb"]
+            msg = frame.msg
+            stamp, frame_id = msg.header.stamp, msg.header.frame_id
+            note = f"camera frame {self._age(frame, now_ns):.3f} s old, {msg.width}x{msg.height} {msg.encoding}"
+        try:
+            results = model.answer(embedding, names)[0]
+        except ValueError as err:
+            raise QueryError(str(err)) from err
+        return Judged(results, stamp, frame_id, str(embedding.model_version), note)
+
+    def _latest_embedding(self, model: GraspModel, now_ns: int | None = None, prefetch: bool = False
+                          ) -> CacheEntry:
+        """The cached embedding of the latest fresh observation (every view the model reads), computed here if
+        missing. A query takes a fresh older observation's embedding instead of waiting while another computes
+        the latest, and instead of computing at all when prefetch_rate > 0 (the prefetch embeds new frames);
+        the prefetch (`prefetch`) always computes. entry.meta: {view: Frame} of the observation it embeds;
+        QueryError when a view has no fresh frame or a frame cannot be read."""
+        version = str(model.model_version)
+        now_ns = self.get_clock().now().nanoseconds if now_ns is None else now_ns
+        frames = {"base_rgb": self._fresh(self._frame, self._config["image_topic"], "camera", now_ns)}
+        for view in model.views[1:]:
+            frames[view] = self._fresh(self._views_latest.get(view), self._config[VIEW_TOPICS[view]], view, now_ns)
+        key = observation_key(version, [(view, _stamp_ns(f.msg), f.received_ns) for view, f in frames.items()])
+
+        def compute() -> GraspEmbedding:
+            return model.embed(self._views(model, frames["base_rgb"].msg,
+                                           {view: f.msg for view, f in frames.items() if view != "base_rgb"}))
+
+        def fresh_enough(entry: CacheEntry) -> bool:
+            limit = float(self._params["max_frame_age"])
+            return entry.key[0] == version and (limit <= 0 or all(self._age(f, now_ns) <= limit
+                                                                  for f in entry.meta.values()))
+
+        try:
+            entry, _ = self._embeddings.get(key, compute, frames, fallback=None if prefetch else fresh_enough,
+                                            prefer_fallback=float(self._params["prefetch_rate"]) > 0)
+        except ValueError as err:
+            raise QueryError(str(err)) from err
+        return entry
+
+    def _prefetch(self) -> None:
+        """Embed the latest observation ahead of the queries (the prefetch thread, niced, at most prefetch_rate
+        Hz, woken by new frames while latest-frame queries keep coming)."""
+        model = self._model
+        if model is None or self._state != "active":
+            return
+        try:
+            self._latest_embedding(model, prefetch=True)
+        except QueryError:
+            pass  # no fresh frame yet, or one the model cannot read: the queries will say why
+        except Exception as err:  # noqa: BLE001 - a bad frame must not stop prefetching
+            self.get_logger().warning(f"prefetch: cannot embed the latest frame: {err}", throttle_duration_sec=10.0)
 
     def _require_model(self) -> GraspModel:
         """The loaded model, or QueryError saying which lifecycle state the node is in."""
@@ -350,22 +490,24 @@ class PerceptionNode(LifecycleNode):
                              f"({self.get_fully_qualified_name()}/change_state) to load the model")
         return model
 
-    def _fresh(self, frame: Frame | None, topic: str, what: str) -> Frame:
-        """Return `frame` if there is one and it is recent enough, else raise QueryError."""
+    def _fresh(self, frame: Frame | None, topic: str, what: str, now_ns: int | None = None) -> Frame:
+        """Return `frame` if there is one and it is recent enough (at `now_ns`, default now), else QueryError."""
         if frame is None:
             raise QueryError(f"no {what} frame received yet on {topic} (QoS {self._config['image_reliability']}); "
                              "is the camera publishing?")
-        age, limit = self._age(frame), float(self._params["max_frame_age"])
+        age, limit = self._age(frame, now_ns), float(self._params["max_frame_age"])
         if limit > 0 and age > limit:
             raise QueryError(f"latest {what} frame on {topic} is {age:.2f} s old, older than max_frame_age "
                              f"{limit:.2f} s; is the camera still publishing?")
         return frame
 
-    def _age(self, frame: Frame) -> float:
-        """Seconds since the frame's stamp (since its arrival when unstamped), on the node clock."""
+    def _age(self, frame: Frame, now_ns: int | None = None) -> float:
+        """Seconds since the frame's stamp (since its arrival when unstamped) at `now_ns` (default now), on the
+        node clock."""
         stamp = frame.msg.header.stamp
         taken = stamp.sec * 1_000_000_000 + stamp.nanosec or frame.received_ns
-        return max(0.0, (self.get_clock().now().nanoseconds - taken) / 1e9)
+        now = self.get_clock().now().nanoseconds if now_ns is None else now_ns
+        return max(0.0, (now - taken) / 1e9)
 
     def _views(self, model: GraspModel, msg: Image, extra: dict[str, Image] | None = None
                ) -> np.ndarray | dict[str, np.ndarray]:
@@ -390,15 +532,21 @@ class PerceptionNode(LifecycleNode):
         return out["base_rgb"] if views == ["base_rgb"] else out
 
     def _on_add_object(self, request: AddObject.Request, response: AddObject.Response) -> AddObject.Response:
-        """Start a few-shot job from the given images or the next camera frames; answers at once."""
+        """Start a few-shot job from the given images or the next distinct camera frames; answers at once. Refused
+        (accepted false, the reason in message) before anything is queued: a name or description the registry
+        refuses, too few or too many shots, a full job queue, shots that are no distinct views of an object."""
         try:
             model = self._require_model()
             name = request.name.strip()
             if not name:
                 raise QueryError("name is empty: give the new object's name")
-            registry_name(name)
+            key = registry_name(name)
+            try:
+                description = normalize_description(request.description)
+            except ValueError as err:
+                raise QueryError(str(err)) from err
             take, images = int(request.take_next_frames), list(request.images)
-            limit = int(self._params["max_fewshot_images"])
+            limit, least = int(self._params["max_fewshot_images"]), int(self._params["fewshot_min_shots"])
             if take and images:
                 raise QueryError(f"give either images ({len(images)} given) or take_next_frames ({take}), not both")
             if not take and not images:
@@ -406,12 +554,17 @@ class PerceptionNode(LifecycleNode):
             if max(take, len(images)) > limit:
                 raise QueryError(f"{max(take, len(images))} images asked for; the limit is {limit} "
                                  "(parameter max_fewshot_images)")
-            description = request.description.strip()
+            if max(take, len(images)) < least:
+                given = max(take, len(images))
+                what = ("frame" if take else "image") + ("" if given == 1 else "s")
+                raise QueryError(f"{given} {what} given; a few-shot job needs at least {least} distinct views "
+                                 "(parameter fewshot_min_shots)")
+            self._check_job_room(model, key)
             if take:
                 job: FrameJob | GraspJob = self._frame_jobs.queue(
-                    name, description, take, float(self._params["fewshot_frame_timeout"]))
+                    key, description, take, float(self._params["fewshot_frame_timeout"]))
                 response.job_id = job.job_id
-                response.message = f"collecting the next {take} frames from {self._config['image_topic']}"
+                response.message = f"collecting the next {take} distinct frames from {self._config['image_topic']}"
             else:
                 if model.views != ["base_rgb"]:
                     raise QueryError(f"model {model.model_version} stacks views {model.views}: use "
@@ -422,21 +575,42 @@ class PerceptionNode(LifecycleNode):
                         views.append(self._views(model, img))
                     except QueryError as err:
                         raise QueryError(f"images[{i}]: {err}") from err
-                job = self._start_model_job(model, name, description, views)
+                job = self._start_model_job(model, key, description, views)
                 response.job_id = job.job_id
-                response.message = f"few-shot job started with {len(views)} images"
+                response.message = f"few-shot job started with {len(views)} images; {job.message}"
             response.accepted = True
-            self.get_logger().info(f"add_object({name!r}): job {response.job_id}: {response.message}")
-        except (QueryError, ValueError) as err:
-            response.accepted, response.message = False, str(err)
+            self.get_logger().info(f"add_object({key!r}): job {response.job_id}: {response.message}")
+        except (QueryError, ValueError, VlkdError) as err:  # VlkdError: e.g. another writer holds the model dir
+            response.accepted, response.message = False, str(err).replace("image[", "images[")
         except Exception as err:  # noqa: BLE001
-            self.get_logger().error(f"add_object({request.name!r}) failed: {type(err).__name__}: {err}")
+            self.get_logger().error(f"add_object({request.name[:100]!r}) failed: {type(err).__name__}: {err}")
             response.accepted, response.message = False, f"add_object failed: {type(err).__name__}: {err}"
+        if not response.accepted:
+            self.get_logger().debug(f"add_object({request.name[:100]!r}) refused: {response.message}")
         return response
 
+    def _check_job_room(self, model: GraspModel, key: str) -> None:
+        """QueryError unless another few-shot job may start: one per name at a time, at most max_fewshot_jobs
+        collecting frames, queued or running in all."""
+        frame_jobs = [j for j in self._frame_jobs.all() if j.collecting]
+        active = [(j.job_id, j.name) for j in frame_jobs] + [(j.job_id, j.name) for j in model.jobs() if
+                                                              j.state in ("queued", "running")]
+        same = [job_id for job_id, job_name in active if job_name == key]
+        if same:
+            raise QueryError(f"a few-shot job for {key!r} is already collecting frames, queued or running "
+                             f"({', '.join(same)}): wait for it (~/get_job_status) or cancel it (~/cancel_job)")
+        most = int(self._params["max_fewshot_jobs"])
+        if len(active) >= most:
+            raise QueryError(f"{len(active)} few-shot jobs are collecting frames, queued or running, the most allowed "
+                             "(parameter max_fewshot_jobs): wait for one to finish (~/list_jobs) or cancel one "
+                             "(~/cancel_job)")
+
     def _start_model_job(self, model: GraspModel, name: str, description: str, views: list) -> GraspJob:
-        """Call the model's add_object and remember the job it returns."""
-        job = model.add_object(name, views, description=description or None, k=len(views))
+        """Call the model's add_object (at least fewshot_min_shots distinct views) and remember the job."""
+        job = model.add_object(name, views, description=description or None, k=int(self._params["fewshot_min_shots"]))
+        finished = [job_id for job_id, j in self._model_jobs.items() if j.state not in ("queued", "running")]
+        for job_id in finished[:max(0, len(finished) - MODEL_JOB_HISTORY + 1)]:
+            del self._model_jobs[job_id]
         self._model_jobs[job.job_id] = job
         return job
 
@@ -447,12 +621,13 @@ class PerceptionNode(LifecycleNode):
                 model = self._require_model()
                 views = [self._views(model, msg, extra) for msg, extra in zip(job.frames, job.extra)]
                 job.model_job = self._start_model_job(model, job.name, job.description, views)
-                job.frames, job.extra = [], []
-            except (QueryError, ValueError) as err:
-                job.state, job.message = "failed", str(err)
+                job.frames, job.extra, job.thumbs = [], [], []
+            except (QueryError, ValueError, VlkdError) as err:
+                job.state, job.message = "failed", str(err).replace("image[", "frame[")
             except Exception as err:  # noqa: BLE001
                 job.state, job.message = "failed", f"add_object failed: {type(err).__name__}: {err}"
             if job.state == "failed":
+                job.frames, job.extra, job.thumbs = [], [], []
                 self.get_logger().error(f"job {job.job_id} ({job.name!r}) failed: {job.message}")
 
     def _on_list_objects(self, request: ListObjects.Request, response: ListObjects.Response) -> ListObjects.Response:
@@ -477,32 +652,80 @@ class PerceptionNode(LifecycleNode):
             response.found, response.state = True, str(model_job.state)
             response.progress, response.message = float(model_job.progress), str(model_job.message)
         elif frame_job is not None:
-            response.found, response.state, response.message = True, frame_job.state, frame_job.message or (
-                f"collecting camera frames: {len(frame_job.frames)}/{frame_job.needed}")
+            response.found, response.state = True, frame_job.state
+            response.message = frame_job.message or frame_job.progress_note()
         else:
-            response.message = f"no job {job_id!r}"
+            response.message = f"no job {job_id[:100]!r}"
+        return response
+
+    def _on_list_jobs(self, request: ListJobs.Request, response: ListJobs.Response) -> ListJobs.Response:
+        """Every few-shot job kept: frame jobs (under their frames-... id, with their model job's state once it
+        started), then the model's other jobs; each kind oldest first."""
+        rows, started = [], set()
+        for job in self._frame_jobs.all():
+            model_job = job.model_job
+            if model_job is not None:
+                started.add(model_job.job_id)
+                rows.append((job.job_id, job.name, model_job.state, model_job.progress, model_job.message))
+            else:
+                rows.append((job.job_id, job.name, job.state, len(job.frames) / max(job.needed, 1) * 0.05,
+                             job.message or job.progress_note()))
+        model = self._model
+        for job in model.jobs() if model is not None else []:
+            if job.job_id not in started:
+                rows.append((job.job_id, job.name, job.state, job.progress, job.message))
+        response.job_ids = [str(r[0]) for r in rows]
+        response.names = [str(r[1]) for r in rows]
+        response.states = [str(r[2]) for r in rows]
+        response.progress = [float(r[3]) for r in rows]
+        response.messages = [str(r[4]) for r in rows]
+        return response
+
+    def _on_cancel_job(self, request: CancelJob.Request, response: CancelJob.Response) -> CancelJob.Response:
+        """Cancel a few-shot job that is collecting frames, queued or running; a cancelled job changes nothing."""
+        job_id = request.job_id
+        frame_job = self._frame_jobs.cancel(job_id)
+        job = frame_job.model_job if frame_job is not None and frame_job.model_job is not None else frame_job
+        model = self._model
+        if frame_job is None or frame_job.model_job is not None:
+            model_id = frame_job.model_job.job_id if frame_job is not None else job_id
+            job = model.cancel(model_id) if model is not None else None
+            if job is None and frame_job is not None:  # its model was unloaded since
+                job = frame_job.model_job
+        if job is None:
+            response.message = f"no job {job_id[:100]!r}"
+            return response
+        response.found, response.state = True, str(job.state)
+        response.cancelled = response.state == "cancelled"
+        if response.cancelled:
+            response.message = str(job.message)
+        elif response.state == "running":
+            response.message = f"job {job_id} is running: cancel requested, it stops at its next step unless committing"
+        else:
+            response.message = f"job {job_id} is {job.state}: finished already, nothing to cancel"
+        if response.cancelled:
+            self.get_logger().info(f"job {job_id}: cancelled")
         return response
 
     # ----- publishing -----------------------------------------------------------------------------------
 
     def _publish_result(self, stamp: TimeMsg, frame_id: str, names: list[str], scores: list[float],
-                        graspable: list[bool]) -> None:
+                        graspable: list[bool], model_version: str) -> None:
         """Publish one GraspResult on ~/results."""
-        pub, model = self._results_pub, self._model
+        pub = self._results_pub
         if pub is None or self._state != "active":
             return
         msg = GraspResult()
         msg.header.stamp, msg.header.frame_id = stamp, frame_id
         msg.names, msg.scores = list(names), [float(s) for s in scores]
         msg.graspable = [bool(g) for g in graspable]
-        msg.model_version = str(model.model_version) if model is not None else ""
+        msg.model_version = model_version
         pub.publish(msg)
 
     def _on_results_tick(self) -> None:
-        """At `results_rate`, judge the latest fresh frame for every known object and publish it."""
-        rate = float(self._params["results_rate"])
-        now = time.monotonic()
-        if rate <= 0 or now - self._last_results < 1.0 / rate or self._state != "active":
+        """At `results_rate` (its timer's period), judge the latest fresh observation for every known object and
+        publish it (from the embedding the queries share)."""
+        if float(self._params["results_rate"]) <= 0 or self._state != "active":
             return
         model, frame = self._model, self._frame
         if model is None or frame is None:
@@ -511,23 +734,25 @@ class PerceptionNode(LifecycleNode):
         names = [name for name, _ in model.objects()]
         if not names or (limit > 0 and self._age(frame) > limit):
             return
-        self._last_results = now
         try:
-            views = self._views(model, frame.msg)
-            with self._model_lock:
-                if self._model is not model:
-                    return
-                result = model.query(views, names)[0]
+            entry = self._latest_embedding(model)
+            result = model.answer(entry.value, names)[0]
         except Exception as err:  # noqa: BLE001 - a bad frame must not stop the timer
             self.get_logger().warning(f"results: cannot judge the latest frame: {err}",
                                       throttle_duration_sec=10.0)
             return
+        msg = entry.meta["base_rgb"].msg
         scores, graspable = zip(*(self._decide(result[name]) for name in names))
-        self._publish_result(frame.msg.header.stamp, frame.msg.header.frame_id, names, list(scores), list(graspable))
+        self._publish_result(msg.header.stamp, msg.header.frame_id, names, list(scores), list(graspable),
+                             str(entry.value.model_version))
         if self._params["publish_debug_image"] and self._debug_pub is not None:
-            rgb = views["base_rgb"] if isinstance(views, dict) else views
+            try:
+                rgb = image_to_rgb(msg, max_pixels=int(self._params["max_image_pixels"]),
+                                   shrink_to=int(self._params["image_size"]) or int(model.image_size or 0))
+            except ImageFormatError:
+                return
             self._debug_pub.publish(numpy_to_image(annotate(rgb, names, scores, graspable), "rgb8",
-                                                   frame.msg.header.frame_id, frame.msg.header.stamp))
+                                                   msg.header.frame_id, msg.header.stamp))
 
     def _publish_diagnostics(self) -> None:
         """Publish model version, latency, frame age, camera rate and queue lengths on /diagnostics."""
@@ -552,16 +777,19 @@ class PerceptionNode(LifecycleNode):
             camera_info=f"{info.width}x{info.height} {info.header.frame_id}" if info else "none",
             camera_rate_hz=rate, frame_age_s=self._age(frame) if frame else None,
             max_frame_age=float(self._params["max_frame_age"]), latencies=latencies, counts=counts,
-            jobs_waiting=self._frame_jobs.waiting(),
+            jobs_waiting=self._frame_jobs.waiting(), embeddings=self._embeddings.stats(),
             jobs_running=sum(1 for j in self._model_jobs.values() if j.state in ("queued", "running")))
 
 
 def registry_name(name: str) -> str:
     """`name` as the object registry spells it, or QueryError when the registry refuses it."""
     try:
-        return normalize_name(name)
+        return _normalized(name)
     except ValueError as err:
         raise QueryError(str(err)) from err
+
+
+_normalized = lru_cache(maxsize=4096)(normalize_name)  # queries name the same few objects over and over
 
 
 def _has_image(img: Image) -> bool:
@@ -569,11 +797,16 @@ def _has_image(img: Image) -> bool:
     return img.width > 0 or img.height > 0 or len(img.data) > 0
 
 
-def load_grasp_model(model_dir: str, device: str, backend: str) -> GraspModel:
+def _stamp_ns(msg: Image) -> int:
+    """A message's header stamp in nanoseconds."""
+    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+
+def load_grasp_model(model_dir: str, device: str, backend: str, threads: int = 0) -> GraspModel:
     """Load the grasp-feasibility model through the inference API."""
     from vlkd_ros.inference import GraspFeasibility
 
-    return GraspFeasibility.from_checkpoint(model_dir, device=device, backend=backend)
+    return GraspFeasibility.from_checkpoint(model_dir, device=device, backend=backend, threads=threads)
 
 
 def run(node: PerceptionNode) -> int:

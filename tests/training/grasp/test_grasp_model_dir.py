@@ -22,12 +22,15 @@ def test_a_v1_dir_is_refused_with_the_converter_which_converts_it_without_loss(t
     assert cli(["add-object", "--model", str(old), "--name", "cup", "--images", "a.png"]) == 2
     assert f"Convert it once with `vlkd convert-model {old}`" in capsys.readouterr().err
 
+    shutil.rmtree(old / "onnx")  # v1 training wrote no ONNX export
     before = {p: p.stat().st_mtime_ns for p in old.rglob("*")}
     assert cli(["convert-model", str(old)]) == 0
-    assert f"model dir: {old / 'model'} (kind grasp)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"model dir: {old / 'model'} (kind grasp)" in out
+    assert f"exported the image encoder to {old / 'model' / 'onnx'}" in out  # what the node's default backend runs
     assert all(p.stat().st_mtime_ns == t for p, t in before.items())  # the old files are left as they were
     assert {p for p in old.rglob("*") if p not in before} == {old / "model", *(old / "model").rglob("*")}
-    assert sorted(p.name for p in (old / "model").iterdir()) == sorted(GRASP_ENTRIES)
+    assert sorted(p.name for p in (old / "model").iterdir()) == sorted([*GRASP_ENTRIES, "onnx"])
 
     new, original = load_grasp_model_dir(old), load_grasp_model_dir(tiny_grasp_model)  # OLD reads as OLD/model now
     assert new.root == old / "model"
@@ -60,7 +63,9 @@ def test_export_writes_the_onnx_file_of_the_current_weights(tiny_grasp_model, tm
     model_dir = copy_model(tiny_grasp_model, tmp_path / "model")
     assert cli(["export", "--model", str(model_dir), "--out", str(tmp_path / "elsewhere")]) == 2
     assert "a grasp model dir exports into its own onnx/ folder" in capsys.readouterr().err
-    assert not (model_dir / "onnx").exists()
+    trained = sorted(p.name for p in (model_dir / "onnx").iterdir())  # train-grasp wrote the weights' export
+    assert trained == [onnx_file(load_grasp_model_dir(model_dir).registry.weights_sha256).split("/")[-1]]
+    shutil.rmtree(model_dir / "onnx")
     path, diff = export_onnx(model_dir)
     assert path == model_dir / onnx_file(load_grasp_model_dir(model_dir).registry.weights_sha256) and diff < 1e-4
     assert [p.name for p in (model_dir / "onnx").iterdir()] == [path.name]

@@ -2,6 +2,7 @@
 reload on their own."""
 import json
 
+import onnxruntime as ort
 import pytest
 import torch
 
@@ -20,7 +21,7 @@ def test_trained_model_dir_is_complete_and_self_contained(tiny_grasp_model):
     run = tiny_grasp_model.parent  # the run dir: training's files only; the model dir: what serving needs only
     assert tiny_grasp_model.name == "model"
     assert {p.name for p in run.iterdir()} >= {"config.yaml", "metrics.jsonl", "checkpoints", "model"}
-    assert sorted(p.name for p in tiny_grasp_model.iterdir()) == sorted(GRASP_ENTRIES)
+    assert sorted(p.name for p in tiny_grasp_model.iterdir()) == sorted([*GRASP_ENTRIES, "onnx"])
     card = read_card(run, expect_kind="grasp")  # the run dir is read through its model/ folder
     assert card.kind == "grasp" and card.version == 2 and card.info["task"] == "grasp"
     assert card.training == to_dict(load_config(GraspTrainConfig, run / "config.yaml"))  # eval needs no run dir
@@ -38,6 +39,13 @@ def test_trained_model_dir_is_complete_and_self_contained(tiny_grasp_model):
     # The saved text tower alone reproduces the teacher's prompt features, for any new name too.
     tower = TextTower.load(tiny_grasp_model / "text_encoder")
     assert torch.allclose(tower.encode(model.card.texts["ood"]), model.text_features["ood"], atol=1e-5)
+    # The ONNX export of the weights (what backend onnx, the node's default, runs) matches PyTorch.
+    assert [p for p in (tiny_grasp_model / "onnx").iterdir()] == [model.onnx_path()]
+    images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    session = ort.InferenceSession(str(model.onnx_path()), providers=["CPUExecutionProvider"])
+    with torch.no_grad():
+        assert torch.allclose(torch.from_numpy(session.run(["features"], {"images": images.numpy()})[0]),
+                              model.student(images), atol=1e-4)
     replay = ReplayBuffer.load(tiny_grasp_model / "replay.safetensors")
     assert replay.inputs.shape == (24, 3, 32, 32) and replay.targets.shape == (24, 4)
     assert replay.teacher.shape == (24, 64) and replay.val_inputs.shape == (12, 3, 32, 32)

@@ -8,8 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from vlkd_ros.cli.serve import INTERFACES, ros_distro
+
 ROOT = Path(__file__).resolve().parents[3]
-INSTALL = ROOT / "install" / "vlkd_interfaces"
+# This interpreter's distro and the vlkd_interfaces build for it (install/ for Kilted, install-jazzy/ for Jazzy).
+DISTRO = ros_distro()
+INSTALL = INTERFACES
 # The `vlkd` console script of this interpreter's environment (what users run), else the same entry point.
 _SCRIPT = Path(sys.executable).with_name("vlkd")
 VLKD = [str(_SCRIPT)] if _SCRIPT.is_file() else [sys.executable, "-c",

@@ -63,14 +63,16 @@ def test_values_and_status_of_a_busy_node() -> None:
     report = NodeReport(**ACTIVE, frames_received=120, other_views=["hand_rgb", "base_depth"],
                         camera_info="640x480 camera_color_optical_frame", camera_rate_hz=29.987, frame_age_s=0.0334,
                         latencies=[0.010, 0.020, 0.030], counts={"queries": 3, "failed": 1, "in_flight": 0},
-                        jobs_waiting=1, jobs_running=2)
+                        jobs_waiting=1, jobs_running=2,
+                        embeddings={"computed": 4, "hits": 30, "fallbacks": 2, "failed": 0})
     values = report_values(report)
     assert values == {
         "state": "active", "model_version": "v1-abcdef12", "model_dir": "/models/grasp",
         "image_topic": "/camera/image_raw", "objects": 3, "frames_received": 120, "other_views": "base_depth, hand_rgb",
         "camera_info": "640x480 camera_color_optical_frame", "camera_rate_hz": 29.99, "frame_age_s": 0.033,
         "latency_p50_ms": 20.0, "latency_p95_ms": 29.0, "queries_total": 3, "queries_failed": 1,
-        "queries_in_flight": 0, "jobs_waiting_for_frames": 1, "jobs_running": 2}
+        "queries_in_flight": 0, "jobs_waiting_for_frames": 1, "jobs_running": 2, "embeddings_computed": 4,
+        "embedding_cache_hits": 30, "embedding_fallbacks": 2}
     status = diagnostic_status(report)
     assert status.name == "ns/vlkd_perception: grasp feasibility" and status.hardware_id == "v1-abcdef12"
     assert (status.level, status.message) == (DiagnosticStatus.OK, "ok")

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[3]
-INSTALL = ROOT / "install" / "vlkd_interfaces"
+from ros_peers import INSTALL
+
 PEER = Path(__file__).with_name("interfaces_peer.py")
 TIMEOUT_S = 90
 

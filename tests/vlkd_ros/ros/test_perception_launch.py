@@ -1,7 +1,9 @@
 """launch/perception.launch.py and `vlkd serve` give the vlkd_perception node the same parameters.
 
-Without ROS 2's `launch` package the launch file is read as a syntax tree (never executed): its package,
-executable, node name, arguments and parameter list are checked against setup.py, the node and the CLI, and
+Without ROS 2's `launch` package the launch file is read as a syntax tree (never executed): that it starts the
+node as a `launch_ros.actions.LifecycleNode` (package, executable, name, namespace, parameters: the keywords both
+Kilted and Jazzy take), its arguments and defaults (autostart among them), that every argument overriding a
+parameter names a real node parameter, and its package, executable and node name against setup.py and the node;
 the parameters it would give are compared with what the node reports under `vlkd serve --print-params`.
 Where `launch_ros` is importable (a regular ROS 2 install), the launch file is also run for real.
 """
@@ -70,14 +72,19 @@ def launch_spec() -> dict:
     """What the launch file declares: constants, arguments with defaults, and the node action's keywords."""
     tree = ast.parse(LAUNCH.read_text())
     constants = module_constants(LAUNCH)
-    arguments = {}
+    arguments, choices = {}, {}
     for call in calls(tree, "DeclareLaunchArgument"):
-        kw = {k.arg: evaluate(k.value, constants) for k in call.keywords if k.arg == "default_value"}
-        arguments[evaluate(call.args[0], constants)] = kw.get("default_value")
-    (node,) = calls(tree, "Node")
+        kw = {k.arg: evaluate(k.value, constants) for k in call.keywords if k.arg in ("default_value", "choices")}
+        name = evaluate(call.args[0], constants)
+        arguments[name] = kw.get("default_value")
+        if "choices" in kw:
+            choices[name] = kw["choices"]
+    (node,) = calls(tree, "LifecycleNode")
     keywords = {k.arg: evaluate(k.value, constants) for k in node.keywords}
     loops = [ast.unparse(n.iter) for n in ast.walk(tree) if isinstance(n, ast.For)]
-    return {"constants": constants, "arguments": arguments, "node": keywords, "loops": loops}
+    imports = {(n.module, a.name) for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names}
+    return {"constants": constants, "arguments": arguments, "choices": choices, "node": keywords, "loops": loops,
+            "imports": imports, "plain_nodes": len(calls(tree, "Node"))}
 
 
 def console_scripts() -> dict:
@@ -99,17 +106,24 @@ def params_file_values(path: Path = PARAMS) -> dict:
 
 
 def launch_parameters(arguments: dict) -> dict:
-    """Parameters the launch file gives the node: the params file, then the non-empty override arguments."""
-    overrides = launch_spec()["constants"]["OVERRIDES"]
+    """Parameters the launch file gives the node: the params file, then the non-empty override arguments and the
+    boolean arguments (their defaults where not given)."""
+    spec = launch_spec()
+    overrides, flags = spec["constants"]["OVERRIDES"], spec["constants"]["FLAGS"]
     values = dict(params_file_values())
-    values.update({overrides[a]: v for a, v in arguments.items() if v})
+    values.update({overrides[a]: v for a, v in arguments.items() if v and a in overrides})
+    values.update({p: arguments.get(a, spec["arguments"][a]) == "true" for a, p in flags.items()})
     return values
 
 
 def serve_parameters(env: dict, arguments: dict) -> dict:
-    """The node's parameters as `vlkd serve --print-params` reports them, with the same overrides as flags."""
-    flags = [x for a, v in arguments.items() if v for x in (f"--{a.replace('_', '-')}", v)]
-    proc = subprocess.run([*VLKD, "serve", "--params", str(PARAMS), *flags, "--print-params"], env=env,
+    """The node's parameters as `vlkd serve --print-params` reports them, with the same overrides as flags (the
+    launch file's boolean arguments, which `vlkd serve` has no flag for, as `--ros-args -p NAME:=VALUE`)."""
+    launch_flags = launch_spec()["constants"]["FLAGS"]
+    flags = [x for a, v in arguments.items() if v and a not in launch_flags for x in (f"--{a.replace('_', '-')}", v)]
+    ros_params = [x for a, v in arguments.items() if a in launch_flags for x in ("-p", f"{launch_flags[a]}:={v}")]
+    flags += ["--print-params", *(["--ros-args", *ros_params] if ros_params else [])]
+    proc = subprocess.run([*VLKD, "serve", "--params", str(PARAMS), *flags], env=env,
                           capture_output=True, text=True, timeout=TIMEOUT_S, cwd=ROOT)
     assert proc.returncode == 0, f"vlkd serve failed ({proc.returncode}): {proc.stderr[-2000:]}"
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -125,10 +139,10 @@ def test_launch_file_names_the_installed_node_and_params_file() -> None:
     assert console_scripts()[node["executable"]] == "vlkd_ros.ros.perception_node:main"
     assert node["name"] == module_constants(NODE_MODULE)["NODE_NAME"]
     assert node["parameters"] == ["$(params_file)", "<overrides>"]
-    assert "OVERRIDES.items()" in spec["loops"]
+    assert "OVERRIDES.items()" in spec["loops"] and "FLAGS.items()" in spec["loops"]
     assert consts["OVERRIDES"] == SERVE_OVERRIDES
     assert spec["arguments"] == {"params_file": "share/vlkd_ros/config/perception.yaml", "namespace": "",
-                                 **{a: "" for a in consts["OVERRIDES"]}}
+                                 "autostart": "true", **{a: "" for a in consts["OVERRIDES"]}}
     setup_text = (ROOT / "setup.py").read_text()
     assert 'f"share/{PACKAGE}/config", glob("config/*.yaml")' in setup_text
     assert 'f"share/{PACKAGE}/launch", glob("launch/*.launch.py")' in setup_text
@@ -136,10 +150,39 @@ def test_launch_file_names_the_installed_node_and_params_file() -> None:
     assert (ROOT / "setup.cfg").read_text().count("$base/lib/vlkd_ros") == 2, "ros2 run/launch look in lib/vlkd_ros"
 
 
+def test_launch_file_starts_a_lifecycle_node_with_autostart() -> None:
+    """A launch_ros.actions.LifecycleNode with the keywords both Kilted and Jazzy take (name and namespace are
+    required there), an autostart argument (true by default, false for a lifecycle manager), and every argument
+    that overrides a node parameter names a real one of vlkd_ros.ros.parameters.PARAMETERS."""
+    from vlkd_ros.ros.parameters import SPECS
+
+    spec = launch_spec()
+    consts, node = spec["constants"], spec["node"]
+    assert ("launch_ros.actions", "LifecycleNode") in spec["imports"]
+    assert ("launch_ros.actions", "Node") not in spec["imports"] and spec["plain_nodes"] == 0
+    assert {"package", "executable", "name", "namespace", "parameters"} <= set(node), sorted(node)
+    assert node["namespace"] == "$(namespace)"
+    assert "autostart" not in node, "the node configures itself (its autostart parameter); launch must not too"
+    overriding = {**consts["OVERRIDES"], **consts["FLAGS"]}
+    assert set(overriding) <= set(spec["arguments"]), "every overriding argument is declared"
+    unknown = {a: p for a, p in overriding.items() if p not in SPECS}
+    assert not unknown, f"launch arguments override parameters the node does not declare: {unknown}"
+    assert not set(consts["OVERRIDES"]) & set(consts["FLAGS"])
+    for argument, parameter in consts["FLAGS"].items():
+        assert isinstance(SPECS[parameter].default, bool), f"{argument} sets a non-boolean parameter {parameter}"
+        assert spec["choices"][argument] == ["true", "false"]
+        assert spec["arguments"][argument] == str(SPECS[parameter].default).lower()
+    assert consts["FLAGS"] == {"autostart": "autostart"} and SPECS["autostart"].default is True
+    assert params_file_values()["autostart"] is True
+    # The rest of the declared arguments are the launch file's own: which params file, and where the node lives.
+    assert set(spec["arguments"]) - set(overriding) == {"params_file", "namespace"}
+
+
 @pytest.mark.parametrize("arguments", [
     {},
     {"camera_topic": "/robot/head_camera/color/image_raw", "model_dir": "/models/grasp", "device": "cuda:1"},
-], ids=["defaults", "overrides"])
+    {"autostart": "false"},
+], ids=["defaults", "overrides", "lifecycle_manager"])
 def test_serve_gives_the_node_the_launch_parameters(ros_env, arguments: dict) -> None:
     """The parameters the launch file would give equal those the node reports under `vlkd serve`."""
     env, _ = ros_env
@@ -182,7 +225,7 @@ def test_launch_file_runs_the_node_with_the_serve_parameters(ros_env) -> None:
     except PackageNotFoundError:
         pytest.skip("vlkd_ros is not in the ament index: colcon build it and source the workspace")
     env, namespace = ros_env
-    arguments = {"camera_topic": "/robot/camera/image_raw", "model_dir": "/models/grasp"}
+    arguments = {"camera_topic": "/robot/camera/image_raw", "model_dir": "/models/grasp", "autostart": "false"}
     names = sorted(serve_parameters(env, {}))
     proc = subprocess.run([sys.executable, str(LAUNCH_PEER), str(LAUNCH),
                            json.dumps({**arguments, "namespace": namespace}), f"{namespace}/vlkd_perception",

@@ -1,0 +1,219 @@
+"""GraspFeasibility's few-shot hook against bad or careless callers: every refusal comes before a job and says why,
+nothing is persisted unless a job succeeds (registry and weights byte-identical otherwise), a bounded queue with
+listing and cancel, and one writer per model dir (the lock names the other holder)."""
+import hashlib
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from grasp_fixtures import copy_model
+from training.grasp.data import GraspDataConfig, load_clutter_data, read_view
+from training.grasp.fewshot import FinetuneCheck
+from vlkd_formats.dir_lock import DirLockedError
+from vlkd_formats.object_registry import read_registry
+from vlkd_ros.inference import GraspFeasibility
+from vlkd_ros.inference.grasp import FewShotError, JobQueueFull
+
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
+REPO = Path(__file__).resolve().parents[3]
+NEW = "orange square"
+
+
+@pytest.fixture(scope="module")
+def shots(tiny_clutter):
+    data = load_clutter_data(GraspDataConfig(root=str(tiny_clutter)))
+    return [read_view("base_rgb", e.images["base_rgb"]) for e in data.x_ood
+            if NEW in e.objects and e.objects[NEW].graspable][:5]
+
+
+@pytest.fixture
+def model_dir(tiny_grasp_model, tmp_path):
+    return copy_model(tiny_grasp_model, tmp_path / "model")
+
+
+def fingerprint(root: Path) -> dict[str, str]:
+    """SHA-256 of the registry and of every weights, shots and ONNX file: what a model dir serves."""
+    files = [root / "registry.json", root / "model.safetensors"] + sorted(
+        p for folder in ("weights", "objects", "onnx") for p in (root / folder).glob("*") if p.is_file())
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def slow_jobs(model: GraspFeasibility) -> None:
+    """Finetunes that run until cancelled (a cancel lands at the next step)."""
+    model.fewshot = replace(model.fewshot, steps=100000)
+
+
+def test_every_bad_call_is_refused_before_a_job_and_changes_nothing(model_dir, shots):
+    model = GraspFeasibility.from_checkpoint(model_dir)
+    before, objects = fingerprint(model_dir), model.objects()
+    grey = np.full((480, 640, 3), 128, np.uint8)
+    noise = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    cases = [
+        (dict(name="../../etc/passwd"), "holds the path separator '/'"),
+        (dict(name="物体 ☃ \u202e"), r"holds a format character \(bidi override, zero-width, ...\), U\+202E"),
+        (dict(name="ob\x00ject"), r"holds a control character, U\+0000 at position 2"),
+        (dict(name="red circle", description="a\x00b"), r"description 'a\\x00b' holds a control character"),
+        (dict(name="red circle", description="x" * 501), "at most 500 are allowed"),
+        (dict(images=[grey] * 5), r"image\[0\] is near-uniform .*\(and 4 more refused\); no few-shot job"),
+        (dict(images=[noise] * 5), r"image\[0\] looks like noise, not a camera image"),
+        (dict(images=shots[:4] + [grey]), r"image\[4\] is near-uniform"),
+        (dict(images=[shots[0]] * 5), r"only 1 of the 5 shots are distinct views .*move the object or the camera"),
+        (dict(images=shots[:2] + [shots[0], shots[1], shots[0]]), "only 2 of the 5 shots are distinct views"),
+        (dict(images=[s[:10, :10] for s in shots]), r"image\[0\] is 10x10 pixels, too small"),
+        (dict(images=[s.astype(np.float32) for s in shots]), "must be an HxWx3 uint8"),
+        (dict(images=shots, k=1), "k must be an integer >= 2"),
+        (dict(images=shots[:3]), "needs at least k=5 shots, got 3"),
+    ]
+    for kwargs, reason in cases:
+        call = {"name": "red circle", "images": shots, **kwargs}
+        with pytest.raises(ValueError, match=reason):
+            model.add_object(call.pop("name"), call.pop("images"), **call)
+    assert model.jobs() == [] and model.objects() == objects
+    assert fingerprint(model_dir) == before and not (model_dir / ".lock").exists()
+
+    with pytest.raises(FewShotError, match=r"resolves ROC AUC drops of 0\.18 there, too coarse for "
+                                           r"fewshot\.max_drop=0\.05, which needs about 150 such observations"):
+        model.fewshot = replace(model.fewshot, max_drop=0.05)
+        model.add_object(NEW, shots)
+    assert model.jobs() == [] and fingerprint(model_dir) == before
+
+
+def test_a_new_name_is_listed_while_its_job_runs_and_persisted_only_on_success(model_dir, shots):
+    model = GraspFeasibility.from_checkpoint(model_dir)
+    before = fingerprint(model_dir)
+    slow_jobs(model)
+    job = model.add_object(NEW, shots, description="a small square that is plain orange")
+    assert job.message == "queued: 5 distinct shots" and job.shots == 5
+    assert (NEW, "a small square that is plain orange") in model.objects()  # answerable zero-shot, described
+    assert model.query(shots[0], [NEW])[0][NEW]["score"] >= 0
+    assert read_registry(model_dir).get(NEW) is None and fingerprint(model_dir) == before
+    assert (model_dir / ".lock").is_file()  # the writer lock, held from the first job on
+    while job.progress == 0 and not job.wait(0.05):
+        pass
+    assert model.cancel(job.job_id) is job and job.state == "cancelled", job
+    assert job.message == "cancelled while it ran; nothing changed"
+    assert NEW not in [n for n, _ in model.objects()] and fingerprint(model_dir) == before
+
+
+def test_an_update_changes_nothing_unless_its_job_succeeds(model_dir, shots, monkeypatch):
+    """A re-add of a known object with a new description: cancelled, or failing validation, it leaves the stored
+    description, threshold, shots and weights; succeeding, it changes only its own entry; an empty description
+    keeps the stored one."""
+    model = GraspFeasibility.from_checkpoint(model_dir)
+    old = read_registry(model_dir)
+    stored = old.get("red circle")
+    before = fingerprint(model_dir)
+    slow_jobs(model)
+    job = model.add_object("Red_Circle", shots, description="overwritten?")
+    assert model.objects() == [(o.name, o.description) for o in old.objects]  # the old description serves
+    model.cancel(job.job_id)
+    assert job.state == "cancelled" and fingerprint(model_dir) == before
+
+    monkeypatch.setattr("vlkd_ros.inference.grasp.check_finetune", lambda *a, **k: FinetuneCheck(False, "forced", {}))
+    model.fewshot = replace(model.fewshot, steps=1)
+    job = model.add_object("red circle", shots, description="overwritten?")
+    assert job.wait(120) and job.state == "failed" and "validation failed" in job.message
+    assert read_registry(model_dir).get("red circle") == stored and fingerprint(model_dir) == before
+
+    monkeypatch.setattr("vlkd_ros.inference.grasp.check_finetune", lambda *a, **k: FinetuneCheck(True, "ok", {}))
+    job = model.add_object("red circle", shots, description="")
+    assert job.wait(120) and job.state == "succeeded", job.message
+    after = read_registry(model_dir)
+    entry = after.get("red circle")
+    assert entry.description == stored.description and entry.finetuned and entry.n_shots == 5
+    assert [o for o in after.objects if o.name != "red circle"] == [o for o in old.objects if o.name != "red circle"]
+    assert after.weights_version == old.weights_version + 1
+
+
+def test_the_queue_is_bounded_per_name_and_in_total_and_jobs_can_be_listed_and_cancelled(model_dir, shots):
+    model = GraspFeasibility.from_checkpoint(model_dir)
+    before = fingerprint(model_dir)
+    slow_jobs(model)
+    model.max_jobs = 2
+    first = model.add_object(NEW, shots)
+    with pytest.raises(JobQueueFull, match=rf"1 few-shot job\(s\) for '{NEW}' already queued or running "
+                                           rf"\({first.job_id}; at most 1 per name\): wait for it or cancel it"):
+        model.add_object(NEW.upper(), shots)
+    second = model.add_object("mystery box", shots)
+    with pytest.raises(JobQueueFull, match=r"2 few-shot jobs are queued or running, the most allowed \(2\)"):
+        model.add_object("teapot", shots)
+    assert [j.job_id for j in model.jobs()] == [first.job_id, second.job_id]
+    assert model.job(second.job_id).state == "queued"
+    assert model.cancel(second.job_id) is second and second.state == "cancelled"
+    assert second.message == "cancelled before it started; nothing changed" and second.wait(0)
+    third = model.add_object("teapot", shots)  # a slot is free again
+    assert model.cancel("nope") is None
+    for job in (first, third):
+        model.cancel(job.job_id)
+        assert job.wait(60) and job.state == "cancelled", job
+    assert model.cancel(first.job_id) is first  # finished: returned unchanged
+    assert [n for n, _ in model.objects()] == [n for n, _ in GraspFeasibility.from_checkpoint(model_dir).objects()]
+    assert fingerprint(model_dir) == before
+    model.close()
+
+
+CHILD = textwrap.dedent("""
+    import sys
+    from dataclasses import replace
+    from training.grasp.data import read_view
+    from vlkd_ros.inference import GraspFeasibility
+    model_dir, *shots = sys.argv[1:]
+    model = GraspFeasibility.from_checkpoint(model_dir)
+    model.fewshot = replace(model.fewshot, steps=100000)
+    job = model.add_object("mystery box", [read_view("base_rgb", p) for p in shots])
+    print("HOLDING", flush=True)
+    job.wait()
+""")
+
+
+def test_one_writer_per_model_dir(model_dir, shots, tiny_clutter, monkeypatch):
+    """Two instances (or two processes) serving one model dir for writing: the second is refused naming the
+    first's pid; after the first closes, an instance that loaded the dir before the first committed is refused
+    too (it would write over that commit), and one loaded afterwards may write."""
+    first, stale = GraspFeasibility.from_checkpoint(model_dir), GraspFeasibility.from_checkpoint(model_dir)
+    monkeypatch.setattr("vlkd_ros.inference.grasp.check_finetune", lambda *a, **k: FinetuneCheck(True, "ok", {}))
+    first.fewshot = replace(first.fewshot, steps=1)
+    job = first.add_object(NEW, shots)
+    with pytest.raises(DirLockedError, match=rf"{model_dir} is locked by another writer \(pid {os.getpid()} \(this "
+                                             r"process\) on .*, a few-shot learner, since"):
+        stale.add_object("mystery box", shots)
+    assert job.wait(120) and job.state == "succeeded", job.message
+    first.close()
+    with pytest.raises(FewShotError, match=r"registry.json changed since this instance loaded it \(now v1-.*, serving "
+                                           r"v0-.*\): another writer committed"):
+        stale.add_object("mystery box", shots)
+    fresh = GraspFeasibility.from_checkpoint(model_dir)
+    fresh.fewshot = replace(fresh.fewshot, steps=1)
+    assert fresh.add_object("mystery box", shots).wait(120)
+    fresh.close()
+
+    paths = [str(e) for e in sorted((tiny_clutter / "episodes").glob("*/base_rgb.png"))[40:45]]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    child = subprocess.Popen([sys.executable, "-c", CHILD, str(model_dir), *paths], env=env, cwd=REPO,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = child.stdout.readline()
+        assert line.startswith("HOLDING"), line + child.stderr.read()
+        other = GraspFeasibility.from_checkpoint(model_dir)
+        other.fewshot = replace(other.fewshot, steps=1)
+        with pytest.raises(DirLockedError, match=rf"pid {child.pid} on .*, a few-shot learner"):
+            other.add_object(NEW, shots)
+    finally:
+        child.kill()
+        child.wait(30)
+    deadline = time.monotonic() + 10
+    while True:  # the kernel dropped the dead child's lock
+        try:
+            other.add_object("teapot", shots)
+            break
+        except DirLockedError:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    other.close()

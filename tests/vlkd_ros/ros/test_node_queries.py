@@ -1,0 +1,209 @@
+"""The node's queries share one embedding per observation: `vlkd serve` on the tiny model dir and a client process
+(query_driver.py) publishing frames of its own over DDS; then the node in this process, its weights swapped by a
+few-shot commit. Batched (~/query_objects) and single (~/is_graspable) answers agree, every answer names the
+judged frame's stamp and the model version, a new frame or new weights are embedded anew, stale frames refused."""
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ros_peers import INSTALL, ROOT, VLKD, isolated_ros_env
+
+DRIVER = Path(__file__).with_name("query_driver.py")
+PARAMS = ROOT / "config" / "perception.yaml"
+DRIVER_TIMEOUT_S = 150
+
+pytestmark = pytest.mark.ros
+
+
+def drive(env: dict, config: dict) -> dict:
+    """Run query_driver.py; return its checks by name."""
+    proc = subprocess.run([sys.executable, str(DRIVER), json.dumps(config)], env=env, capture_output=True,
+                          text=True, timeout=DRIVER_TIMEOUT_S)
+    checks = {}
+    for line in proc.stdout.splitlines():
+        if line.startswith("{"):
+            row = json.loads(line)
+            checks[row.pop("check")] = row
+    assert proc.returncode == 0, f"driver failed ({proc.returncode}); checks {list(checks)}\n{proc.stderr[-3000:]}"
+    return checks
+
+
+def test_queries_share_one_embedding_per_frame(ros_env, procs, grasp_model_dir: Path, tmp_path: Path) -> None:
+    """One embedding per frame for ~30 single, flooded and batched queries; batch scores are the single ones; a
+    new frame is embedded once more; request images, refusals and a stale frame are answered as such."""
+    from vlkd_ros.inference import GraspFeasibility
+
+    env, ns = ros_env
+    model = GraspFeasibility.from_checkpoint(grasp_model_dir)
+    known, version = [name for name, _ in model.objects()], model.model_version
+    topic = f"{ns}/camera/image_raw"
+    node = procs([*VLKD, "serve", "--params", str(PARAMS), "--model-dir", str(grasp_model_dir), "--camera-topic",
+                  topic, "--ros-args", "-r", f"__ns:={ns}", "-p", "diagnostics_period:=0.2"], env, "node")
+    c = drive(env, {"node": f"{ns}/vlkd_perception", "topic": topic, "known": known})
+    (tmp_path / "checks.json").write_text(json.dumps(c, indent=1))
+    log = node.output()
+    assert c["services"]["ok"], log
+    assert c["no_limit"]["result"][0] and c["listing"]["model_version"] == version
+
+    first = c["first_frame"]
+    assert c["frame_shown"]["ok"] and first["stamp"][0] > 0
+    names = [*known, "flying saucer"]
+    singles, batch = first["singles"], first["batch"]
+    for name, reply in singles.items():
+        assert reply["success"] and reply["stamp"] == first["stamp"] and reply["model_version"] == version, reply
+    assert "zero-shot" in singles["flying saucer"]["message"] and "zero-shot" not in singles[known[0]]["message"]
+    assert batch["success"] and batch["names"] == names and batch["stamp"] == first["stamp"], batch
+    assert batch["model_version"] == version and "'flying saucer' not in the registry" in batch["message"]
+    for name, score, graspable in zip(batch["names"], batch["scores"], batch["graspable"]):
+        assert score == pytest.approx(singles[name]["score"], abs=1e-6) and graspable == singles[name]["graspable"]
+    assert len(first["flooded"]) == 24 and all(r["success"] and r["stamp"] == first["stamp"]
+                                               for r in first["flooded"])
+    for r in first["flooded"]:
+        assert r["score"] == pytest.approx(singles[r["name"]]["score"], abs=1e-6)
+    every = first["every"]
+    assert every["success"] and every["names"] == known and every["scores"] == batch["scores"][:len(known)]
+
+    before, after = first["before"], first["after"]
+    assert before["embeddings_computed"] == 1, before  # the frame, embedded once while it was being shown
+    assert after["embeddings_computed"] == 1, after  # ... and never again for the 31 questions about it
+    assert after["embedding_cache_hits"] + after["embedding_fallbacks"] - before["embedding_cache_hits"] \
+        - before["embedding_fallbacks"] >= len(names) + 24 + 2, (before, after)
+
+    second = c["second_frame"]
+    assert second["stamp"] != first["stamp"] and second["counts"]["embeddings_computed"] == 2, second
+    assert second["batch"]["stamp"] == second["single"]["stamp"] == second["stamp"]
+    assert second["batch"]["scores"][0] == pytest.approx(second["single"]["score"], abs=1e-6)
+    assert second["batch"]["scores"] != batch["scores"]  # another frame, other scores
+
+    request = c["request_image"]
+    assert request["single"]["success"] and request["single"]["stamp"] == [42, 7]
+    assert request["single"]["message"] == "request image, 80x64 rgb8"
+    assert request["batch"]["success"] and request["batch"]["stamp"] == [42, 7]
+    assert request["batch"]["model_version"] == request["single"]["model_version"] == version
+    assert request["batch"]["scores"][0] == pytest.approx(request["single"]["score"], abs=1e-6)
+    assert request["batch"]["scores"] == pytest.approx(batch["scores"], abs=1e-6)  # the first frame's pixels
+
+    assert not c["empty_name"]["success"] and "object_names[1] empty" in c["empty_name"]["message"]
+    assert c["empty_name"]["names"] == [] and c["empty_name"]["scores"] == []
+    assert not c["bad_name"]["success"] and "object name '?!' has no letters or digits" in c["bad_name"]["message"]
+    assert c["set_known_only"]["result"][0] and c["unset_known_only"]["result"][0]
+    assert not c["unknown"]["success"] and "unknown object 'flying saucer'" in c["unknown"]["message"]
+
+    assert c["set_max_frame_age"]["result"][0]
+    for stale in (c["stale_single"], c["stale_batch"]):
+        assert not stale["success"] and "older than max_frame_age 0.50 s" in stale["message"], stale
+        assert stale["stamp"] == second["stamp"]  # the refused frame is named
+    assert node.popen.poll() is None and node.stop() == 0
+    assert "Traceback" not in node.output(), node.output()[-3000:]
+
+
+# ----- the node in this process: a few-shot commit swaps the weights -------------------------------------------
+
+
+def wait_for(predicate, timeout: float) -> bool:
+    """Poll `predicate` until true or `timeout` s passed."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return predicate()
+
+
+@pytest.fixture
+def local_node(monkeypatch, torch_single_thread):
+    """make(**parameters): a PerceptionNode in this process, in a private rclpy context; all destroyed after."""
+    if not INSTALL.is_dir():
+        pytest.skip(f"{INSTALL} not built; run scripts/build_interfaces.sh (install.sh does)")
+    env, namespace = isolated_ros_env()
+    for name in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_STATIC_PEERS", "RMW_IMPLEMENTATION"):
+        monkeypatch.setenv(name, env[name])
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from vlkd_ros.ros.perception_node import PerceptionNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    nodes = []
+
+    def make(**parameters) -> PerceptionNode:
+        node = PerceptionNode(context=context, namespace=namespace,
+                              parameter_overrides=[Parameter(k, value=v) for k, v in parameters.items()])
+        nodes.append(node)
+        return node
+
+    yield make
+    for node in nodes:
+        if node._state == "active":
+            node.trigger_deactivate()
+        node.destroy_node()
+    rclpy.try_shutdown(context=context)
+
+
+def test_new_weights_are_a_new_embedding(local_node, grasp_model_dir: Path, monkeypatch) -> None:
+    """The same frame is embedded once per model version: after a few-shot commit the next answer comes from the
+    new weights (its model_version), embedded anew; a new frame is embedded anew (by the first query that needs
+    it, prefetch_rate 0, or by the prefetch thread ahead of the queries); a request image bypasses the cache."""
+    from grasp_fixtures import render_scene
+    from training.grasp.fewshot import FinetuneCheck
+    from vlkd_interfaces.srv import IsGraspable, QueryObjects
+    from vlkd_ros.ros.diagnostics import report_values
+    from vlkd_ros.ros.image_msgs import numpy_to_image
+
+    node = local_node(model_dir=str(grasp_model_dir), max_frame_age=0.0, results_rate=0.0, prefetch_rate=0.0)
+    assert node.autostart()
+    model, counts = node._model, lambda: report_values(node.report())["embeddings_computed"]
+    rng = np.random.default_rng(1)
+    frame = numpy_to_image(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8), "rgb8", "camera")
+    frame.header.stamp.sec, frame.header.stamp.nanosec = 1000, 5
+    node._on_image(frame)
+    names = [name for name, _ in model.objects()]
+
+    def ask_all() -> QueryObjects.Response:
+        return node._on_query_objects(QueryObjects.Request(object_names=names), QueryObjects.Response())
+
+    first = ask_all()
+    assert first.success and (first.frame_stamp.sec, first.frame_stamp.nanosec) == (1000, 5)
+    assert first.model_version == model.model_version and counts() == 1
+    single = node._on_is_graspable(IsGraspable.Request(object_name=names[0]), IsGraspable.Response())
+    assert single.success and single.model_version == first.model_version and counts() == 1
+    request = IsGraspable.Request(object_name=names[0])
+    request.image = frame
+    assert node._on_is_graspable(request, IsGraspable.Response()).score == pytest.approx(single.score, abs=1e-6)
+    assert counts() == 1  # a request image is embedded for its own call, never cached
+
+    monkeypatch.setattr("vlkd_ros.inference.grasp.check_finetune", lambda *a, **k: FinetuneCheck(True, "ok", {}))
+    model.fewshot = replace(model.fewshot, steps=1, max_drop=0.5)  # a coarse guard: any 1-step finetune swaps
+    shot_rng = random.Random(3)
+    shots = [render_scene(["orange square"], shot_rng)[0]["base_rgb"] for _ in range(5)]
+    job = model.add_object("orange square", shots)
+    assert job.wait(180) and job.state == "succeeded", job.message
+    swapped = ask_all()
+    assert swapped.success and swapped.model_version == model.model_version != first.model_version
+    assert (swapped.frame_stamp.sec, swapped.frame_stamp.nanosec) == (1000, 5) and counts() == 2
+    assert swapped.scores != first.scores  # new weights, new features
+    assert ask_all().scores == swapped.scores and counts() == 2
+
+    frame.header.stamp.nanosec = 6
+    node._on_image(frame)
+    assert ask_all().frame_stamp.nanosec == 6 and counts() == 3
+
+    from rclpy.parameter import Parameter
+
+    node.set_parameters([Parameter("prefetch_rate", value=30.0)])  # eager: queries answer what is embedded
+    newer = numpy_to_image(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8), "rgb8", "camera")
+    newer.header.stamp.sec = 1001
+    node._on_image(newer)  # wakes the prefetch thread (queried within the last second)
+    assert wait_for(lambda: counts() == 4, 30.0), counts()
+    assert ask_all().frame_stamp.sec == 1001 and counts() == 4
+    assert report_values(node.report())["embedding_fallbacks"] == 0
