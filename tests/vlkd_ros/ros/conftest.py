@@ -50,3 +50,34 @@ def grasp_model_dir(tiny_grasp_model: Path, tmp_path: Path) -> Path:
     from grasp_fixtures import copy_model
 
     return copy_model(tiny_grasp_model, tmp_path / "model")
+
+
+@pytest.fixture
+def local_node(monkeypatch, torch_single_thread):
+    """make(**parameters): a PerceptionNode in this process, in a private rclpy context; all destroyed after."""
+    if not INSTALL.is_dir():
+        pytest.skip(f"{INSTALL} not built; run scripts/build_interfaces.sh (install.sh does)")
+    env, namespace = isolated_ros_env()
+    for name in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_STATIC_PEERS", "RMW_IMPLEMENTATION"):
+        monkeypatch.setenv(name, env[name])
+    import rclpy
+    from rclpy.parameter import Parameter
+
+    from vlkd_ros.ros.perception_node import PerceptionNode
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    nodes = []
+
+    def make(**parameters) -> PerceptionNode:
+        node = PerceptionNode(context=context, namespace=namespace,
+                              parameter_overrides=[Parameter(k, value=v) for k, v in parameters.items()])
+        nodes.append(node)
+        return node
+
+    yield make
+    for node in nodes:
+        if node._state == "active":
+            node.trigger_deactivate()
+        node.destroy_node()
+    rclpy.try_shutdown(context=context)

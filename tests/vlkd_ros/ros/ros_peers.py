@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import os
 import signal
 import subprocess
@@ -72,3 +73,13 @@ class Proc:
     def output(self) -> str:
         """stdout + stderr so far."""
         return self.out_path.read_text() + self.err_path.read_text()
+
+
+def parse_checks(stdout: str) -> dict:
+    """The {"check": name, ...} JSON lines a driver printed, as {name: fields}."""
+    checks = {}
+    for line in stdout.splitlines():
+        if line.startswith("{"):
+            row = json.loads(line)
+            checks[row.pop("check")] = row
+    return checks

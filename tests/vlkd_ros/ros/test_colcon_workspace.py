@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from ros_peers import DISTRO, INSTALL, ROOT, isolated_ros_env
+from ros_peers import DISTRO, INSTALL, ROOT, isolated_ros_env, parse_checks
 from test_perception_node import known_objects
 
 CLIENT = Path(__file__).with_name("workspace_client.py")
@@ -126,11 +126,7 @@ def test_installed_node_answers_a_client(workspace: Path, procs, grasp_model_dir
     config = {"node": f"{ns}/vlkd_perception", "name": name, "manage": not autostart}
     proc = subprocess.run(in_workspace(workspace, sys.executable, str(CLIENT), json.dumps(config)), env=env,
                           capture_output=True, text=True, timeout=CLIENT_TIMEOUT_S)
-    checks = {}
-    for line in proc.stdout.splitlines():
-        if line.startswith("{"):
-            row = json.loads(line)
-            checks[row.pop("check")] = row
+    checks = parse_checks(proc.stdout)
     log = node.output()
     assert proc.returncode == 0, f"client failed ({proc.returncode}) {checks}\n{proc.stderr[-3000:]}\nnode:\n{log[-3000:]}"
 

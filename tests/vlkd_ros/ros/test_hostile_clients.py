@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from ros_peers import VLKD
-from test_perception_node import local_node, object_shots, serve_cmd  # noqa: F401 (local_node: a fixture)
+from test_perception_node import object_shots, serve_cmd
 
 DRIVER = Path(__file__).with_name("hostile_driver.py")
 pytestmark = pytest.mark.ros
@@ -110,7 +110,7 @@ def test_a_hostile_client_changes_nothing_the_node_serves(ros_env, procs, grasp_
 # ----- the node in this process: its add_object refusals, ~/list_jobs and ~/cancel_job ---------------------
 
 
-def test_add_object_refusals_list_and_cancel(local_node, grasp_model_dir: Path) -> None:  # noqa: F811
+def test_add_object_refusals_list_and_cancel(local_node, grasp_model_dir: Path) -> None:
     """Each refusal names the reason before anything is queued; a take_next_frames job is listed, cancelled, and
     the queue is bounded per name and in total."""
     from vlkd_interfaces.srv import AddObject, CancelJob, GetJobStatus, ListJobs

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ros_peers import INSTALL, ROOT, VLKD, isolated_ros_env
+from ros_peers import ROOT, VLKD, parse_checks
 
 DRIVER = Path(__file__).with_name("node_driver.py")
 PARAMS = ROOT / "config" / "perception.yaml"
@@ -38,11 +38,7 @@ def drive(scenario: str, env: dict, config: dict) -> dict:
     """Run node_driver.py; return its checks by name."""
     proc = subprocess.run([sys.executable, str(DRIVER), scenario, json.dumps(config)], env=env,
                           capture_output=True, text=True, timeout=DRIVER_TIMEOUT_S)
-    checks = {}
-    for line in proc.stdout.splitlines():
-        if line.startswith("{"):
-            row = json.loads(line)
-            checks[row.pop("check")] = row
+    checks = parse_checks(proc.stdout)
     assert proc.returncode == 0, f"driver failed ({proc.returncode}); checks {list(checks)}\n{proc.stderr[-3000:]}"
     return checks
 
@@ -182,37 +178,6 @@ def test_node_serves_an_rgbd_model_from_four_topics(ros_env, procs, tiny_rgbd_gr
 
 
 # ----- the node in this process ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def local_node(monkeypatch, torch_single_thread):
-    """make(**parameters): a PerceptionNode in this process, in a private rclpy context; all destroyed after."""
-    if not INSTALL.is_dir():
-        pytest.skip(f"{INSTALL} not built; run scripts/build_interfaces.sh (install.sh does)")
-    env, namespace = isolated_ros_env()
-    for name in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE", "ROS_STATIC_PEERS", "RMW_IMPLEMENTATION"):
-        monkeypatch.setenv(name, env[name])
-    import rclpy
-    from rclpy.parameter import Parameter
-
-    from vlkd_ros.ros.perception_node import PerceptionNode
-
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    nodes = []
-
-    def make(**parameters) -> PerceptionNode:
-        node = PerceptionNode(context=context, namespace=namespace,
-                              parameter_overrides=[Parameter(k, value=v) for k, v in parameters.items()])
-        nodes.append(node)
-        return node
-
-    yield make
-    for node in nodes:
-        if node._state == "active":
-            node.trigger_deactivate()
-        node.destroy_node()
-    rclpy.try_shutdown(context=context)
 
 
 def ask(node, name: str, image=None):
