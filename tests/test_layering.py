@@ -16,8 +16,7 @@ LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 
 def _lint(cwd: Path, *pythonpath: Path) -> subprocess.CompletedProcess:
-    if not LINT_IMPORTS.exists():
-        pytest.skip(f"{LINT_IMPORTS} missing: pip install -r requirements.txt (import-linter)")
+    assert LINT_IMPORTS.exists(), f"{LINT_IMPORTS} missing: pip install -r requirements.txt (import-linter)"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([*map(str, pythonpath), os.environ.get("PYTHONPATH", "")])}
     # lint-imports reads .importlinter of the working directory; --no-cache: no .import_linter_cache/ written
     return subprocess.run([str(LINT_IMPORTS), "--no-cache"], cwd=cwd, env=env,

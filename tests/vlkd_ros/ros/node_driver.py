@@ -274,9 +274,8 @@ def sim(d: Driver, cfg: dict) -> None:
     emit("camera_stopped", stderr_tail=interrupt(camera, 10.0)[-500:])
 
 
-def main() -> int:
-    """Run one scenario."""
-    scenario, cfg = sys.argv[1], json.loads(sys.argv[2])
+def run_scenario(scenario, cfg: dict) -> int:
+    """Wait for the node's services, then run `scenario(driver, cfg)`; exit status 3 when they never appear."""
     rclpy.init()
     d = Driver(cfg.get("node", "/vlkd_perception"))
     try:
@@ -284,11 +283,17 @@ def main() -> int:
             emit("services", ok=False)
             return 3
         emit("services", ok=True)
-        {"reliability": reliability, "rgbd": rgbd, "sim": sim}[scenario](d, cfg)
+        scenario(d, cfg)
         return 0
     finally:
         d.close()
         rclpy.try_shutdown()
+
+
+def main() -> int:
+    """Run one scenario."""
+    name, cfg = sys.argv[1], json.loads(sys.argv[2])
+    return run_scenario({"reliability": reliability, "rgbd": rgbd, "sim": sim}[name], cfg)
 
 
 if __name__ == "__main__":

@@ -11,11 +11,10 @@ import sys
 import time
 
 import numpy as np
-import rclpy
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
-from node_driver import Driver, emit, reply_fields, wait_until
+from node_driver import Driver, emit, reply_fields, run_scenario, wait_until
 from vlkd_interfaces.srv import ListObjects
 from vlkd_ros.ros.image_msgs import numpy_to_image
 
@@ -107,19 +106,7 @@ def scenario(d: Driver, cfg: dict) -> None:
 
 def main() -> int:
     """Run the scenario."""
-    cfg = json.loads(sys.argv[1])
-    rclpy.init()
-    d = Driver(cfg["node"])
-    try:
-        if not d.wait_for_services(90.0):
-            emit("services", ok=False)
-            return 3
-        emit("services", ok=True)
-        scenario(d, cfg)
-        return 0
-    finally:
-        d.close()
-        rclpy.try_shutdown()
+    return run_scenario(scenario, json.loads(sys.argv[1]))
 
 
 if __name__ == "__main__":
