@@ -11,9 +11,11 @@ setup(
     packages=find_packages(include=["vlkd_formats", "vlkd_formats.*", "vlkd_ros", "vlkd_ros.*", "training", "training.*",
                                     "sim", "sim.*"]),
     # Package data (also in a non-editable install): the shipped job configs (training/configs, found by
-    # `--config configs/NAME.yaml` from any directory), open_clip model configs, the offline teacher, object sets.
-    package_data={"sim": ["assets/**/*", "*.yaml"],
-                  "training": ["configs/*.yaml", "model_configs/*.json", "assets/offline_teacher/*"]},
+    # `--config configs/NAME.yaml` from any directory), open_clip model configs, the offline teacher, object sets,
+    # and the shipped grasp model dirs (vlkd_ros/models/grasp_default: what `vlkd serve` serves by default).
+    package_data={"sim": ["assets/**/*", "*.yaml", "configs/*.yaml"],
+                  "training": ["configs/*.yaml", "model_configs/*.json", "assets/offline_teacher/*"],
+                  "vlkd_ros": ["models/**/*"]},
     include_package_data=True,
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),

@@ -1,13 +1,17 @@
-"""Benchmark: grasp-feasibility query latency (p50/p95, batch 1) of the student through the inference API
+"""Benchmark: grasp-feasibility query latency (p50/p95, batch 1) of students through the inference API
 (torch and ONNX backends) and, in the same run on the same images and names, of the teacher answering the
-same queries (its image tower + the same prompt-pair scoring against cached text features).
+same queries (its image tower + the same prompt-pair scoring against cached text features); every figure is
+also printed as a ratio to the first student's ONNX (or torch) p50.
 
     python benchmarks/bench_grasp_query.py                       # 224 px, ResNet18 vs ViT-L-14, CPU
+    python benchmarks/bench_grasp_query.py --image-size 96 --student resnet18 efficientnet_b0:dense \
+        --model vlkd_ros/models/grasp_default --teacher vlkd-offline   # the shipped model's students
     python benchmarks/bench_grasp_query.py --model runs/grasp/offline/model --teacher vlkd-offline
     python benchmarks/bench_grasp_query.py --out benchmarks/results/grasp_query.json
 
-Without --model, a grasp model dir with untrained weights (latency does not depend on their values) is built
-at --image-size from the teacher's text tower; without --teacher-pretrained the teacher is randomly
+For each --student (`arch`, or `arch:dense` for per-location features at output stride 16), a grasp model dir
+with untrained weights (latency does not depend on their values) is built at --image-size from the teacher's
+text tower; --model adds a trained one; without --teacher-pretrained the teacher is randomly
 initialised (its architecture, hence its latency, is that of the pretrained model). The ONNX backend serves the
 model dir's export; when there is none it is written first, as `vlkd export --model DIR` does.
 """
@@ -46,8 +50,9 @@ def timed(fn, images: list[np.ndarray], warmup: int) -> list[float]:
     return out
 
 
-def build_untrained_model_dir(out: Path, teacher, image_size: int, arch: str) -> Path:
-    """A grasp model dir with random student weights at `image_size` and the teacher's text tower."""
+def build_untrained_model_dir(out: Path, teacher, image_size: int, spec: str) -> Path:
+    """A grasp model dir with random student weights at `image_size` and the teacher's text tower; `spec` is
+    `arch` or `arch:dense`."""
     from training.grasp.model_dir import GraspCard, ReplayBuffer, write_grasp_model_dir
     from training.grasp.text import GraspTextConfig, TextTower, text_config_card
     from training.model_dir import ModelCard
@@ -55,14 +60,18 @@ def build_untrained_model_dir(out: Path, teacher, image_size: int, arch: str) ->
     from training.teacher import teacher_card
     from vlkd_formats.object_registry import ObjectEntry
 
-    student = Student(StudentConfig(arch=arch), teacher.embed_dim, image_size)
-    card = ModelCard(student={"arch": arch, "in_chans": 3, "pretrained": False, "edu_attention": False},
+    from vlkd_formats.config import to_dict
+
+    arch, _, kind = spec.partition(":")
+    config = StudentConfig(arch=arch, dense=kind == "dense", output_stride=16 if kind == "dense" else 32)
+    student = Student(config, teacher.embed_dim, image_size)
+    card = ModelCard(student=to_dict(config),
                      embed_dim=teacher.embed_dim, image_size=image_size, mean=list(teacher.mean),
                      std=list(teacher.std), teacher=teacher_card(teacher), labels={"id": [], "ood": []},
                      info={"task": "grasp", "untrained": True})
     grasp = GraspCard(views=["base_rgb"], image_size=image_size, depth_max_m=2.0,
                       text=text_config_card(GraspTextConfig()), logit_scale=1 / 0.07, logit_bias=0.0, threshold=0.5,
-                      calibration={}, objects={"id": [], "ood": []})
+                      calibration={}, objects={"id": [], "ood": []}, local_weight=1.0 if config.dense else None)
     empty = torch.zeros(0, 3, image_size, image_size)
     replay = ReplayBuffer([], empty, torch.zeros(0, 0), None, empty, torch.zeros(0, 0))
     return write_grasp_model_dir(out, student, card, {"id": torch.zeros(0, teacher.embed_dim)}, grasp,
@@ -71,11 +80,11 @@ def build_untrained_model_dir(out: Path, teacher, image_size: int, arch: str) ->
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", help="grasp model dir or its run dir (default: untrained ResNet18 at "
-                                        "--image-size)")
+    parser.add_argument("--model", help="a trained grasp model dir (or its run dir) to time beside the students")
     parser.add_argument("--teacher", default="ViT-L-14", help="open_clip model or shipped teacher name")
     parser.add_argument("--teacher-pretrained", default=None, help="weights for the teacher (default: random init)")
-    parser.add_argument("--student", default="resnet18", help="student arch of the untrained model dir")
+    parser.add_argument("--student", nargs="+", default=["resnet18"],
+                        help="untrained students to time: arch or arch:dense (the first is the ratios' baseline)")
     parser.add_argument("--image-size", type=int, default=224, help="camera frame side and untrained model input")
     parser.add_argument("--names", nargs="+", default=["tea cup", "hammer", "banana", "tennis ball", "coffee mug"])
     parser.add_argument("--runs", type=int, default=50, help="timed student queries")
@@ -101,17 +110,22 @@ def main() -> None:
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, (args.image_size, args.image_size, 3), dtype=np.uint8) for _ in range(args.runs)]
     with tempfile.TemporaryDirectory(prefix="bench_grasp_") as tmp:
-        model_dir = Path(args.model) if args.model else build_untrained_model_dir(Path(tmp) / "model", teacher,
-                                                                                  args.image_size, args.student)
+        model_dirs = {f"student {spec} (untrained)": build_untrained_model_dir(Path(tmp) / f"model{i}", teacher,
+                                                                              args.image_size, spec)
+                      for i, spec in enumerate(args.student)}
+        if args.model:
+            model_dirs[f"model {args.model}"] = Path(args.model)
         results: dict[str, dict] = {}
         backends = ["torch"] + ([] if args.no_onnx else ["onnx"])
-        for backend in backends:
-            if backend == "onnx" and not load_grasp_model_dir(model_dir).onnx_path().is_file():
-                export_onnx(model_dir)  # what `vlkd export --model DIR` does; loading never exports
-            model = GraspFeasibility.from_checkpoint(model_dir, device=args.device, backend=backend)
-            results[f"student ({backend})"] = percentiles(timed(lambda f: model.query(f, args.names), frames,
-                                                                args.warmup))
-        config = read_grasp_card(model_dir).text_config()  # the teacher answers with the same prompts
+        for label, model_dir in model_dirs.items():
+            for backend in backends:
+                if backend == "onnx" and not load_grasp_model_dir(model_dir).onnx_path().is_file():
+                    export_onnx(model_dir)  # what `vlkd export --model DIR` does; loading never exports
+                model = GraspFeasibility.from_checkpoint(model_dir, device=args.device, backend=backend)
+                results[f"{label} ({backend})"] = percentiles(timed(lambda f: model.query(f, args.names), frames,
+                                                                    args.warmup))
+                model.close()
+        config = read_grasp_card(next(iter(model_dirs.values()))).text_config()  # the teacher uses the same prompts
     pos_texts, neg_texts = prompt_texts(args.names, config)
     pos, neg = teacher.encode_texts(pos_texts), teacher.encode_texts(neg_texts) if neg_texts else None
 
@@ -124,13 +138,17 @@ def main() -> None:
 
     results[f"teacher {args.teacher}"] = percentiles(timed(teacher_query, frames[:args.teacher_runs], args.warmup))
     meta = {"device": args.device, "threads": torch.get_num_threads(), "image": f"{args.image_size}x{args.image_size}",
-            "batch": 1, "names": len(args.names), "model": str(args.model or f"untrained {args.student}"),
+            "batch": 1, "names": len(args.names), "model": args.model, "students": args.student,
             "teacher": args.teacher, "teacher_pretrained": args.teacher_pretrained, "torch": torch.__version__,
             "cpu_count": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2)}
     print(json.dumps(meta))
-    print("| model | p50 ms | p95 ms | mean ms | queries |\n|---|---|---|---|---|")
+    baseline = next(k for k in reversed(list(results)[:len(backends)]))  # the first student, ONNX if timed
+    base = results[baseline]["p50_ms"]
+    print(f"| model | p50 ms | p95 ms | mean ms | queries | p50 / {baseline} |\n|---|---|---|---|---|---|")
     for name, r in results.items():
-        print(f"| {name} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['mean_ms']:.1f} | {r['n']} |")
+        r["p50_ratio"] = r["p50_ms"] / base
+        print(f"| {name} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | {r['mean_ms']:.1f} | {r['n']} | "
+              f"{r['p50_ratio']:.2f} |")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps({"meta": meta, "results": results}, indent=2) + "\n")

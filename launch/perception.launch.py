@@ -1,6 +1,7 @@
 """Starts the vlkd_perception grasp-feasibility node as a lifecycle node with config/perception.yaml.
 
-    ros2 launch vlkd_ros perception.launch.py camera_topic:=/camera/color/image_raw model_dir:=/path/to/model
+    ros2 launch vlkd_ros perception.launch.py camera_topic:=/camera/color/image_raw   # the shipped default model
+    ros2 launch vlkd_ros perception.launch.py model_dir:=/path/to/model state_dir:=/var/lib/vlkd/state
     ros2 launch vlkd_ros perception.launch.py model_dir:=/path/to/model autostart:=false   # a lifecycle manager
                                                                                           # configures/activates it
 
@@ -21,7 +22,7 @@ PACKAGE = "vlkd_ros"
 EXECUTABLE = "vlkd_perception"
 NODE_NAME = "vlkd_perception"
 # launch argument -> node parameter it overrides; an empty argument keeps the params file's value.
-OVERRIDES = {"camera_topic": "image_topic", "model_dir": "model_dir", "device": "device"}
+OVERRIDES = {"camera_topic": "image_topic", "model_dir": "model_dir", "state_dir": "state_dir", "device": "device"}
 # boolean launch argument ("true" or "false", its declared choices) -> node parameter it always sets.
 FLAGS = {"autostart": "autostart"}
 
@@ -42,7 +43,8 @@ def _node(context, *args, **kwargs):
 
 
 def generate_launch_description() -> LaunchDescription:
-    """Launch arguments params_file, camera_topic, model_dir, device, autostart, namespace; one lifecycle node."""
+    """Launch arguments params_file, camera_topic, model_dir, state_dir, device, autostart, namespace; one lifecycle
+    node."""
     return LaunchDescription([
         DeclareLaunchArgument(
             "params_file", default_value=PathJoinSubstitution([FindPackageShare(PACKAGE), "config", "perception.yaml"]),
@@ -50,7 +52,11 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("camera_topic", default_value="",
                               description="colour image topic (empty: image_topic from params_file)"),
         DeclareLaunchArgument("model_dir", default_value="",
-                              description="grasp model dir (empty: model_dir from params_file)"),
+                              description="grasp model dir (empty: model_dir from params_file; empty there too: "
+                                          "the shipped default model)"),
+        DeclareLaunchArgument("state_dir", default_value="",
+                              description="writable dir for what add_object learns (empty: state_dir from "
+                                          "params_file)"),
         DeclareLaunchArgument("device", default_value="", description="torch device (empty: from params_file)"),
         DeclareLaunchArgument("autostart", default_value="true", choices=["true", "false"],
                               description="configure and activate at start; false: a lifecycle manager drives it"),

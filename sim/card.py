@@ -32,7 +32,8 @@ def classification_card(info: DatasetInfo, rows: list[dict[str, Any]], catalog: 
 
 
 def clutter_card(info: DatasetInfo, rows: list[dict[str, Any]], catalog: ObjectSet, rule: str) -> str:
-    """Markdown card of a clutter dataset (cells: scenes where the object is present / graspable)."""
+    """Markdown card of a clutter dataset (cells: observations, i.e. (scene, view) rows, where the object is present /
+    graspable)."""
     present, graspable = Counter(), Counter()
     for row in rows:
         for obj in row["objects"]:
@@ -40,9 +41,12 @@ def clutter_card(info: DatasetInfo, rows: list[dict[str, Any]], catalog: ObjectS
             graspable[(obj["name"], row["split"])] += int(obj["graspable"])
     table = _count_table(info, lambda label, split: f"{present[(label, split)]} / {graspable[(label, split)]}")
     episodes = Counter(r["split"] for r in rows)
-    intro = (f"{len(rows)} table scenes ({', '.join(f'{s}: {episodes[s]}' for s in SPLITS)}), each with base and "
-             "hand camera RGB (8-bit PNG) and depth (16-bit PNG, millimetres) under `episodes/<id>/`. Table cells: "
-             "scenes where the object is present / graspable.\n\n**Graspable rule.** " + rule)
+    scenes = len({r["scene"] for r in rows})
+    intro = (f"{len(rows)} observations of {scenes} table scenes ({', '.join(f'{s}: {episodes[s]}' for s in SPLITS)}"
+             " observations; all base-camera views of a scene share its split), each with base and hand camera RGB "
+             "(8-bit PNG), depth (16-bit PNG, millimetres) and object masks (8-bit PNG, pixel k = the row's k-th "
+             "object) under `episodes/<index>/`. Table cells: observations where the object is present / graspable."
+             "\n\n**Graspable rule.** " + rule)
     return _card("clutter", info, intro, table, catalog)
 
 

@@ -5,6 +5,7 @@ with `vlkd_ros.cli.flags`); the `help` metadata of a field is its flag's help te
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -14,6 +15,7 @@ from sim.randomization import RandomizationConfig
 
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 2048
 SPLIT_MODES = ("random", "none")
+MAX_VIEWS = 64
 C = TypeVar("C", bound="CollectConfig")
 
 
@@ -94,6 +96,64 @@ class ClassificationConfig(CollectConfig):
         return self
 
 
+@dataclass(frozen=True)
+class CameraPoseConfig:
+    """Where a clutter scene's base cameras stand: on a shell around `base_camera_target`, angles relative to the
+    default eye (`base_camera_eye`), distance as a multiple of the default eye's distance."""
+
+    random_views: bool = field(default=False, metadata=_help(
+        "draw base-camera poses even with one view per scene (they are always drawn with views_per_scene > 1)"))
+    azimuth_deg: tuple[float, ...] = field(default=(-60.0, 60.0), metadata=_help(
+        "base-camera azimuth ranges in degrees around the default eye's azimuth, as low high pairs "
+        "(e.g. 60 90 -90 -60: two ranges)"))
+    elevation_deg: tuple[float, float] = field(default=(30.0, 60.0), metadata=_help(
+        "base-camera elevation range in degrees above the table plane"))
+    distance_scale: tuple[float, float] = field(default=(0.8, 1.2), metadata=_help(
+        "base-camera distance range as multiples of the default eye's distance to the target"))
+    target_jitter: float = field(default=0.02, metadata=_help(
+        "base-camera look-at target jitter in metres (half that vertically)"))
+
+    def validate(self) -> CameraPoseConfig:
+        """Raise ValueError naming the first empty or out-of-bounds range; return self."""
+        pairs = self.azimuth_deg
+        if len(pairs) < 2 or len(pairs) % 2:
+            raise ValueError(f"camera_poses.azimuth_deg {list(pairs)} must be low high pairs (an even count >= 2)")
+        for lo, hi in zip(pairs[::2], pairs[1::2]):
+            if not -180.0 <= lo <= hi <= 180.0:
+                raise ValueError(f"camera_poses.azimuth_deg range {[lo, hi]} must satisfy -180 <= low <= high <= 180")
+        for name, (lo_ok, hi_ok) in (("elevation_deg", (5.0, 85.0)), ("distance_scale", (0.3, 3.0))):
+            lo, hi = getattr(self, name)
+            if not lo_ok <= lo <= hi <= hi_ok:
+                raise ValueError(f"camera_poses.{name} {[lo, hi]} must satisfy {lo_ok} <= low <= high <= {hi_ok}")
+        if not 0.0 <= self.target_jitter <= 0.1:
+            raise ValueError(f"camera_poses.target_jitter {self.target_jitter} m must lie in [0, 0.1] (the camera "
+                             "must keep looking at the work area)")
+        return self
+
+
+@dataclass(frozen=True)
+class LightingConfig:
+    """Per-scene lighting of a clutter scene (off: ManiSkill's default lights): ambient level, a key light from a
+    random direction and a weaker fill light (sim.randomization.sample_lighting)."""
+
+    random_lighting: bool = field(default=False, metadata=_help("draw each scene's lights from its seed"))
+    light_intensity: tuple[float, float] = field(default=(0.6, 1.4), metadata=_help(
+        "key light intensity range (ManiSkill's default lights: 1)"))
+    ambient: tuple[float, float] = field(default=(0.2, 0.4), metadata=_help(
+        "ambient light range (ManiSkill's default: 0.3)"))
+    light_tint: float = field(default=0.1, metadata=_help("per-channel light colour jitter"))
+
+    def validate(self) -> LightingConfig:
+        """Raise ValueError naming the first empty or out-of-bounds range; return self."""
+        for name, hi_ok in (("light_intensity", 5.0), ("ambient", 2.0)):
+            lo, hi = getattr(self, name)
+            if not 0.0 <= lo <= hi <= hi_ok:
+                raise ValueError(f"lighting.{name} {[lo, hi]} must satisfy 0 <= low <= high <= {hi_ok}")
+        if not 0.0 <= self.light_tint <= 1.0:
+            raise ValueError(f"lighting.light_tint {self.light_tint} must lie in [0, 1]")
+        return self
+
+
 @dataclass
 class ClutterConfig(CollectConfig):
     """`vlkd collect clutter`: `episodes` table scenes of `min_objects`..`max_objects` dropped objects."""
@@ -101,13 +161,25 @@ class ClutterConfig(CollectConfig):
     episodes: int = field(default=50, metadata=_help("number of scenes"))
     min_objects: int = field(default=3, metadata=_help("fewest objects per scene"))
     max_objects: int = field(default=8, metadata=_help("most objects per scene"))
-    ood_episode_fraction: float = 0.3
+    ood_episode_fraction: float = field(default=0.3, metadata=_help(
+        "share of scenes holding an OOD object (split val)"))
     visible_threshold: float = field(default=0.3, metadata=_help(
         "visible fraction an object needs to count as graspable"))
     settle_steps: int = 200
     base_camera_eye: list[float] = field(default_factory=lambda: [0.35, 0.3, 0.4])
     base_camera_target: list[float] = field(default_factory=lambda: [-0.02, 0.0, 0.02])
     base_camera_fov_deg: float = 55.0
+    views_per_scene: int = field(default=1, metadata=_help(
+        "base-camera poses each settled scene is rendered from (each view is its own manifest row)"))
+    camera_poses: CameraPoseConfig = field(default_factory=CameraPoseConfig)
+    lighting: LightingConfig = field(default_factory=LightingConfig)
+    split_seed: int | None = field(default=None, metadata=_help(
+        "seed of the ID/OOD object split (default: seed), so other scenes can keep a training set's split"))
+
+    @property
+    def random_views(self) -> bool:
+        """Whether base-camera poses are drawn per (scene, view) rather than fixed at base_camera_eye."""
+        return self.views_per_scene > 1 or self.camera_poses.random_views
 
     def validate(self) -> ClutterConfig:
         """Also check the episode count, objects per scene and the graspability threshold."""
@@ -125,7 +197,11 @@ class ClutterConfig(CollectConfig):
             raise ValueError(f"visible_threshold {self.visible_threshold} must lie in (0, 1]")
         if self.settle_steps < 0:
             raise ValueError(f"settle_steps {self.settle_steps} must be >= 0")
+        if not 1 <= self.views_per_scene <= MAX_VIEWS:
+            raise ValueError(f"views_per_scene {self.views_per_scene} must lie in 1..{MAX_VIEWS}")
         self._check_camera()
+        self.camera_poses.validate()
+        self.lighting.validate()
         return self
 
     def _check_camera(self) -> None:
@@ -143,3 +219,11 @@ class ClutterConfig(CollectConfig):
             raise ValueError(f"base_camera_eye z = {eye[2]} puts the camera at or below the table top (z = 0)")
         if not 10.0 <= self.base_camera_fov_deg <= 150.0:
             raise ValueError(f"base_camera_fov_deg {self.base_camera_fov_deg} must lie in 10..150 degrees")
+        if self.random_views:
+            poses = self.camera_poses
+            distance = sum((a - b) ** 2 for a, b in zip(eye, target)) ** 0.5
+            lowest = target[2] - poses.target_jitter / 2 + distance * poses.distance_scale[0] * \
+                math.sin(math.radians(poses.elevation_deg[0]))
+            if lowest <= 0.0:
+                raise ValueError(f"camera_poses put the base camera at z = {lowest:.3f} m, at or below the table top; "
+                                 "raise elevation_deg or distance_scale, or the target")

@@ -108,7 +108,7 @@ class SceneDraw:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (floats rounded to 4 decimals)."""
-        return _rounded(asdict(self))
+        return rounded(asdict(self))
 
 
 def sample_variation(rng: np.random.Generator, cfg: RandomizationConfig) -> Variation:
@@ -154,11 +154,12 @@ def sample_backdrop(rng: np.random.Generator, cfg: RandomizationConfig) -> Backd
     return Backdrop(texture, table_color, float(rng.uniform(0.3, 1.0)), floor_color)
 
 
-def _rounded(value: Any) -> Any:
+def rounded(value: Any) -> Any:
+    """`value` (floats, dicts, lists, tuples) as JSON-ready data with floats rounded to 4 decimals."""
     if isinstance(value, float):
         return round(value, 4)
     if isinstance(value, dict):
-        return {k: _rounded(v) for k, v in value.items()}
+        return {k: rounded(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_rounded(v) for v in value]
+        return [rounded(v) for v in value]
     return value

@@ -26,7 +26,7 @@ from vlkd_formats.dir_lock import LOCK_FILE, DirLock
 
 PARTS_DIR = ".parts"
 SETTINGS_FILE = f"{PARTS_DIR}/settings.json"
-ARTEFACTS = (*SPLITS, "episodes", PARTS_DIR, INFO_FILE, MANIFEST_FILE, "CARD.md", "montage.png")
+ARTEFACTS = (*SPLITS, "episodes", PARTS_DIR, INFO_FILE, MANIFEST_FILE, "CARD.md", "montage.png", "scenes.json")
 Progress = Callable[[int], None]
 T = TypeVar("T")
 
@@ -88,10 +88,12 @@ def done_indices(out: Path) -> set[int]:
     return {int(r["index"]) for r in merge_rows(out)}
 
 
-def pending(plan: Sequence[T], out: Path, worker: int, workers: int) -> list[T]:
-    """This worker's share of `plan` (items with index % workers == worker) that `out` does not hold yet."""
+def pending(plan: Sequence[T], out: Path, worker: int, workers: int, rows_per_item: int = 1) -> list[T]:
+    """This worker's share of `plan` (items with index % workers == worker) that `out` does not hold yet: an item
+    is done when all its `rows_per_item` rows (indices index * rows_per_item + 0, 1, ...) are."""
     done = done_indices(out)
-    return [item for item in plan if item.index % workers == worker and item.index not in done]
+    return [item for item in plan if item.index % workers == worker
+            and not all(item.index * rows_per_item + k in done for k in range(rows_per_item))]
 
 
 def env_batches(todo: list[T], num_envs: int) -> Iterator[tuple[list[T], list[T]]]:

@@ -39,7 +39,8 @@ def _draw(draw: ImageDraw.ImageDraw, shape: str, box: tuple[int, int, int, int],
 
 
 def render_scene(names: list[str], rng: random.Random, size: int = 48) -> tuple[dict[str, np.ndarray], list[dict]]:
-    """Views {base_rgb, base_depth, hand_rgb, hand_depth} and object rows; later objects occlude earlier ones."""
+    """Views {base_rgb, base_depth, hand_rgb, hand_depth}, the object mask base_seg (k + 1 = the k-th object) and
+    object rows (with the visible pixels' bbox); later objects occlude earlier ones."""
     bg = rng.randint(90, 130)
     rgb = Image.new("RGB", (size, size), (bg, bg - 10, bg - 20))
     depth = np.full((size, size), TABLE_MM, np.uint16)
@@ -57,14 +58,19 @@ def render_scene(names: list[str], rng: random.Random, size: int = 48) -> tuple[
         depth[mask] = OBJECT_MM
     full = [m.sum() for m in masks]
     rows = []
-    for name, mask in zip(names, masks):
+    seg = np.zeros((size, size), np.uint8)
+    for k, (name, mask) in enumerate(zip(names, masks)):
         visible = float(mask.sum() / max(full[names.index(name)], 1))
-        rows.append({"name": name, "present": True, "visible_fraction": round(visible, 3), "graspable": visible >= 0.5})
+        ys, xs = np.nonzero(mask)
+        bbox = [int(xs.min()), int(ys.min()), int(xs.max()), int(ys.max())] if len(xs) else None
+        seg[mask] = k + 1
+        rows.append({"name": name, "present": True, "visible_fraction": round(visible, 3), "graspable": visible >= 0.5,
+                     "bbox": bbox})
     base = np.asarray(rgb)
     q = size // 4
     hand = np.asarray(Image.fromarray(base[q:-q, q:-q]).resize((size, size), Image.NEAREST))
     hand_depth = np.asarray(Image.fromarray(depth[q:-q, q:-q]).resize((size, size), Image.NEAREST)).astype(np.uint16)
-    return {"base_rgb": base, "base_depth": depth, "hand_rgb": hand, "hand_depth": hand_depth}, rows
+    return {"base_rgb": base, "base_depth": depth, "hand_rgb": hand, "hand_depth": hand_depth, "base_seg": seg}, rows
 
 
 def make_clutter_dataset(root: Path, n_train: int = 32, n_id: int = 12, n_ood: int = 72, seed: int = 0,
@@ -161,6 +167,23 @@ def make_v1_dir(model_dir: Path, dest: Path) -> Path:
         grasp = json.loads((dest / "grasp.json").read_text())
         (dest / "grasp.json").write_text(json.dumps({**grasp, "version": 1}, indent=2, sort_keys=True))
     return dest
+
+
+DENSE_OVERRIDES = ["student.arch=efficientnet_b0", "student.dense=true", "student.output_stride=8",
+                   "losses=[{type: bce}, {type: im_cst}, {type: region}]", "data.augment=true"]
+
+
+@pytest.fixture(scope="session")
+def tiny_dense_grasp_model(tiny_clutter: Path, tiny_teacher_file: Path,
+                           tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A dense grasp model dir (EfficientNet-B0, per-location features on a 4x4 map, local aggregation, region
+    distillation) trained on `tiny_clutter` through `vlkd train-grasp`; its answers carry locations."""
+    from vlkd_ros.cli import main as cli
+
+    tmp = tmp_path_factory.mktemp("grasp_dense")
+    args = grasp_overrides(tiny_clutter, tiny_teacher_file, tmp / "run", tmp / "cache") + DENSE_OVERRIDES
+    assert cli(["train-grasp", *args]) == 0
+    return tmp / "run" / "model"
 
 
 @pytest.fixture(scope="session")

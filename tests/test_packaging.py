@@ -28,12 +28,19 @@ def _source_files() -> list[str]:
     return [f for f in listed if f and (REPO / f).is_file()]
 
 
+# A file in a model dir under vlkd_ros/models/ (added to the wheel's source copy): the shipped default model lives
+# there, in subfolders, and must reach the wheel whether or not this checkout holds it yet.
+MODEL_PROBE = "vlkd_ros/models/probe_model/onnx/student-probe.onnx"
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     src = tmp_path_factory.mktemp("src")
     for name in _source_files():
         (src / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, src / name)
+    (src / MODEL_PROBE).parent.mkdir(parents=True, exist_ok=True)
+    (src / MODEL_PROBE).write_bytes(b"probe")
     out = tmp_path_factory.mktemp("wheels")
     result = subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation",
                              "-q", "-w", str(out)], capture_output=True, text=True, timeout=600)
@@ -59,6 +66,10 @@ def test_wheel_holds_the_package_data(wheel):
             "sim/assets/splits/ycb_paper.yaml", "training/assets/offline_teacher/open_clip_model.safetensors",
             "training/assets/offline_teacher/open_clip_config.json"} <= names
     assert not any(n.startswith("configs/") for n in names), "job configs belong inside the training package"
+    assert MODEL_PROBE in names, "vlkd_ros/models/** (the shipped grasp model dirs) must be package data"
+    shipped = REPO / "vlkd_ros" / "models" / "grasp_default"
+    missing = [n for n in (p.relative_to(REPO).as_posix() for p in shipped.rglob("*") if p.is_file()) if n not in names]
+    assert not missing, f"not in {wheel.name}: {missing}"
 
 
 def test_wheel_holds_every_layer_of_the_import_contracts(wheel):
@@ -93,6 +104,9 @@ assert (sim.catalog.OBJECT_SETS_DIR / "offline.yaml").is_file()
 assert (training.teacher.SHIPPED_TEACHERS["vlkd-offline"] / "open_clip_model.safetensors").is_file()
 assert Path(training.teacher.PACKAGED_MODEL_CONFIGS).is_dir()
 assert vlkd_ros.pipeline.BASE_CONFIG.is_file()
+import vlkd_ros.inference.model_paths as paths
+assert paths.SHIPPED_MODEL_DIR.resolve() == root / "vlkd_ros" / "models" / "grasp_default"
+assert (root / "vlkd_ros" / "models" / "probe_model" / "onnx" / "student-probe.onnx").is_file()
 load_config(DistillConfig, "configs/miniworld_resnet18.yaml")
 load_config(GraspTableConfig, "grasp_table_offline")
 print("ok")

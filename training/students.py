@@ -17,7 +17,10 @@ STUDENTS = {
     "mobilenet_v3_small": "mobilenetv3_small_100",
     "mobilenet_v3_large": "mobilenetv3_large_100",
     "vit_b_32": "vit_base_patch32_224",
+    "efficientnet_b0": "efficientnet_b0",
 }
+OUTPUT_STRIDES = (8, 16, 32)
+DILATABLE = ("resnet", "efficientnet")  # timm backbones that take output_stride
 
 
 class StudentError(VlkdError, ValueError):
@@ -26,19 +29,33 @@ class StudentError(VlkdError, ValueError):
 
 @dataclass
 class StudentConfig:
-    """Student architecture: backbone name, input channels, optional ComKD EduAttention."""
+    """Student architecture: backbone name, input channels, optional ComKD EduAttention; `dense` adds a 1x1
+    projection of the last feature map into the teacher's space (per-location embeddings, DualCoOp's local
+    branch), computed with the backbone's `output_stride` (16: dilated last stage, a finer map)."""
 
     arch: str = "resnet18"
     in_chans: int = 3
     pretrained: bool = False
     edu_attention: bool = False
+    dense: bool = False
+    output_stride: int = 32
 
     def validate(self) -> None:
-        """Check the architecture name and channel count."""
+        """Check the architecture name, channel count and the dense options."""
         if self.arch not in STUDENTS:
             raise StudentError(f"unknown student arch {self.arch!r}; choose one of {sorted(STUDENTS)}")
         if self.in_chans < 1:
             raise StudentError(f"student.in_chans must be >= 1, got {self.in_chans}")
+        if self.output_stride not in OUTPUT_STRIDES:
+            raise StudentError(f"student.output_stride must be one of {OUTPUT_STRIDES}, got {self.output_stride}")
+        if self.arch.startswith("vit") and (self.dense or self.output_stride != 32):
+            raise StudentError(f"student.dense and student.output_stride need a convolutional backbone, not "
+                               f"{self.arch!r}")
+        if self.output_stride != 32 and not self.arch.startswith(DILATABLE):
+            raise StudentError(f"student.output_stride={self.output_stride} needs a backbone that can dilate its last "
+                               f"stages ({', '.join(a for a in STUDENTS if a.startswith(DILATABLE))}), not {self.arch!r}")
+        if self.dense and self.edu_attention:
+            raise StudentError("student.dense and student.edu_attention do not combine; choose one")
 
 
 def list_students() -> list[str]:
@@ -47,7 +64,9 @@ def list_students() -> list[str]:
 
 
 class Student(nn.Module):
-    """Backbone -> pooled feature -> linear projection to `embed_dim` (-> EduAttention) -> L2 normalised."""
+    """Backbone -> pooled feature -> linear projection to `embed_dim` (-> EduAttention) -> L2 normalised: (B, D).
+    A dense student returns (B, 1 + h*w, D): the global embedding, then one per feature-map location (row-major),
+    all L2 normalised."""
 
     def __init__(self, config: StudentConfig, embed_dim: int, image_size: int):
         super().__init__()
@@ -56,10 +75,13 @@ class Student(nn.Module):
         config.validate()
         self.config = config
         extra = {"img_size": image_size} if config.arch.startswith("vit") else {}
+        if config.output_stride != 32:
+            extra["output_stride"] = config.output_stride
         self.backbone = timm.create_model(STUDENTS[config.arch], pretrained=config.pretrained, num_classes=0,
                                           in_chans=config.in_chans, **extra)
         head_dim = getattr(self.backbone, "head_hidden_size", None) or self.backbone.num_features
         self.proj = nn.Linear(head_dim, embed_dim)
+        self.local_proj = nn.Conv2d(self.backbone.num_features, embed_dim, 1) if config.dense else None
         self.edu = None
         if config.edu_attention:
             from training.comkd import EduAttention
@@ -75,7 +97,7 @@ class Student(nn.Module):
         self.edu_text = text.detach().to(self.proj.weight.device, self.proj.weight.dtype).clone()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Normalised embeddings (B, embed_dim) of images (B, in_chans, H, W)."""
+        """Normalised embeddings (B, embed_dim) of images (B, in_chans, H, W); dense: (B, 1 + h*w, embed_dim)."""
         if images.ndim != 4 or images.shape[1] != self.config.in_chans:
             raise StudentError(f"expected images of shape (B, {self.config.in_chans}, H, W), got {tuple(images.shape)}")
         feats = self.backbone.forward_features(images)
@@ -83,4 +105,7 @@ class Student(nn.Module):
         if self.edu is not None:
             tokens = feats.flatten(2).transpose(1, 2) if feats.ndim == 4 else feats
             pooled = self.edu(pooled, self.token_proj(tokens), self.edu_text)
+        if self.local_proj is not None:
+            local = self.local_proj(feats).flatten(2).transpose(1, 2)
+            return F.normalize(torch.cat([pooled[:, None], local], 1), dim=-1)
         return F.normalize(pooled, dim=-1)

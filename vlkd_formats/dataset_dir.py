@@ -11,7 +11,13 @@ Layout of a dataset dir:
 A classification manifest row has at least {"image": relative path, "label": name, "split": split name}.
 A clutter dataset (kind "clutter") keeps its observations under `episodes/`; each manifest row has
 {"episode", "split", "images": {view: relative path}, "objects": [{"name", "present", "visible_fraction",
-"graspable"}]}.
+"graspable"}]}. Rows written by sim/ since multi-view collection also have (older datasets lack them; readers must
+not need them): "scene" (the scene's plan index; the base-camera views of one settled scene share it, their
+"split" and "seed"), "view" (0..views_per_scene-1), "camera" {"eye", "target", "fov_deg"} (the base camera, world
+frame, metres), "lighting" (only with random lighting), images "base_seg" and "hand_seg" (8-bit PNG, pixel k in
+1..N = the row's k-th `objects` entry, 0 = table, robot, background) and per object "visible_pixels", "bbox"
+([x_min, y_min, x_max, y_max] of its visible base-image pixels, inclusive; null when unseen) and
+"supports_other". "visible_fraction", "visible_pixels", "bbox" and "graspable" are measured in that row's view.
 """
 from __future__ import annotations
 

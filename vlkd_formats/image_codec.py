@@ -1,6 +1,7 @@
 """The one image codec of vlkd: every image file sim/ writes or training/ reads goes through here.
 
-Writing: RGB as 8-bit PNG, depth as 16-bit PNG in millimetres, atomically (OpenCV's PNG encoder, so the files a
+Writing: RGB as 8-bit PNG, depth as 16-bit PNG in millimetres, label images (e.g. per-object masks: pixel k = the
+k-th object, 0 = none) as 8-bit single-channel PNG, atomically (OpenCV's PNG encoder, so the files a
 collection writes stay byte-identical). Reading: any image file (`IMAGE_SUFFIXES`) decoded with Pillow, colour
 converted to RGB as `PIL.Image.convert("RGB")` does (palette, grey and alpha images included); the lossless PNGs
 the collectors write decode to the same pixels whichever library reads them.
@@ -53,6 +54,15 @@ def read_depth(path: str | os.PathLike) -> np.ndarray:
     return depth
 
 
+def read_label_png(path: str | os.PathLike) -> np.ndarray:
+    """Decode a label image (8-bit single-channel PNG, as `write_label_png` writes) to HxW uint8; ValueError for
+    an image of another kind (colour, 16-bit), whose values would not be labels."""
+    with Image.open(path) as img:
+        if img.mode != "L":
+            raise ValueError(f"{path}: a label image must be an 8-bit single-channel PNG, got PIL mode {img.mode!r}")
+        return np.asarray(img)
+
+
 def encode_png(image: np.ndarray) -> bytes:
     """PNG bytes of an HxWx3 uint8 RGB image or an HxW (HxWx1) 8- or 16-bit single-channel image."""
     image = np.asarray(image)
@@ -73,6 +83,18 @@ def write_depth_png(path: str | os.PathLike, depth_mm: np.ndarray) -> Path:
     """Write an HxW(x1) depth map in millimetres as 16-bit PNG (clipped to 0..65535; 0 = no depth)."""
     depth = np.clip(np.asarray(depth_mm).reshape(depth_mm.shape[0], depth_mm.shape[1]), 0, MAX_DEPTH_MM)
     return _write(path, encode_png(depth.astype(np.uint16)))
+
+
+def write_label_png(path: str | os.PathLike, labels: np.ndarray) -> Path:
+    """Write an HxW(x1) image of integer labels 0..255 as an 8-bit single-channel PNG (ValueError outside 0..255)."""
+    labels = np.asarray(labels)
+    if labels.ndim == 3 and labels.shape[2] == 1:
+        labels = labels[..., 0]
+    if labels.ndim != 2 or labels.dtype.kind not in "iub":
+        raise ValueError(f"a label image must be HxW integers, got shape {labels.shape} dtype {labels.dtype}")
+    if labels.size and (labels.min() < 0 or labels.max() > 255):
+        raise ValueError(f"label values {labels.min()}..{labels.max()} do not fit an 8-bit PNG (0..255)")
+    return _write(path, encode_png(labels.astype(np.uint8)))
 
 
 def _write(path: str | os.PathLike, data: bytes) -> Path:

@@ -2,7 +2,9 @@
 
 A training job's `output_dir` is its *run dir*; what serving and evaluation need is written apart from it, to the
 run dir's `model/` folder (the *model dir*, in the spirit of Hugging Face's `save_pretrained` folder). Only the
-model dir is ever deployed, served or changed by few-shot learning; nothing reads the run dir after training.
+model dir is ever deployed or served; nothing reads the run dir after training. Few-shot learning writes the files
+marked (*) below: into the model dir itself, or, with a state dir (`vlkd_formats.state_dir`: the per-user default
+for the shipped model or a read-only model dir), into that dir, and the model dir is only read.
 
     OUTPUT/                          run dir: config.yaml, metrics.jsonl, checkpoints/, tensorboard/ (training only)
     OUTPUT/model/                    model dir (kind "distill" from `vlkd distill`, "grasp" from `vlkd train-grasp`)
@@ -19,14 +21,14 @@ model dir is ever deployed, served or changed by few-shot learning; nothing read
                                      features of any new name without the teacher's image tower
         replay.safetensors           a sample of training observations for few-shot replay, and held-out ID ones
                                      for validating a finetune and setting added objects' thresholds
-        registry.json                ObjectRegistry: known objects and the current weights file (the commit point)
-        weights/vNNNN.safetensors    weights written by few-shot learning (`add_object`)
-        objects/<slug>-vNNNN.safetensors  an added object's shots
-        .lock                        the writer lock (`vlkd_formats.dir_lock`) a few-shot learner holds while it
+        registry.json (*)            ObjectRegistry: known objects and the current weights file (the commit point)
+        weights/vNNNN.safetensors (*)  weights written by few-shot learning (`add_object`)
+        objects/<slug>-vNNNN.safetensors (*)  an added object's shots
+        .lock (*)                    the writer lock (`vlkd_formats.dir_lock`) a few-shot learner holds while it
                                      may commit; its pid and command are in it (no content otherwise)
-        onnx/student-<sha16>.onnx    the image encoder of the weights whose SHA-256 starts with <sha16>, written by
-                                     `vlkd export --model DIR` and by a few-shot commit when serving with backend
-                                     "onnx"; never while loading
+        onnx/student-<sha16>.onnx (*)  the image encoder of the weights whose SHA-256 starts with <sha16>, written by
+                                     `vlkd train-grasp`, `vlkd export --model DIR` and every few-shot commit;
+                                     never while loading
       written on request (either kind): export/ (`vlkd export` of a distill model), eval/ (reports)
 
 Every loader goes through `read_card(dir, expect_kind=...)`: it accepts a run dir that holds `model/` (and reads

@@ -85,23 +85,127 @@ def train_grasp_from(config: MiniWorldConfig, student_dir: str | Path) -> Path:
         f"student_init={student_dir}", f"optim.epochs={config.grasp_epochs}", f"seed={config.seed}"]), resume=True)
 
 
-def grasp_query_example(grasp_dir: str | Path, clutter_dir: str | Path) -> dict[str, Any]:
-    """Ask the grasp model about every object on one held-out (X_ood) table frame and one absent object."""
+@dataclass
+class BuildGraspConfig:
+    """`vlkd build-grasp-model`: render the training scenes (a shipped collection config), train the shipped grasp
+    recipe on them from the shipped teacher, and install the model dir where `vlkd serve` finds its default."""
+
+    collect_config: str = field(default="clutter_train", metadata={"help": "collection config (sim/configs)"})
+    train_config: str = field(default="grasp_default", metadata={"help": "training config (training/configs)"})
+    data_dir: str = field(default="data/clutter_train", metadata={"help": "where the scenes go (reused if there)"})
+    workdir: str = field(default="runs/grasp_default", metadata={"help": "training run dir"})
+    out: str = field(default="", metadata={"help": "install the model dir here (default: the shipped model's place, "
+                                                   "vlkd_ros/models/grasp_default)"})
+    workers: int = field(default=2, metadata={"help": "render worker processes"})
+    overrides: list[str] = field(default_factory=list, metadata={"help": "training config overrides"})
+
+
+def build_grasp_model(config: BuildGraspConfig) -> Path:
+    """Collect (or reuse) the scenes, train (resuming a run in `workdir`), install the model dir at `out`
+    (replacing what was there only once the new one is complete); returns the installed dir."""
+    import shutil
+
+    from sim.collect_clutter import collect_clutter
+    from sim.config import ClutterConfig
+    from training.grasp.train import GraspTrainConfig, train_grasp
+    from vlkd_ros.inference.model_paths import SHIPPED_MODEL_DIR
+
+    collect_clutter(load_config(ClutterConfig, config.collect_config, [f"workers={config.workers}"]),
+                    config.data_dir)
+    model_dir = train_grasp(load_config(GraspTrainConfig, config.train_config, [
+        f"data.root={config.data_dir}", f"output_dir={config.workdir}", *config.overrides]), resume=True)
+    out = Path(config.out) if config.out else SHIPPED_MODEL_DIR
+    staging = out.with_name(out.name + ".new")
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(model_dir, staging, ignore=shutil.ignore_patterns("*.lock"))
+    shutil.rmtree(out, ignore_errors=True)
+    staging.rename(out)
+    return out
+
+
+DEMO_FRAMES = 3
+
+
+def grasp_query_example(grasp_dir: str | Path, clutter_dir: str | Path, frames: int = DEMO_FRAMES
+                        ) -> dict[str, Any]:
+    """Ask the grasp model about every object on `frames` held-out table frames (X_ood first, then X_id; no
+    training step read them) and one absent object each: answers, truth and each frame's accuracy."""
     from training.grasp.data import GraspDataConfig, load_clutter_data
     from vlkd_ros.inference import GraspFeasibility, episode_observation
 
     model = GraspFeasibility.from_checkpoint(grasp_dir)
     try:
         data = load_clutter_data(GraspDataConfig(root=str(clutter_dir), views=model.views))
-        episode = (data.x_ood or data.x_id or data.train)[0]
-        absent = next(n for n in data.ood_objects + data.id_objects if n not in episode.objects)
-        names = sorted(episode.objects) + [absent]
-        answers = model.query([episode_observation(episode, model.views)], names)[0]
+        episodes = (data.x_ood + data.x_id)[:frames]
+        if not episodes:
+            raise ValueError(f"{clutter_dir} has no held-out frames (X_ood or X_id) to ask the grasp model about")
+        out = []
+        for episode in episodes:
+            absent = next(n for n in data.ood_objects + data.id_objects if n not in episode.objects)
+            names = sorted(episode.objects) + [absent]
+            answers = model.query([episode_observation(episode, model.views)], names)[0]
+            truth = {n: n in episode.objects and episode.objects[n].graspable for n in names}
+            rows = [{"name": n, "ood": n in data.ood_objects, "truth": truth[n], **answers[n]} for n in names]
+            out.append({"frame": str(episode.images["base_rgb"]), "answers": rows,
+                        "accuracy": sum(r["graspable"] == r["truth"] for r in rows) / len(rows)})
     finally:
         model.close()
-    truth = {n: n in episode.objects and episode.objects[n].graspable for n in names}
-    return {"frame": str(episode.images["base_rgb"]), "threshold": model.threshold,
-            "answers": [{"name": n, "ood": n in data.ood_objects, "truth": truth[n], **answers[n]} for n in names]}
+    return {"model_dir": str(grasp_dir), "threshold": model.threshold, "frames": out}
+
+
+def shipped_grasp_model() -> Path | None:
+    """The installed default grasp model dir, or None when this install has none."""
+    from vlkd_ros.inference.model_paths import NoDefaultModelError, default_model_dir
+
+    try:
+        return default_model_dir()
+    except NoDefaultModelError:
+        return None
+
+
+def plot_grasp_answers(queries: dict[str, dict[str, Any]], path: Path) -> Path:
+    """One row of frames per model: each frame with every asked object's answer (green: right, red: wrong) and,
+    for a dense model, a marker where it sees the object."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from vlkd_formats.image_codec import read_rgb
+
+    cols = max(len(q["frames"]) for q in queries.values())
+    fig, axes = plt.subplots(len(queries), cols, figsize=(4.2 * cols, 4.6 * len(queries)), squeeze=False)
+    for row, (label, query) in enumerate(queries.items()):
+        for col in range(cols):
+            ax = axes[row][col]
+            ax.axis("off")
+            if col >= len(query["frames"]):
+                continue
+            frame = query["frames"][col]
+            rgb = read_rgb(frame["frame"])
+            h, w = rgb.shape[:2]
+            ax.imshow(rgb)
+            lines = []
+            for a in frame["answers"]:
+                ok = a["graspable"] == a["truth"]
+                colour = "limegreen" if ok else "red"
+                lines.append((f"{a['name']}{' (OOD)' if a['ood'] else ''}: {'yes' if a['graspable'] else 'no'} "
+                              f"{a['score']:.2f} (truth {'yes' if a['truth'] else 'no'})", colour))
+                loc = a.get("location")
+                if loc is not None and a["graspable"]:
+                    side = min(h, w)  # the model's input is the centred square of the frame
+                    x, y = (w - side) / 2 + loc["u"] * side, (h - side) / 2 + loc["v"] * side
+                    ax.plot(x, y, "o", ms=7, mfc="none", mec=colour, mew=2)
+                    ax.annotate(a["name"], (x, y), color=colour, fontsize=6, xytext=(3, 3),
+                                textcoords="offset points")
+            ax.set_title(f"{label}: frame {col + 1}, {100 * frame['accuracy']:.0f}% right", fontsize=8)
+            for i, (text, colour) in enumerate(lines):
+                ax.text(0.0, -0.04 - 0.055 * i, text, transform=ax.transAxes, fontsize=6, color=colour, va="top")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def distill_config_for(config: MiniWorldConfig, run_name: str, overrides: list[str] | None = None) -> DistillConfig:
@@ -134,8 +238,13 @@ def run_demo(config: MiniWorldConfig) -> dict[str, Any]:
     result = evaluate(model_dir, eval_config_for(config, config.seed), dconf)
     scenes = collect_clutter_scenes(config)
     grasp_dir = train_grasp_from(config, model_dir)
+    queries = {"this demo's grasp model": grasp_query_example(grasp_dir, scenes)}
+    shipped = shipped_grasp_model()
+    if shipped is not None:
+        queries["shipped default model"] = grasp_query_example(shipped, scenes)
+    picture = plot_grasp_answers(queries, Path(config.workdir) / "grasp_answers.png")
     report = {"data": str(data), "model_dir": str(model_dir), "eval_dir": str(Path(model_dir) / "eval"),
-              "grasp_dir": str(grasp_dir), "grasp_query": grasp_query_example(grasp_dir, scenes),
+              "grasp_dir": str(grasp_dir), "grasp_queries": queries, "grasp_picture": str(picture),
               "seconds": round(time.perf_counter() - t0, 1), "result": result}
     atomic_write_json(Path(config.workdir) / "demo_report.json", report)
     return report
@@ -234,11 +343,15 @@ def demo_summary(report: dict[str, Any]) -> str:
     """Short human-readable report of a demo run."""
     from training.evaluate import markdown_report
 
-    query = report["grasp_query"]
-    rows = [f"| {a['name']}{' (OOD)' if a['ood'] else ''} | {a['score']:.2f} | {'yes' if a['graspable'] else 'no'} | "
-            f"{'yes' if a['truth'] else 'no'} |" for a in query["answers"]]
-    grasp = "\n".join([f"\nIs it graspable? {query['frame']} (threshold {query['threshold']:.2f})\n",
-                       "| object | score | answer | truth |", "|---|---|---|---|", *rows])
+    grasp = ""
+    for label, query in report["grasp_queries"].items():
+        grasp += f"\nIs it graspable? {label} ({query['model_dir']}, threshold {query['threshold']:.2f})\n"
+        for i, frame in enumerate(query["frames"]):
+            rows = [f"| {a['name']}{' (OOD)' if a['ood'] else ''} | {a['score']:.2f} | "
+                    f"{'yes' if a['graspable'] else 'no'} | {'yes' if a['truth'] else 'no'} |" for a in frame["answers"]]
+            grasp += "\n".join([f"\nframe {i + 1}: {frame['frame']} ({100 * frame['accuracy']:.0f}% right)\n",
+                                "| object | score | answer | truth |", "|---|---|---|---|", *rows]) + "\n"
+    grasp += f"\nPicture of the answers: {report['grasp_picture']}"
     return (markdown_report(report["result"]) + grasp + f"\n\nData: {report['data']}\nModel dir: "
             f"{report['model_dir']} (checkpoints in {Path(report['model_dir']).parent / 'checkpoints'})\n"
             f"Plots and eval.json: {report['eval_dir']}\n"

@@ -1,5 +1,5 @@
-"""SAPIEN actor builders for catalogue objects (in each model's own frame, see sim.geometry) and the randomised
-table backdrop."""
+"""SAPIEN actor builders for catalogue objects (in each model's own frame, see sim.geometry), the randomised
+table backdrop and randomised lights."""
 from __future__ import annotations
 
 from functools import cache
@@ -12,7 +12,7 @@ import sapien.render
 from sim.catalog import resolve_asset_path
 from sim.geometry import placement
 from sim.objects import Look, ObjectSpec, Part
-from sim.randomization import TEXTURE_URI, Backdrop, Variation
+from sim.randomization import TEXTURE_URI, Backdrop, Lighting, Variation
 
 # SAPIEN cylinders and capsules lie along x; the catalogue's lie along z.
 _X_TO_Z = sapien.Pose(q=[np.sqrt(0.5), 0.0, -np.sqrt(0.5), 0.0])
@@ -100,3 +100,10 @@ def build_backdrop(scene, backdrop: Backdrop, scene_idxs: list[int], name: str):
     builder.set_scene_idxs(scene_idxs)
     builder.initial_pose = sapien.Pose()
     return builder.build_static(name=name)
+
+
+def add_lights(scene, lighting: Lighting, scene_idx: int) -> None:
+    """Give one sub-scene of a ManiSkill scene `lighting`'s ambient level and its key and fill lights."""
+    scene.sub_scenes[scene_idx].render_system.ambient_light = list(lighting.ambient)
+    scene.add_directional_light(list(lighting.key_direction), list(lighting.key_color), scene_idxs=[scene_idx])
+    scene.add_directional_light(list(lighting.fill_direction), list(lighting.fill_color), scene_idxs=[scene_idx])

@@ -9,19 +9,28 @@ Panda with a wrist camera by default, so observations have a `base_camera` and a
 
     gym.make("VlkdPickClutter-v1", obs_mode="rgbd")                  # offline objects, shipped episodes
     env.reset(seed=0, options={"episode_idx": [3]})                  # pick the episode of each parallel scene
+
+Reset options of ours (each one entry per parallel scene; they take effect when the scene is rebuilt, so pass
+`reconfigure=True` with num_envs > 1): `episode_idx`; `base_views`, each a list of V sim.randomization.CameraPose:
+the base camera is replaced by V cameras `base_view_uid(0..V-1)` (view 0 keeps the name `base_camera`), posed per
+scene; `lighting`, each a sim.randomization.Lighting (or None for ManiSkill's default lights).
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
 from mani_skill.envs.sapien_env import BaseEnv
 from mani_skill.envs.tasks.tabletop.pick_clutter_ycb import PickClutterEnv, PickClutterYCBEnv
+from mani_skill.sensors.camera import CameraConfig
+from mani_skill.utils import sapien_utils
 from mani_skill.utils.registration import register_env
 
 from sim.catalog import load_object_set
 from sim.clutter_episodes import DEFAULT_EPISODES
-from sim.envs.builders import object_builder
-from sim.randomization import Variation
+from sim.envs.builders import add_lights, object_builder
+from sim.randomization import CameraPose, Variation
 
 ENV_ID = "VlkdPickClutter-v1"
 YCB_ENV_ID = "VlkdPickClutterYCB-v1"
@@ -33,19 +42,46 @@ ANGULAR_DAMPING = 2.0
 # Panda joint angles that hold the gripper pointing down at (0, 0, 0.35): clear of dropped objects, and the wrist
 # camera sees the whole work area. (ManiSkill's table scene puts it at 0.19 m, inside tall piles.)
 RAISED_ARM_QPOS = (0.0, 0.2, 0.0, -1.75, 0.0, 1.95, -np.pi / 4, 0.04, 0.04)
+BASE_CAMERA = "base_camera"
+
+
+def base_view_uid(view: int) -> str:
+    """Sensor name of base-camera view `view` (view 0 is ManiSkill's `base_camera`)."""
+    return BASE_CAMERA if view == 0 else f"{BASE_CAMERA}_{view}"
 
 
 class ClutterScenesMixin:
     """What our clutter envs add to ManiSkill's PickClutterEnv: episodes chosen per scene with
-    `reset(options={"episode_idx": [...]})`, damped objects, the raised arm, and settling at reset."""
+    `reset(options={"episode_idx": [...]})`, per-scene base-camera views and lighting (`base_views`, `lighting`),
+    damped objects, the raised arm, and settling at reset."""
 
     SUPPORTED_ROBOTS = ["panda_wristcam", "panda", "fetch"]
 
     def __init__(self, *args, settle_steps: int = 200, robot_uids: str = "panda_wristcam", **kwargs):
         self.settle_steps = int(settle_steps)
+        self.base_views: list[list[CameraPose]] | None = None
         super().__init__(*args, robot_uids=robot_uids, **kwargs)
 
+    @property
+    def _default_sensor_configs(self):
+        configs = super()._default_sensor_configs
+        if self.base_views is None:
+            return configs
+        base = configs[0]
+        cameras = []
+        for v in range(len(self.base_views[0])):
+            poses = [views[v] for views in self.base_views]
+            pose = sapien_utils.look_at(torch.tensor([p.eye for p in poses], dtype=torch.float32),
+                                        torch.tensor([p.target for p in poses], dtype=torch.float32))
+            fovs = [math.radians(p.fov_deg) for p in poses]
+            cameras.append(CameraConfig(base_view_uid(v), pose=pose, width=base.width, height=base.height,
+                                        fov=fovs if len(fovs) > 1 else fovs[0], near=base.near, far=base.far))
+        return cameras
+
     def _load_scene(self, options: dict):
+        self.base_views = _per_scene(options, "base_views", self.num_envs)
+        if self.base_views is not None and (len({len(v) for v in self.base_views}) != 1 or not self.base_views[0]):
+            raise ValueError("options['base_views'] must give every parallel scene the same number (>= 1) of views")
         chosen = options.get("episode_idx")
         if chosen is None:
             super()._load_scene(options)
@@ -62,6 +98,16 @@ class ClutterScenesMixin:
                 self._batched_episode_rng = drawn
         self.all_objects.set_linear_damping(LINEAR_DAMPING)
         self.all_objects.set_angular_damping(ANGULAR_DAMPING)
+
+    def _load_lighting(self, options: dict):
+        lights = _per_scene(options, "lighting", self.num_envs)
+        if lights is None or all(light is None for light in lights):
+            super()._load_lighting(options)
+            return
+        if any(light is None for light in lights):
+            raise ValueError("options['lighting'] must give every parallel scene a Lighting, or none of them")
+        for i, light in enumerate(lights):
+            add_lights(self.scene, light, i)
 
     def _initialize_episode(self, env_idx: torch.Tensor, options: dict):
         super()._initialize_episode(env_idx, options)
@@ -88,6 +134,14 @@ class VlkdPickClutterEnv(ClutterScenesMixin, PickClutterEnv):
 class VlkdPickClutterYCBEnv(ClutterScenesMixin, PickClutterYCBEnv):
     """ManiSkill's PickClutterYCB-v1 (its YCB models, loader and default episodes) with the additions above;
     pass `episode_json=` a file from sim.clutter_episodes to get our scenes."""
+
+
+def _per_scene(options: dict, key: str, num_envs: int) -> list | None:
+    """`options[key]` checked to hold one entry per parallel scene (None when absent)."""
+    values = options.get(key)
+    if values is not None and len(values) != num_envs:
+        raise ValueError(f"options[{key!r}] has {len(values)} entries; give one per parallel scene ({num_envs})")
+    return values
 
 
 class _Chosen:

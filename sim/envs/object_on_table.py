@@ -21,7 +21,7 @@ from mani_skill.utils.registration import register_env
 from mani_skill.utils.structs import Actor
 
 from sim.catalog import load_object_set
-from sim.envs.builders import build_backdrop, object_builder
+from sim.envs.builders import add_lights, build_backdrop, object_builder
 from sim.geometry import placement, rest_pose
 from sim.randomization import (
     RandomizationConfig,
@@ -93,10 +93,7 @@ class ObjectOnTableEnv(BaseEnv):
 
     def _load_lighting(self, options: dict):
         for i, draw in enumerate(self.draws):
-            light = draw.lighting
-            self.scene.sub_scenes[i].render_system.ambient_light = list(light.ambient)
-            self.scene.add_directional_light(list(light.key_direction), list(light.key_color), scene_idxs=[i])
-            self.scene.add_directional_light(list(light.fill_direction), list(light.fill_color), scene_idxs=[i])
+            add_lights(self.scene, draw.lighting, i)
 
     def _get_obs_agent(self):
         return dict()

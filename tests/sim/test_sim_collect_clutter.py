@@ -7,7 +7,7 @@ import pytest
 from sim.collect_clutter import collect_clutter
 from sim.config import ClutterConfig
 from vlkd_formats.dataset_dir import read_dataset_info, read_manifest
-from vlkd_formats.image_codec import read_depth, read_rgb
+from vlkd_formats.image_codec import read_depth, read_label_png, read_rgb
 
 pytestmark = pytest.mark.sim
 
@@ -25,7 +25,9 @@ def test_files_labels_and_rule(dataset):
     info = read_dataset_info(dataset)
     assert info.kind == "clutter" and len(info.labels) == 40 and "graspable" in info.settings["graspable_rule"]
     rows = list(read_manifest(dataset))
-    assert [r["episode"] for r in rows] == [0, 1, 2]
+    assert [r["episode"] for r in rows] == [r["scene"] for r in rows] == [0, 1, 2]
+    camera = {"eye": [0.35, 0.3, 0.4], "target": [-0.02, 0.0, 0.02], "fov_deg": 55.0}  # one view: the fixed camera
+    assert all(r["view"] == 0 and r["camera"] == camera and "lighting" not in r for r in rows)
     ood = set(info.split["ood"])
     for row in rows:
         names = [o["name"] for o in row["objects"]]
@@ -35,6 +37,9 @@ def test_files_labels_and_rule(dataset):
             assert 0.0 <= obj["visible_fraction"] <= 1.0
             expected = obj["present"] and obj["visible_fraction"] >= 0.3 and not obj["supports_other"]
             assert obj["graspable"] == expected
+        mask = read_label_png(dataset / row["images"]["base_seg"])
+        counts = [int((mask == k).sum()) for k in range(1, len(names) + 1)]
+        assert counts == [o["visible_pixels"] for o in row["objects"]]
         for view in ("base", "hand"):
             rgb = read_rgb(dataset / row["images"][f"{view}_rgb"])
             depth = read_depth(dataset / row["images"][f"{view}_depth"])
@@ -67,7 +72,8 @@ def test_object_lying_on_another_is_graspable_the_lower_one_not(tmp_path):
     obs, _ = env.reset(seed=0)
     assert set(obs["sensor_data"]) == {"base_camera", "hand_camera"}
     labels = scene_labels(env.unwrapped, [["hardcover book", "dice", "golf ball"]],
-                          obs["sensor_data"]["base_camera"]["segmentation"], threshold=0.3)[0]
+                          {"base_camera": obs["sensor_data"]["base_camera"]["segmentation"]}, threshold=0.3)
+    labels = labels["base_camera"][0]
     book, dice, ball = labels
     assert book["supports_other"] and not book["graspable"] and book["present"]
     assert dice["graspable"] and not dice["supports_other"]

@@ -54,6 +54,18 @@ def test_settings_round_trip_through_the_loader():
     (ClutterConfig, ["base_camera_eye=[0, 0, 0.5]", "base_camera_target=[0, 0, 0]"], "straight above"),
     (ClutterConfig, ["base_camera_eye=[0.3, 0, -0.1]"], "below the table"),
     (ClutterConfig, ["base_camera_fov_deg=179"], "fov"),
+    (ClutterConfig, ["views_per_scene=0"], "views_per_scene 0"),
+    (ClutterConfig, ["camera_poses.azimuth_deg=[10, 20, 30]"], "low high pairs"),
+    (ClutterConfig, ["camera_poses.azimuth_deg=[60, -60]"], r"azimuth_deg range \[60.0, -60.0\]"),
+    (ClutterConfig, ["camera_poses.azimuth_deg=[-200, 0]"], "-180 <= low"),
+    (ClutterConfig, ["camera_poses.elevation_deg=[30, 90]"], "elevation_deg"),
+    (ClutterConfig, ["camera_poses.distance_scale=[1.2, 0.8]"], "distance_scale"),
+    (ClutterConfig, ["camera_poses.target_jitter=0.5"], "target_jitter"),
+    (ClutterConfig, ["views_per_scene=2", "base_camera_target=[0, 0, -0.5]"], "below the table top"),
+    (ClutterConfig, ["lighting.light_intensity=[2, 1]"], "light_intensity"),
+    (ClutterConfig, ["lighting.ambient=[0, 3]"], "ambient"),
+    (ClutterConfig, ["lighting.light_tint=2"], "light_tint"),
+    (ClutterConfig, ["camera_poses.zoom=2"], r"unknown key\(s\) \['zoom'\] in camera_poses"),
 ])
 def test_bad_values_are_named(cls, overrides, message):
     with pytest.raises(ValueError, match=message):
@@ -64,3 +76,13 @@ def test_missing_config_file(tmp_path):
     with pytest.raises(ConfigError, match="does not exist") as err:
         load_config(ClutterConfig, tmp_path / "absent.yaml")
     assert isinstance(err.value, VlkdError)
+
+
+def test_clutter_sections_from_yaml_and_flags_style_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("views_per_scene: 3\ncamera_poses: {azimuth_deg: [60, 90, -90, -60]}\n"
+                    "lighting: {random_lighting: true}\n")
+    config = load_config(ClutterConfig, path, ["camera_poses.elevation_deg=[20, 40]", "split_seed=4"])
+    assert config.views_per_scene == 3 and config.random_views and config.split_seed == 4
+    assert config.camera_poses.azimuth_deg == (60, 90, -90, -60) and config.camera_poses.elevation_deg == (20, 40)
+    assert config.lighting.random_lighting and config.settings()["camera_poses"]["elevation_deg"] == (20, 40)

@@ -38,7 +38,9 @@ SHIPPED = {"miniworld_resnet18.yaml": "training.distill:DistillConfig",
            "pretrain_teacher_scenes.yaml": "training.pretrain_teacher:PretrainConfig",
            "grasp_offline.yaml": "training.grasp.train:GraspTrainConfig",
            "grasp_ycb_vitl14.yaml": "training.grasp.train:GraspTrainConfig",
-           "grasp_table_offline.yaml": "training.grasp.eval:GraspTableConfig"}
+           "grasp_table_offline.yaml": "training.grasp.eval:GraspTableConfig",
+           "grasp_default.yaml": "training.grasp.train:GraspTrainConfig",
+           "grasp_table_default.yaml": "training.grasp.eval:GraspTableConfig"}
 
 
 def test_every_shipped_config_loads_and_validates():
@@ -50,6 +52,10 @@ def test_every_shipped_config_loads_and_validates():
     for name, target in SHIPPED.items():
         module, cls = target.split(":")
         load_config(getattr(importlib.import_module(module), cls), configs / name)
+    from sim.config import ClutterConfig
+
+    for name in ("clutter_train", "clutter_heldout", "clutter_shift"):  # sim/configs, by their shipped names
+        assert load_config(ClutterConfig, name).image_size == 96
     paper = load_config(DistillConfig, configs / "paper_vitl14_resnet18.yaml")
     assert (paper.teacher.model, paper.teacher.pretrained, paper.student.arch) == ("ViT-L-14", "openai", "resnet18")
 

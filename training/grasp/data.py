@@ -17,7 +17,7 @@ from torch.utils.data import Dataset
 from sim.ycb import paper_split
 from training.data import DatasetError, ImageList
 from vlkd_formats.dataset_dir import DatasetInfo, read_dataset_info, read_manifest
-from vlkd_formats.image_codec import read_depth, read_rgb
+from vlkd_formats.image_codec import read_depth, read_label_png, read_rgb
 from vlkd_formats.split import split_labels
 
 log = logging.getLogger(__name__)
@@ -25,6 +25,9 @@ log = logging.getLogger(__name__)
 # Camera views a clutter episode can hold: kind and channel count. A model stacks the views it uses, in order.
 VIEWS: dict[str, tuple[str, int]] = {"base_rgb": ("rgb", 3), "base_depth": ("depth", 1),
                                      "hand_rgb": ("rgb", 3), "hand_depth": ("depth", 1)}
+
+MASK_VIEW = "base_seg"  # the per-object mask of the base view, written by `vlkd collect clutter`
+
 
 @dataclass
 class ObjectSplitConfig:
@@ -94,21 +97,29 @@ def view_channels(views: list[str]) -> int:
 
 @dataclass
 class ObjectLabel:
-    """One object's state in an episode."""
+    """One object's state in an episode (`bbox`: x_min, y_min, x_max, y_max of its visible base-camera pixels,
+    inclusive; None when not visible or the dataset has no masks)."""
 
     present: bool
     graspable: bool
     visible_fraction: float = 0.0
+    bbox: tuple[int, int, int, int] | None = None
 
 
 @dataclass
 class Episode:
-    """One observation: image files per view and the labels of the objects placed in the scene."""
+    """One observation: image files per view and the labels of the objects placed in the scene, in the order of
+    the manifest row (object k is pixel value k + 1 of the `base_seg` mask, when the dataset has one)."""
 
     id: str
     split: str
     images: dict[str, Path]
     objects: dict[str, ObjectLabel]
+
+    @property
+    def mask(self) -> Path | None:
+        """The base camera's object mask (uint8 PNG: k + 1 = the k-th object, 0 = anything else), if any."""
+        return self.images.get(MASK_VIEW)
 
 
 @dataclass
@@ -224,7 +235,8 @@ def _episode(root: Path, row: dict, known: set[str], views: list[str]) -> Episod
     where = f"{root}/manifest.jsonl episode {row.get('episode')!r}"
     try:
         images = {view: root / rel for view, rel in row["images"].items()}
-        objects = {o["name"]: ObjectLabel(bool(o["present"]), bool(o["graspable"]), float(o.get("visible_fraction", 0)))
+        objects = {o["name"]: ObjectLabel(bool(o["present"]), bool(o["graspable"]), float(o.get("visible_fraction", 0)),
+                                          tuple(int(v) for v in o["bbox"]) if o.get("bbox") else None)
                    for o in row["objects"]}
         episode = Episode(str(row["episode"]), str(row["split"]), images, objects)
     except (KeyError, TypeError) as err:
@@ -286,19 +298,24 @@ class ObservationTransform:
         return t / self.depth_max_m * 2 - 1
 
     def _resize(self, t: torch.Tensor, mode: str) -> torch.Tensor:
-        s = self.image_size
-        h, w = t.shape[-2:]
-        scale = s / min(h, w)
-        nh, nw = max(s, round(h * scale)), max(s, round(w * scale))
-        if (nh, nw) != (h, w):
-            kwargs = {"align_corners": False, "antialias": True} if mode == "bilinear" else {}
-            t = F.interpolate(t[None], size=(nh, nw), mode=mode, **kwargs)[0]
-        top, left = (nh - s) // 2, (nw - s) // 2
-        return t[:, top:top + s, left:left + s]
+        return resize_crop(t, self.image_size, mode)
 
     def read(self, episode: Episode) -> torch.Tensor:
         """Decode an episode's image files and stack them."""
         return self({v: read_view(v, episode.images[v]) for v in self.views})
+
+
+def resize_crop(t: torch.Tensor, size: int, mode: str) -> torch.Tensor:
+    """(C, H, W) resized so the shorter side is `size` (bilinear with antialias, or nearest), centre-cropped to
+    (C, size, size): the one geometry of every view and mask."""
+    h, w = t.shape[-2:]
+    scale = size / min(h, w)
+    nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+    if (nh, nw) != (h, w):
+        kwargs = {"align_corners": False, "antialias": True} if mode == "bilinear" else {}
+        t = F.interpolate(t[None], size=(nh, nw), mode=mode, **kwargs)[0]
+    top, left = (nh - size) // 2, (nw - size) // 2
+    return t[:, top:top + size, left:left + size]
 
 
 def check_rgb(view: str, array: np.ndarray) -> np.ndarray:
@@ -356,11 +373,14 @@ class EpisodeDataset(Dataset):
         return self.transform.read(self.episodes[index]), index
 
 
-def augment_observations(x: torch.Tensor, generator: torch.Generator, min_scale: float = 0.6) -> torch.Tensor:
+def augment_observations(x: torch.Tensor, generator: torch.Generator, min_scale: float = 0.6,
+                         masks: torch.Tensor | None = None) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Per observation: random horizontal flip and random crop of `min_scale`..1 of the area resized back,
-    applied alike to every stacked channel (B, C, S, S)."""
+    applied alike to every stacked channel (B, C, S, S) and, nearest-neighbour, to the object masks (B, S, S)
+    when given (then returns both)."""
     b, _, h, w = x.shape
     out = torch.empty_like(x)
+    out_masks = None if masks is None else torch.empty_like(masks)
     flips = torch.rand(b, generator=generator) < 0.5
     scales = min_scale + (1 - min_scale) * torch.rand(b, generator=generator)
     for i in range(b):
@@ -370,7 +390,28 @@ def augment_observations(x: torch.Tensor, generator: torch.Generator, min_scale:
         left = int(torch.randint(0, w - cw + 1, (1,), generator=generator))
         out[i] = F.interpolate(xi[None, :, top:top + ch, left:left + cw], size=(h, w), mode="bilinear",
                                align_corners=False)[0]
-    return out
+        if out_masks is not None:
+            mi = masks[i].flip(-1) if flips[i] else masks[i]
+            out_masks[i] = F.interpolate(mi[None, None, top:top + ch, left:left + cw].float(), size=(h, w),
+                                         mode="nearest")[0, 0].to(masks.dtype)
+    return out if out_masks is None else (out, out_masks)
+
+
+class MaskedEpisodeDataset(EpisodeDataset):
+    """(stacked observation, object mask (S, S) uint8 resized and cropped like the base view, index)."""
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+        x, _ = super().__getitem__(index)
+        return x, read_mask(self.episodes[index], self.transform.image_size), index
+
+
+def read_mask(episode: Episode, image_size: int) -> torch.Tensor:
+    """An episode's object mask (S, S) uint8, resized (nearest) and centre-cropped as ObservationTransform does."""
+    if episode.mask is None:
+        raise DatasetError(f"episode {episode.id} has no {MASK_VIEW!r} mask; region distillation needs a dataset "
+                           "collected with masks (vlkd collect clutter writes them)")
+    mask = torch.from_numpy(read_label_png(episode.mask).astype(np.float32))[None]
+    return resize_crop(mask, image_size, "nearest")[0].to(torch.uint8)
 
 
 def stack_episodes(episodes: list[Episode], transform: ObservationTransform) -> torch.Tensor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +13,14 @@ import torch
 
 from vlkd_formats.config import apply_overrides, from_dict, load_config
 from training.feature_cache import teacher_image_features
-from training.grasp.data import (ClutterData, Episode, base_rgb_images, episode_targets, load_clutter_data,
-                                 stack_episodes)
+from training.grasp.data import (ClutterData, Episode, ObjectSplitConfig, base_rgb_images, episode_targets,
+                                 load_clutter_data, stack_episodes)
 from training.grasp.fewshot import GraspFewShotConfig, GraspShots, added_object_thresholds, finetune_grasp
 from training.grasp.losses import build_grasp_loss, needs_teacher_features
-from training.grasp.model import accuracy_score, binary_counts, f1_score, roc_auc, score_episodes
+from training.grasp.model import (GraspScorer, accuracy_score, binary_counts, calibrate_threshold, f1_score, roc_auc,
+                                  score_episodes)
 from training.grasp.model_dir import GraspModelDir, load_grasp_model_dir
+from training.grasp.regions import teacher_region_features
 from training.grasp.train import GraspTrainConfig, train_grasp
 from training.students import Student
 from training.teacher import Teacher, resolve_device
@@ -41,6 +43,10 @@ class GraspEvalConfig:
     replay_size: int = 2000
     seed: int = 0
     device: str = "auto"
+    benchmark: str | None = None  # a held-out clutter dataset dir (another seed and camera poses): every frame is
+    # evaluated (X_id: scenes of Y_id objects only, X_ood: scenes holding a Y_ood object); shots then come from
+    # the training dataset's X_ood, so nothing is tuned on the benchmark
+    teacher_row: bool = True      # with a benchmark: the teacher's own zero-shot row (its frame embedding)
 
     def validate(self) -> None:
         """Check ranges."""
@@ -110,14 +116,18 @@ def select_support(episodes: list[Episode], names: list[str], k: int, seed: int)
 
 def column_metrics(scores: torch.Tensor, graspable: torch.Tensor, present: torch.Tensor,
                    threshold: float | torch.Tensor) -> dict[str, float]:
-    """Overall accuracy over all (observation, object) pairs; F1 of 'graspable' over the pairs whose object
-    is present (`f1`) and over all pairs (`f1_all`); ROC AUC of the scores over all pairs (`auc`, free of the
-    threshold: how well graspable pairs are ranked above the rest). `threshold`: one, or one per column (1, M)."""
+    """Overall accuracy over all (observation, object) pairs next to the accuracy of answering "no" to every
+    pair (`always_no`); F1 of 'graspable' over the pairs whose object is present (`f1`) and over all pairs
+    (`f1_all`); ROC AUC of the scores over all pairs (`auc`, free of the threshold); the share of observations
+    whose every pair is answered right (`frames_right`). `threshold`: one, or one per column (1, M)."""
     pred, target = scores >= threshold, graspable > 0.5
     all_counts = binary_counts(pred, target)
     present_counts = binary_counts(pred, target, present)
-    return {"accuracy": accuracy_score(all_counts), "f1": f1_score(present_counts), "f1_all": f1_score(all_counts),
-            "auc": roc_auc(scores, target.float()), "pairs": int(scores.numel()), "present_pairs": int(present.sum())}
+    return {"accuracy": accuracy_score(all_counts), "always_no": float((~target).float().mean()) if target.numel()
+            else float("nan"), "f1": f1_score(present_counts), "f1_all": f1_score(all_counts),
+            "auc": roc_auc(scores, target.float()),
+            "frames_right": float((pred == target).all(1).float().mean()) if len(target) else float("nan"),
+            "pairs": int(scores.numel()), "present_pairs": int(present.sum()), "frames": int(len(target))}
 
 
 def evaluate_grasp(model_dir: str | Path, config: GraspEvalConfig, train_overrides: list[str] | None = None
@@ -138,8 +148,13 @@ def evaluate_grasp(model_dir: str | Path, config: GraspEvalConfig, train_overrid
     names = data.id_objects + data.ood_objects
     n_id = len(data.id_objects)
     pos, neg = _all_text(gm)
-    support, query = select_support(data.x_ood, data.ood_objects, config.k_shot, config.seed)
-    x_query = [data.x_ood[i] for i in query]
+    if config.benchmark:
+        bench = _benchmark_data(config.benchmark, train_config, data)
+        support, _ = select_support(data.x_ood, data.ood_objects, config.k_shot, config.seed)
+        x_id, x_query = bench.train + bench.x_id, bench.x_ood
+    else:
+        support, query = select_support(data.x_ood, data.ood_objects, config.k_shot, config.seed)
+        x_id, x_query = data.x_id, [data.x_ood[i] for i in query]
     fewshot = from_dict(GraspFewShotConfig, {**gm.grasp.fewshot, **config.fewshot}, "eval.fewshot.")
     fewshot.validate()
     tuned = finetune_grasp(gm.student, gm.scorer(), *_fewshot_sets(gm, data, support, names, fewshot, config,
@@ -147,18 +162,19 @@ def evaluate_grasp(model_dir: str | Path, config: GraspEvalConfig, train_overrid
     result: dict[str, Any] = {
         "model_dir": str(model_dir), "k_shot": config.k_shot, "threshold": gm.grasp.threshold,
         "objects": {"id": data.id_objects, "ood": data.ood_objects, "split": data.split_source},
-        "counts": {"x_id": len(data.x_id), "x_ood": len(data.x_ood), "x_ood_support": len(support),
-                   "x_ood_query": len(query)},
+        "benchmark": config.benchmark,
+        "counts": {"x_id": len(x_id), "x_ood": len(data.x_ood), "x_ood_support": len(support),
+                   "x_ood_query": len(x_query)},
         "fewshot": {"steps": fewshot.steps, "params": fewshot.params, "lr": fewshot.lr},
         "zero_shot": {}, "few_shot": {}, "per_object": {}}
     # After the finetune each OOD object gets its own threshold, as `add_object` gives an added object.
     tuned_t = _object_thresholds(tuned, gm, pos[n_id:], None if neg is None else neg[n_id:], fewshot, device)
     result["few_shot_thresholds"] = dict(zip(data.ood_objects, tuned_t[0].tolist()))
     for mode, student in (("zero_shot", gm.student), ("few_shot", tuned)):
-        s_id = score_episodes(student, gm.scorer(), data.x_id, gm.transform(), pos[:n_id],
+        s_id = score_episodes(student, gm.scorer(), x_id, gm.transform(), pos[:n_id],
                               None if neg is None else neg[:n_id], config.batch_size, device)
         s_ood = score_episodes(student, gm.scorer(), x_query, gm.transform(), pos, neg, config.batch_size, device)
-        g_id, p_id = episode_targets(data.x_id, data.id_objects)
+        g_id, p_id = episode_targets(x_id, data.id_objects)
         g_ood, p_ood = episode_targets(x_query, names)
         t = gm.grasp.threshold
         t_ood = tuned_t if mode == "few_shot" else torch.full((1, len(data.ood_objects)), t)
@@ -169,7 +185,76 @@ def evaluate_grasp(model_dir: str | Path, config: GraspEvalConfig, train_overrid
             m = column_metrics(s_ood[:, n_id + j:n_id + j + 1], g_ood[:, n_id + j:n_id + j + 1],
                                p_ood[:, n_id + j:n_id + j + 1], float(t_ood[0, j]))
             result["per_object"].setdefault(name, {})[mode] = m
+    raised = [n for n, m in result["per_object"].items() if m["few_shot"]["f1_all"] > m["zero_shot"]["f1_all"]]
+    result["fewshot_raised_f1"] = {"objects": raised, "share": len(raised) / max(len(result["per_object"]), 1)}
     return result
+
+
+def _benchmark_data(root: str, train_config: GraspTrainConfig, data: ClutterData) -> ClutterData:
+    """The held-out benchmark dataset with the training data's object split and views."""
+    split = ObjectSplitConfig(mode="explicit", id=list(data.id_objects), ood=list(data.ood_objects))
+    bench = load_clutter_data(replace(train_config.data, root=str(root), split=split))
+    if Path(root).resolve() == Path(data.root).resolve():
+        raise ValueError(f"eval.benchmark {root} is the training dataset; render a held-out one (vlkd collect "
+                         "clutter --config clutter_heldout)")
+    if not bench.x_ood or not (bench.train or bench.x_id):
+        raise ValueError(f"benchmark {root} needs both X_id and X_ood frames; it has {len(bench.train + bench.x_id)}"
+                         f" and {len(bench.x_ood)}")
+    return bench
+
+
+def teacher_row(model_dir: str | Path, config: GraspEvalConfig, train_overrides: list[str] | None = None
+                ) -> dict[str, Any]:
+    """The teacher's own zero-shot answers on the benchmark: its embedding of each whole base-camera frame against
+    the model's prompt pair, scored like the student (the model's logit scale), at a threshold calibrated on the
+    training dataset's held-out X_id frames."""
+    device = resolve_device(config.device)
+    gm = load_grasp_model_dir(model_dir, device)
+    train_config = _train_config(gm.root, train_overrides or [])
+    data = load_clutter_data(train_config.data)
+    bench = _benchmark_data(str(config.benchmark), train_config, data)
+    teacher = Teacher(train_config.teacher)
+    cache = train_config.teacher.cache_dir
+    pos, neg = _all_text(gm)
+    n_id = len(data.id_objects)
+    scorer = GraspScorer(gm.grasp.logit_scale, 0.0)
+
+    def scores(episodes: list[Episode], desc: str) -> torch.Tensor:
+        feats = teacher_image_features(teacher, base_rgb_images(episodes), cache, 0.0, desc=desc).features
+        with torch.no_grad():
+            return torch.sigmoid(scorer(feats, pos, neg))
+
+    calib = data.x_id or data.train
+    threshold, _ = calibrate_threshold(scores(calib, "teacher (calibration)")[:, :n_id],
+                                       episode_targets(calib, data.id_objects)[0], "f1")
+    x_id, x_ood = bench.train + bench.x_id, bench.x_ood
+    s_id, s_ood = scores(x_id, "teacher (benchmark X_id)"), scores(x_ood, "teacher (benchmark X_ood)")
+    g_id, p_id = episode_targets(x_id, data.id_objects)
+    g_ood, p_ood = episode_targets(x_ood, data.id_objects + data.ood_objects)
+    zero = {"x_id": column_metrics(s_id[:, :n_id], g_id, p_id, threshold),
+            "id_on_ood": column_metrics(s_ood[:, :n_id], g_ood[:, :n_id], p_ood[:, :n_id], threshold),
+            "ood_on_ood": column_metrics(s_ood[:, n_id:], g_ood[:, n_id:], p_ood[:, n_id:], threshold)}
+    return {"name": f"teacher ({train_config.teacher.model}, whole frame)", "zero_shot": zero, "few_shot": None,
+            "threshold": threshold, "counts": {"x_id": len(x_id), "x_ood_query": len(x_ood), "x_ood_support": 0},
+            "benchmark": config.benchmark, "crop_top1": crop_top1(teacher, x_id + x_ood, data, pos, cache)}
+
+
+def crop_top1(teacher: Teacher, episodes: list[Episode], data: ClutterData, text: torch.Tensor, cache: str
+              ) -> dict[str, float]:
+    """How well the teacher knows the objects as the cameras see them: top-1 accuracy of each visible object's
+    crop (training.grasp.regions) against the names of its own part (Y_id among Y_id, Y_ood among Y_ood)."""
+    regions = teacher_region_features(teacher, episodes, cache, desc="teacher region features (benchmark)")
+    names = data.id_objects + data.ood_objects
+    n_id = len(data.id_objects)
+    hits: dict[str, list[bool]] = {"id": [], "ood": []}
+    for i, ep in enumerate(episodes):
+        for k, name in enumerate(ep.objects):
+            if not bool(regions.valid[i, k]):
+                continue
+            j = names.index(name)
+            part, lo, hi = ("id", 0, n_id) if j < n_id else ("ood", n_id, len(names))
+            hits[part].append(int((regions.features[i, k] @ text[lo:hi].T).argmax()) == j - lo)
+    return {part: sum(v) / len(v) if v else float("nan") for part, v in hits.items()}
 
 
 def _object_thresholds(student: Student, gm: GraspModelDir, pos: torch.Tensor, neg: torch.Tensor | None,
@@ -231,6 +316,8 @@ def make_table(config: GraspTableConfig, train_overrides: list[str] | None = Non
             log.info("training row %r into %s", row["name"], model_dir)
             train_grasp(load_config(GraspTrainConfig, config.train_config, overrides))
         rows.append({"name": row["name"], **evaluate_grasp(model_dir, config.eval, list(train_overrides or []))})
+    if config.eval.benchmark and config.eval.teacher_row:
+        rows.append(teacher_row(model_dir, config.eval, list(train_overrides or [])))
     result = {"k_shot": config.eval.k_shot, "rows": rows}
     atomic_write_json(out / "table.json", result)
     atomic_write_text(out / "table.md", table_markdown(result))
@@ -238,24 +325,44 @@ def make_table(config: GraspTableConfig, train_overrides: list[str] | None = Non
 
 
 def table_markdown(result: dict[str, Any]) -> str:
-    """Table 11's layout: (a) overall accuracy, (b) F1 over present objects, plus (c) ROC AUC over all pairs;
-    cells are zero-shot / k-shot.
-    `result` is {"k_shot", "rows": [{"name", "zero_shot", "few_shot", "counts", ...}]}."""
+    """Table 11's layout, cells zero-shot / k-shot: (a) ROC AUC over all (frame, object) pairs, (b) F1 of
+    "graspable" over all pairs (the paper's F1 over present objects is `f1` in the JSON), (c) overall accuracy
+    next to answering "no" to every pair, (d) the share of frames answered fully right. `result` is {"k_shot", "rows": [{"name", "zero_shot", "few_shot", "counts"}]}
+    (a row's few_shot may be None: the teacher's)."""
     k = result["k_shot"]
     pct = lambda v: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}"  # noqa: E731
     lines = []
-    for title, key in (("(a) Overall accuracy", "accuracy"), ("(b) F1 over present objects", "f1"),
-                       ("(c) ROC AUC over all pairs (threshold-free)", "auc")):
+    for title, key in (("(a) ROC AUC over all (frame, object) pairs (threshold-free)", "auc"),
+                       ("(b) F1 of graspable over all pairs (every object asked on every frame)", "f1_all"),
+                       ("(c) Overall accuracy (answering \"no\" to every pair)", "accuracy"),
+                       ("(d) Frames answered fully right", "frames_right")):
         lines += [f"{title}, zero-shot / {k}-shot", "",
                   "| method | " + " | ".join(label for _, label in COLUMNS) + " |",
                   "|---|" + "---|" * len(COLUMNS)]
         for r in result["rows"]:
-            cells = [f"{pct(r['zero_shot'][c][key])} / {pct(r['few_shot'][c][key])}" for c, _ in COLUMNS]
+            cells = []
+            for c, _ in COLUMNS:
+                few = "n/a" if r.get("few_shot") is None else pct(r["few_shot"][c][key])
+                cell = f"{pct(r['zero_shot'][c][key])} / {few}"
+                if key == "accuracy":
+                    cell += f" ({pct(r['zero_shot'][c]['always_no'])})"
+                cells.append(cell)
             lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
         lines.append("")
     c = result["rows"][0]["counts"]
-    lines.append(f"X_id: {c['x_id']} observations; X_ood: {c['x_ood_query']} query observations after "
-                 f"{c['x_ood_support']} support observations ({k} shots per OOD object) were used for finetuning. "
-                 "After the finetune each Y_ood object is decided at its own threshold (fewshot.object_fpr), as "
-                 "objects added at run time are.")
+    where = (f"the held-out benchmark {result['rows'][0]['benchmark']}" if result["rows"][0].get("benchmark")
+             else "the training dataset's held-out splits")
+    lines.append(f"On {where}: X_id {c['x_id']} frames; X_ood {c['x_ood_query']} frames; {k}-shot columns after "
+                 f"finetuning on {c['x_ood_support']} support frames ({k} shots per Y_ood object, from the training "
+                 "dataset's X_ood). After the finetune each Y_ood object is decided at its own threshold "
+                 "(fewshot.object_fpr), as objects added at run time are.")
+    for r in result["rows"]:
+        if r.get("fewshot_raised_f1"):
+            raised = r["fewshot_raised_f1"]
+            lines.append(f"{r['name']}: the {k}-shot finetune raised the F1 (over all frames) of "
+                         f"{len(raised['objects'])} of {len(r['per_object'])} Y_ood objects.")
+        if r.get("crop_top1"):
+            lines.append(f"{r['name']} on each visible object's crop instead of the whole frame: top-1 "
+                         f"{pct(r['crop_top1']['id'])}% among Y_id names, {pct(r['crop_top1']['ood'])}% among Y_ood "
+                         "names (what region distillation passes on).")
     return "\n".join(lines) + "\n"

@@ -142,8 +142,9 @@ def finetune_grasp(student: Student, scorer: GraspScorer, shots: GraspShots, rep
     scorer = copy.deepcopy(scorer).to(device).requires_grad_(False)
     pos, neg = pos.to(device), None if neg is None else neg.to(device)
     if config.params == "head":
-        if model.edu is not None:
-            raise ValueError("fewshot.params=head does not support students with EduAttention; use params=all")
+        if model.edu is not None or model.local_proj is not None:
+            raise ValueError("fewshot.params=head does not support students with EduAttention or dense features; "
+                             "use params=all")
         model.eval().requires_grad_(False)
         model.proj.requires_grad_(True)
         encode_new, encode_rep = _pooled(model, shots.inputs, device), _pooled(model, replay.inputs, device)
@@ -164,7 +165,8 @@ def finetune_grasp(student: Student, scorer: GraspScorer, shots: GraspShots, rep
         targets = torch.cat([shots.targets[new], replay.targets[rep]]).to(device)
         mask = torch.cat([shots.mask[new], replay.mask[rep]]).to(device)
         teacher = _teacher_rows(shots, new, replay, rep)
-        batch = GraspBatch(student=feats, teacher_img=feats.detach() if teacher is None else teacher.to(device),
+        glob = feats[:, 0] if feats.ndim == 3 else feats  # a dense student's global embedding
+        batch = GraspBatch(student=glob, teacher_img=glob.detach() if teacher is None else teacher.to(device),
                            text=pos, labels=torch.zeros(len(x), dtype=torch.long, device=device),
                            logits=scorer(feats, pos, neg), targets=targets, mask=mask)
         loss, _ = criterion(batch)

@@ -13,20 +13,28 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from training.grasp.regions import region_loss
 from training.losses import DistillBatch, LossTerm, WeightedLoss, build_loss, register_loss
 
 MULTILABEL_TERMS = ("asl", "bce")
 CLUTTER_DISTILL_TERMS = ("im_cst", "mse", "ifalign", "kl_refine")
+REGION_TERMS = ("region",)
 
 
 @dataclass
 class GraspBatch(DistillBatch):
     """A DistillBatch plus per-object logits (B, N), graspable targets (B, N) and a mask (B, N) of the pairs
-    whose label is known. `text` holds the N objects' positive prompt features; `labels` is unused."""
+    whose label is known. `text` holds the N objects' positive prompt features; `labels` is unused. For region
+    distillation: a dense student's local features `local` (B, L, D), each object slot's `region_weights`
+    (B, K, L) over them, the teacher's crop features `region_targets` (B, K, D) and `region_valid` (B, K)."""
 
     logits: Tensor | None = None
     targets: Tensor | None = None
     mask: Tensor | None = None
+    local: Tensor | None = None
+    region_weights: Tensor | None = None
+    region_targets: Tensor | None = None
+    region_valid: Tensor | None = None
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -106,19 +114,36 @@ class AsymmetricLoss(LossTerm):
         return _reduce(-(loss_pos + loss_neg), b.mask, self.reduction)
 
 
+@register_loss("region")
+class RegionLoss(LossTerm):
+    """Region distillation: 1 - cosine between each object's mask-pooled local features and the teacher's
+    feature of its crop (training.grasp.regions), over the objects visible enough."""
+
+    def forward(self, batch: DistillBatch) -> Tensor:
+        b = _multilabel(batch, "region")
+        if b.local is None or b.region_weights is None or b.region_targets is None or b.region_valid is None:
+            raise ValueError("loss 'region' needs a dense student (student.dense=true) and a dataset with masks")
+        return region_loss(b.local, b.region_weights, b.region_targets, b.region_valid)
+
+
 def build_grasp_loss(specs: list[dict[str, Any]]) -> WeightedLoss:
     """Build the weighted sum from `{type, weight, params}` specs: exactly one multi-label term, plus any
     distillation terms that apply to multi-object images."""
     loss = build_loss(specs)
     kinds = list(loss.terms)
     multi = [k for k in kinds if k in MULTILABEL_TERMS]
-    other = [k for k in kinds if k not in MULTILABEL_TERMS + CLUTTER_DISTILL_TERMS]
+    other = [k for k in kinds if k not in MULTILABEL_TERMS + CLUTTER_DISTILL_TERMS + REGION_TERMS]
     if len(multi) != 1:
         raise ValueError(f"grasp losses need exactly one multi-label term from {list(MULTILABEL_TERMS)}, got {kinds}")
     if other:
         raise ValueError(f"losses {other} need one class label per image and do not apply to clutter "
-                         f"observations; use {list(MULTILABEL_TERMS + CLUTTER_DISTILL_TERMS)}")
+                         f"observations; use {list(MULTILABEL_TERMS + CLUTTER_DISTILL_TERMS + REGION_TERMS)}")
     return loss
+
+
+def needs_regions(loss: WeightedLoss) -> bool:
+    """True when a term reads object masks and the teacher's crop features."""
+    return any(k in REGION_TERMS for k in loss.terms)
 
 
 def needs_teacher_features(loss: WeightedLoss) -> bool:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
+from sklearn import metrics
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
@@ -15,24 +17,70 @@ from training.students import Student
 
 class GraspScorer(nn.Module):
     """logit(x, y) = scale * (s(x) . t+(y) - s(x) . t-(y)) + bias; without negatives, scale * s . t+ + bias.
-    With scale = 1/tau and bias = 0 this is the paper's two-way softmax over the prompt pair."""
+    With scale = 1/tau and bias = 0 this is the paper's two-way softmax over the prompt pair.
 
-    def __init__(self, logit_scale: float = 1 / CLIP_TAU, bias: float = 0.0):
+    Dense features (B, 1 + L, D) (a dense student: the global embedding, then L locations) add DualCoOp's local
+    aggregation: each location's similarity difference, weighted by a softmax over locations of the scaled
+    differences, times a learnt `local_weight`, beside the global term."""
+
+    def __init__(self, logit_scale: float = 1 / CLIP_TAU, bias: float = 0.0, local_weight: float | None = None):
         super().__init__()
         self.log_scale = nn.Parameter(torch.tensor(math.log(logit_scale)))
         self.bias = nn.Parameter(torch.tensor(float(bias)))
+        self.local_weight = None if local_weight is None else nn.Parameter(torch.tensor(float(local_weight)))
 
     @property
     def scale(self) -> float:
         """Current logit scale."""
         return float(self.log_scale.detach().exp())
 
+    @property
+    def local(self) -> float | None:
+        """Current weight of the local term (None: a global-feature scorer)."""
+        return None if self.local_weight is None else float(self.local_weight.detach())
+
     def forward(self, feats: Tensor, pos: Tensor, neg: Tensor | None) -> Tensor:
-        """Logits (B, N) for features (B, D) and prompt features (N, D)."""
-        sim = feats @ pos.T
-        if neg is not None:
-            sim = sim - feats @ neg.T
-        return self.log_scale.exp() * sim + self.bias
+        """Logits (B, N) for features (B, D) or dense (B, 1 + L, D) and prompt features (N, D)."""
+        scale = self.log_scale.exp()
+        if feats.ndim == 2:
+            return scale * _similarity(feats, pos, neg) + self.bias
+        if self.local_weight is None:
+            raise ValueError("dense features (B, 1 + L, D) need a scorer with local_weight (a dense grasp model)")
+        sim = _similarity(feats, pos, neg)  # (B, 1 + L, N)
+        local = sim[:, 1:]
+        attention = torch.softmax(scale * local, dim=1)
+        return scale * (sim[:, 0] + self.local_weight * (attention * local).sum(1)) + self.bias
+
+    @torch.no_grad()
+    def locate(self, feats: Tensor, pos: Tensor, neg: Tensor | None) -> Tensor:
+        """Where the local term looks for each name: (B, N, 6) = u, v (the attention peak's cell centre) and
+        x_min, y_min, x_max, y_max (cells holding >= half the peak's weight), normalised to [0, 1] of the square
+        input, then the peak's attention weight; dense features only."""
+        if feats.ndim != 3 or feats.shape[1] < 2:
+            raise ValueError(f"locate needs dense features (B, 1 + L, D), got {tuple(feats.shape)}")
+        local = _similarity(feats, pos, neg)[:, 1:]
+        attention = torch.softmax(self.log_scale.exp() * local, dim=1).transpose(1, 2)  # (B, N, L)
+        side = math.isqrt(attention.shape[-1])
+        if side * side != attention.shape[-1]:
+            raise ValueError(f"locate needs a square feature map, got {attention.shape[-1]} locations")
+        grid = attention.reshape(*attention.shape[:2], side, side)
+        peak, cell = attention.max(-1)
+        rows = torch.arange(side, dtype=grid.dtype)
+        near = grid >= 0.5 * peak[..., None, None]
+        any_row, any_col = near.any(-1), near.any(-2)
+        big = torch.tensor(float(side))
+        y0 = torch.where(any_row, rows, big).amin(-1)
+        y1 = torch.where(any_row, rows, -big).amax(-1) + 1
+        x0 = torch.where(any_col, rows, big).amin(-1)
+        x1 = torch.where(any_col, rows, -big).amax(-1) + 1
+        u, v = (cell % side + 0.5), (cell // side + 0.5)
+        return torch.cat([torch.stack([u, v, x0, y0, x1, y1], -1) / side, peak[..., None]], -1)
+
+
+def _similarity(feats: Tensor, pos: Tensor, neg: Tensor | None) -> Tensor:
+    """feats @ pos.T (minus feats @ neg.T) over the last dim: (..., N)."""
+    sim = feats @ pos.T
+    return sim if neg is None else sim - feats @ neg.T
 
 
 @torch.no_grad()
@@ -58,11 +106,14 @@ def score_episodes(student: Student, scorer: GraspScorer, episodes: list[Episode
 
 
 def binary_counts(pred: Tensor, target: Tensor, mask: Tensor | None = None) -> dict[str, int]:
-    """tp, fp, fn, tn of boolean predictions against boolean targets over the masked entries."""
-    pred, target = pred.bool(), target.bool()
-    mask = torch.ones_like(pred) if mask is None else mask.bool()
-    return {"tp": int((pred & target & mask).sum()), "fp": int((pred & ~target & mask).sum()),
-            "fn": int((~pred & target & mask).sum()), "tn": int((~pred & ~target & mask).sum())}
+    """tp, fp, fn, tn of boolean predictions against boolean targets over the masked entries (scikit-learn's
+    confusion matrix)."""
+    keep = None if mask is None else mask.bool().flatten().numpy()
+    t, p = target.bool().flatten().numpy(), pred.bool().flatten().numpy()
+    if keep is not None:
+        t, p = t[keep], p[keep]
+    tn, fp, fn, tp = (int(v) for v in metrics.confusion_matrix(t, p, labels=[False, True]).ravel())
+    return {"tp": tp, "fp": fp, "fn": fn, "tn": tn}
 
 
 def f1_score(counts: dict[str, int]) -> float:
@@ -78,42 +129,38 @@ def accuracy_score(counts: dict[str, int]) -> float:
 
 
 def roc_auc(scores: Tensor, targets: Tensor) -> float:
-    """Area under the ROC curve over all pairs (NaN without both positives and negatives); ties count half."""
-    s, t = scores.flatten().double(), targets.flatten() > 0.5
-    n_pos, n_neg = int(t.sum()), int((~t).sum())
-    if not n_pos or not n_neg:
+    """Area under the ROC curve over all pairs (scikit-learn; NaN without both positives and negatives)."""
+    t = (targets.flatten() > 0.5).numpy()
+    if t.all() or not t.any():
         return float("nan")
-    order = torch.argsort(s)
-    ranks = torch.empty_like(s)
-    ranks[order] = torch.arange(1, len(s) + 1, dtype=torch.float64)
-    for value in torch.unique(s[order][1:][s[order][1:] == s[order][:-1]]):  # average ranks of ties
-        tied = s == value
-        ranks[tied] = ranks[tied].mean()
-    return float((ranks[t].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(metrics.roc_auc_score(t, scores.flatten().double().numpy()))
 
 
 def calibrate_threshold(scores: Tensor, targets: Tensor, metric: str = "f1") -> tuple[float, float]:
     """Threshold on sigmoid scores maximising `metric` ('f1' or 'accuracy') over all pairs: (threshold, value).
-    Thresholds lie midway between distinct sorted scores; ties prefer the one nearest 0.5."""
+    Candidates lie midway between distinct scores (scikit-learn's ROC curve at every distinct score); ties prefer
+    the one nearest 0.5."""
     if metric not in ("f1", "accuracy"):
         raise ValueError(f"calibration metric must be 'f1' or 'accuracy', got {metric!r}")
-    s, t = scores.flatten().double(), targets.flatten().double()
-    if s.numel() == 0:
+    s, t = scores.flatten().double().numpy(), (targets.flatten() > 0.5).numpy()
+    if s.size == 0:
         return 0.5, float("nan")
-    order = torch.argsort(s, descending=True)
-    s, t = s[order], t[order]
-    # Predicting the top i as positive, i = 0..n; only cuts between distinct scores are realisable.
-    tp = torch.cat([torch.zeros(1, dtype=torch.float64), t.cumsum(0)])
-    i = torch.arange(len(s) + 1, dtype=torch.float64)
-    fp, pos = i - tp, t.sum()
-    fn, tn = pos - tp, len(s) - pos - fp
-    values = 2 * tp / (2 * tp + fp + fn).clamp_min(1e-12) if metric == "f1" else (tp + tn) / len(s)
-    upper = torch.cat([torch.tensor([1.0 + 1e-6], dtype=torch.float64), s])
-    lower = torch.cat([s, torch.tensor([-1e-6], dtype=torch.float64)])
-    cuts = (upper + lower) / 2
-    valid = upper > lower
-    values = torch.where(valid, values, torch.full_like(values, -1.0))
+    n_pos, n_neg = int(t.sum()), int((~t).sum())
+    if n_pos and n_neg:
+        fpr, tpr, cuts = metrics.roc_curve(t, s, drop_intermediate=False)
+        tp, fp = tpr * n_pos, fpr * n_neg
+    else:  # one class only: predicting the top i positive, cuts at each distinct score
+        cuts = np.concatenate([[np.inf], np.unique(s)[::-1]])
+        above = (s[None, :] >= cuts[:, None]).sum(1)
+        tp, fp = (above, np.zeros_like(above)) if n_pos else (np.zeros_like(above), above)
+    fn, tn = n_pos - tp, n_neg - fp
+    values = 2 * tp / np.maximum(2 * tp + fp + fn, 1e-12) if metric == "f1" else (tp + tn) / s.size
+    # cut i predicts "graspable" for scores >= cuts[i] (cuts[0] = inf: none); its threshold sits midway between
+    # that score (1 for cut 0) and the next lower distinct one (just below 0 after the last)
+    upper = np.concatenate([[1.0 + 1e-6], cuts[1:]])
+    lower = np.concatenate([cuts[1:], [-1e-6]])
+    thresholds = (upper + lower) / 2
     best = values.max()
-    candidates = torch.nonzero(values >= best - 1e-12).flatten()
-    pick = candidates[torch.argmin((cuts[candidates] - 0.5).abs())]
-    return float(cuts[pick].clamp(0.0, 1.0)), float(best)
+    candidates = np.flatnonzero(values >= best - 1e-12)
+    pick = candidates[np.argmin(np.abs(thresholds[candidates] - 0.5))]
+    return float(np.clip(thresholds[pick], 0.0, 1.0)), float(best)

@@ -1,6 +1,7 @@
 """The grasp model dir (kind "grasp", its grasp.json format `vlkd-grasp` v2): a vlkd model dir plus what grasp
 inference and few-shot learning need on a robot without the training data or the teacher's image tower. The file
-layout is in `vlkd_formats.model_dir`; `vlkd train-grasp` writes it to `output_dir/model/`.
+layout is in `vlkd_formats.model_dir`; `vlkd train-grasp` writes it to `output_dir/model/`. Loaded with a state dir
+(`vlkd_formats.state_dir`), the registry and the weights it names come from the state dir once it holds them.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from vlkd_formats.model_dir import (GRASP_FILE, GRASP_FORMAT, GRASP_VERSION, KIN
                                     TEXT_ENCODER_DIR, WEIGHTS_FILE, ModelDirError, OldModelDirError, old_dir_message,
                                     onnx_file, read_card, resolve_model_dir)
 from vlkd_formats.object_registry import ObjectEntry, ObjectRegistry, read_registry, write_registry
+from vlkd_formats.state_dir import ModelFiles, StateCard, check_state_dir, model_name
 
 FORMAT, VERSION = GRASP_FORMAT, GRASP_VERSION
 
@@ -45,6 +47,7 @@ class GraspCard:
     calibration: dict[str, Any]
     objects: dict[str, Any]
     fewshot: dict[str, Any] = field(default_factory=dict)
+    local_weight: float | None = None  # a dense model's local-aggregation weight (None: global features only)
     format: str = FORMAT
     version: int = VERSION
 
@@ -86,7 +89,8 @@ class ReplayBuffer:
 
 @dataclass
 class GraspModelDir:
-    """A loaded grasp model dir: the student with the registry's current weights, its cards and registry."""
+    """A loaded grasp model dir: the student with the served registry's current weights, its cards, the served
+    registry and where its files are (`files`: the model dir `root` and the state dir overlaying it, if any)."""
 
     root: Path
     student: Student
@@ -94,6 +98,7 @@ class GraspModelDir:
     grasp: GraspCard
     registry: ObjectRegistry
     text_features: dict[str, torch.Tensor]
+    files: ModelFiles
 
     def transform(self) -> ObservationTransform:
         """The observation transform the model was trained with."""
@@ -102,7 +107,7 @@ class GraspModelDir:
 
     def scorer(self) -> GraspScorer:
         """The trained scorer (scale and bias)."""
-        return GraspScorer(self.grasp.logit_scale, self.grasp.logit_bias)
+        return GraspScorer(self.grasp.logit_scale, self.grasp.logit_bias, self.grasp.local_weight)
 
     def text_tower(self, device: str | torch.device = "cpu") -> TextTower:
         """The teacher's text tower saved with the model."""
@@ -114,7 +119,7 @@ class GraspModelDir:
 
     def onnx_path(self) -> Path:
         """Where the ONNX image encoder of the current weights is (or goes: `export_onnx`)."""
-        return self.root / onnx_file(self.registry.weights_sha256)
+        return self.files.path(onnx_file(self.registry.weights_sha256))
 
 
 def write_grasp_model_dir(out: str | os.PathLike, student: Student, card: ModelCard,
@@ -159,17 +164,36 @@ def read_grasp_card(model_dir: str | os.PathLike) -> GraspCard:
     return card
 
 
-def load_grasp_model_dir(model_dir: str | os.PathLike, device: str | torch.device = "cpu") -> GraspModelDir:
-    """Load the student with the weights the registry names as current (eval mode, on `device`) from a grasp model
-    dir or the run dir holding it; a distill model dir or a v1 dir is refused with what to do instead."""
+def load_grasp_model_dir(model_dir: str | os.PathLike, device: str | torch.device = "cpu",
+                         state_dir: str | os.PathLike | None = None) -> GraspModelDir:
+    """Load the student with the weights the served registry names as current (eval mode, on `device`) from a grasp
+    model dir or the run dir holding it, overlaid by `state_dir` if given (`served_registry`); a distill model dir
+    or a v1 dir is refused with what to do instead."""
     root = resolve_model_dir(model_dir)
     read_card(root, KIND_GRASP)
     grasp = read_grasp_card(root)
-    registry = read_registry(root)
+    files = ModelFiles(root, None if state_dir is None else Path(state_dir))
+    registry = served_registry(files)
     student, card, text = load_model_dir(root, "cpu", KIND_GRASP)
     if registry.weights != WEIGHTS_FILE:
-        load_weights_into(student, root / registry.weights, "few-shot weights")
-    return GraspModelDir(root, student.to(device).eval(), card, grasp, registry, text)
+        load_weights_into(student, files.path(registry.weights), "few-shot weights")
+    return GraspModelDir(root, student.to(device).eval(), card, grasp, registry, text, files)
+
+
+def base_state_card(root: Path) -> StateCard:
+    """What a state dir overlaying the model dir `root` records of it: its name, and the weights its registry names
+    (ModelDirError naming what `root` is when it is not a grasp model dir)."""
+    read_card(root, KIND_GRASP)
+    registry = read_registry(root)
+    return StateCard(model_name(root), registry.weights_sha256, registry.model_version)
+
+
+def served_registry(files: ModelFiles) -> ObjectRegistry:
+    """The registry a model serves: its state dir's once that holds one, else the model dir's; StateDirError when
+    the state dir belongs to another model."""
+    if files.state is not None:
+        check_state_dir(files.state, files.root, base_state_card(files.root))
+    return read_registry(files.registry_dir())
 
 
 def export_onnx(model_dir: str | os.PathLike) -> tuple[Path, float]:

@@ -3,6 +3,7 @@ with the distillation terms that apply to multi-object images, then threshold ca
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,11 +17,12 @@ from tqdm import tqdm
 from training.checkpoint import latest_checkpoint, load_checkpoint, load_weights_into, save_checkpoint
 from vlkd_formats.config import dump_config, to_dict
 from training.feature_cache import teacher_image_features, teacher_text_features
-from training.grasp.data import (ClutterData, EpisodeDataset, GraspDataConfig, ObservationTransform,
-                                 augment_observations, base_rgb_images, episode_targets, load_clutter_data,
-                                 stack_episodes, view_channels)
+from training.grasp.data import (ClutterData, EpisodeDataset, GraspDataConfig, MaskedEpisodeDataset,
+                                 ObservationTransform, augment_observations, base_rgb_images, episode_targets,
+                                 load_clutter_data, stack_episodes, view_channels)
 from training.grasp.fewshot import GraspFewShotConfig
-from training.grasp.losses import GraspBatch, build_grasp_loss, needs_teacher_features
+from training.grasp.losses import GraspBatch, build_grasp_loss, needs_regions, needs_teacher_features
+from training.grasp.regions import RegionTargets, region_weights, teacher_region_features
 from training.grasp.model import GraspScorer, calibrate_threshold, roc_auc, score_episodes
 from training.grasp.model_dir import GraspCard, ReplayBuffer, write_grasp_model_dir
 from training.grasp.text import GraspTextConfig, TextTower, resolve_prompt_texts, text_config_card
@@ -115,6 +117,12 @@ def train_grasp(config: GraspTrainConfig, resume: bool = False) -> Path:
     transform = ObservationTransform(config.data.views, image_size, teacher.mean, teacher.std, config.data.depth_max_m)
     texts = _text_features(config, teacher, data)
     criterion = build_grasp_loss(config.losses).to(device)
+    regions = None
+    if needs_regions(criterion):
+        if not config.student.dense:
+            raise StudentError("loss 'region' distils into per-location features: set student.dense=true")
+        regions = teacher_region_features(teacher, data.train, config.teacher.cache_dir,
+                                          desc="teacher region features (train)")
     teacher_img = None
     if needs_teacher_features(criterion):
         teacher_img = teacher_image_features(teacher, base_rgb_images(data.train), config.teacher.cache_dir,
@@ -124,10 +132,11 @@ def train_grasp(config: GraspTrainConfig, resume: bool = False) -> Path:
         init_student(student, config.student_init, teacher.embed_dim, image_size)
     if student.edu is not None:
         student.set_attention_text(texts.pos["id"])
-    net = GraspNet(student, GraspScorer()).to(device)
+    net = GraspNet(student, GraspScorer(local_weight=1.0 if config.student.dense else None)).to(device)
     targets, _ = episode_targets(data.train, data.id_objects)
     sampler = EpochPermutation(list(range(len(data.train))), config.seed)
-    loader = DataLoader(EpisodeDataset(data.train, transform), batch_size=config.optim.batch_size, sampler=sampler,
+    dataset = (MaskedEpisodeDataset if regions is not None else EpisodeDataset)(data.train, transform)
+    loader = DataLoader(dataset, batch_size=config.optim.batch_size, sampler=sampler,
                         num_workers=config.data.num_workers, drop_last=len(sampler) > config.optim.batch_size)
     optimizer, scheduler = build_optimizer(list(net.parameters()) + list(criterion.parameters()), config.optim,
                                            len(loader))
@@ -137,8 +146,10 @@ def train_grasp(config: GraspTrainConfig, resume: bool = False) -> Path:
         state = load_checkpoint(ckpt, net, optimizer, scheduler)
         start_epoch, step = state["epoch"], state["step"]
         log.info("resumed from %s (epoch %d, step %d)", ckpt, start_epoch, step)
-    writer = tensorboard_writer(out)
     pos, neg = texts.pos["id"].to(device), None if texts.neg["id"] is None else texts.neg["id"].to(device)
+    if ckpt is None and neg is None:  # with a prompt pair, bias 0 is the paper's two-way softmax
+        init_bias(net, dataset, targets, pos, neg, config.optim.batch_size, device)
+    writer = tensorboard_writer(out)
     use_amp = config.optim.amp and device.type == "cuda"
     for epoch in range(start_epoch, config.optim.epochs):
         sampler.set_epoch(epoch)
@@ -146,18 +157,22 @@ def train_grasp(config: GraspTrainConfig, resume: bool = False) -> Path:
         net.train()
         sums: dict[str, float] = {}
         seen, t0 = 0, time.perf_counter()
-        for x, index in tqdm(loader, desc=f"grasp epoch {epoch + 1}/{config.optim.epochs}", unit="batch"):
+        for items in tqdm(loader, desc=f"grasp epoch {epoch + 1}/{config.optim.epochs}", unit="batch"):
+            x, masks, index = items if regions is not None else (items[0], None, items[1])
             if config.data.augment:
-                x = augment_observations(x, augment_rng, config.data.augment_min_area)
+                augmented = augment_observations(x, augment_rng, config.data.augment_min_area, masks)
+                x, masks = augmented if masks is not None else (augmented, None)
             x = x.to(device, non_blocking=True)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
                 feats = net.student(x)
             feats = feats.float()
-            t_img = feats.detach() if teacher_img is None else teacher_img[index].to(device)
-            batch = GraspBatch(student=feats, teacher_img=t_img, text=pos,
+            glob = feats[:, 0] if feats.ndim == 3 else feats
+            t_img = glob.detach() if teacher_img is None else teacher_img[index].to(device)
+            extra = {} if regions is None else _region_batch(feats, masks, regions, index, device)
+            batch = GraspBatch(student=glob, teacher_img=t_img, text=pos,
                                labels=torch.zeros(len(x), dtype=torch.long, device=device),
                                logits=net.scorer(feats, pos, neg), targets=targets[index].to(device),
-                               mask=torch.ones(len(x), len(pos), dtype=torch.bool, device=device))
+                               mask=torch.ones(len(x), len(pos), dtype=torch.bool, device=device), **extra)
             loss, terms = criterion(batch)
             optimizer_step(loss, optimizer, scheduler, config.optim.schedule)
             step += 1
@@ -195,13 +210,39 @@ def train_grasp(config: GraspTrainConfig, resume: bool = False) -> Path:
                       calibration={"metric": config.calibration, "value": value, "split": calib_split,
                                    "pairs": int(scores.numel()), "auc": calib_auc},
                       objects={"id": data.id_objects, "ood": data.ood_objects, "split": data.split_source},
-                      fewshot=to_dict(config.fewshot))
+                      fewshot=to_dict(config.fewshot), local_weight=net.scorer.local)
     features = {"id": texts.pos["id"], "ood": texts.pos["ood"]}
     if texts.neg["id"] is not None:
         features.update(id_neg=texts.neg["id"], ood_neg=texts.neg["ood"])
     objects = [ObjectEntry(name, data.descriptions.get(name, ""), "train") for name in data.id_objects]
     return write_grasp_model_dir(out / RUN_MODEL_DIR, net.student.cpu(), card, features, grasp,
                                  TextTower.from_teacher(teacher), replay, objects)
+
+
+@torch.no_grad()
+def init_bias(net: GraspNet, dataset: EpisodeDataset, targets: torch.Tensor, pos: torch.Tensor,
+              neg: torch.Tensor | None, size: int, device: torch.device) -> None:
+    """Start the scorer's bias where the first `size` training observations' logits give the graspable prior
+    (without a negative prompt, cosines to every name are alike and large, and a bias learnt from 0 at the
+    optimiser's pace would take most of the schedule to get there)."""
+    n = min(size, len(dataset))
+    x = torch.stack([dataset[i][0] for i in range(n)]).to(device)
+    net.eval()
+    logits = net.scorer(net.student(x), pos, neg) - net.scorer.bias
+    prior = float(targets[:n].float().mean().clamp(0.01, 0.99))
+    net.scorer.bias.fill_(math.log(prior / (1 - prior)) - float(logits.median()))
+    net.train()
+    log.info("scorer bias starts at %.3f (graspable prior %.3f)", float(net.scorer.bias), prior)
+
+
+def _region_batch(feats: torch.Tensor, masks: torch.Tensor, regions: RegionTargets, index: torch.Tensor,
+                  device: torch.device) -> dict[str, torch.Tensor]:
+    """GraspBatch fields of region distillation for a batch of dense features (B, 1 + L, D) and masks."""
+    local = feats[:, 1:]
+    side = math.isqrt(local.shape[1])
+    weights, covered = region_weights(masks, regions.features.shape[1], side)
+    return {"local": local, "region_weights": weights.to(device), "region_targets": regions.features[index].to(device),
+            "region_valid": regions.valid[index].to(device) & covered.to(device)}
 
 
 def init_student(student: Student, model_dir: str, embed_dim: int, image_size: int) -> None:

@@ -13,13 +13,14 @@ from vlkd_ros.cli.flags import add_config_flags, flag_overrides
 SHARED_FIELDS = ("objects", "labels", "split", "ood_fraction", "val_fraction", "image_size", "seed", "workers",
                  "sim_backend", "num_envs")
 KIND_FIELDS = {"classification": ("per_class",),
-               "clutter": ("episodes", "min_objects", "max_objects", "visible_threshold")}
+               "clutter": ("episodes", "min_objects", "max_objects", "visible_threshold", "ood_episode_fraction",
+                           "views_per_scene", "split_seed")}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the collect command with its classification and clutter subcommands."""
     from sim.backend import SIM_BACKENDS
-    from sim.config import ClassificationConfig, ClutterConfig
+    from sim.config import CameraPoseConfig, ClassificationConfig, ClutterConfig, LightingConfig
 
     collect = sub.add_parser("collect", help="render classification or clutter datasets in ManiSkill 3",
                              description="Render a dataset dir (dataset.json, manifest.jsonl, CARD.md, montage.png). "
@@ -39,6 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         parser.add_argument("--overwrite", action="store_true", help="delete an earlier collection in --out first")
         add_config_flags(parser, cls, SHARED_FIELDS + KIND_FIELDS[kind], choices={"sim_backend": SIM_BACKENDS})
         parser.set_defaults(func=func)
+    # the clutter config's sections: `--azimuth-deg` sets `camera_poses.azimuth_deg` and so on
+    for title, section, prefix in (("base-camera views", CameraPoseConfig, "camera_poses."),
+                                   ("lighting", LightingConfig, "lighting.")):
+        add_config_flags(k.add_argument_group(title), section, prefix=prefix, registry=k)
 
 
 def run_classification(args: argparse.Namespace) -> int:
@@ -55,7 +60,7 @@ def run_clutter(args: argparse.Namespace) -> int:
     from sim.collect_clutter import collect_clutter
     from sim.config import ClutterConfig
 
-    config = load_config(ClutterConfig, args.config, flag_overrides(args, ClutterConfig))
+    config = load_config(ClutterConfig, args.config, flag_overrides(args))  # its own flags and its sections
     return _run(lambda: collect_clutter(config, args.out, overwrite=args.overwrite), args.out)
 
 

@@ -6,6 +6,8 @@ import json
 import logging
 from pathlib import Path
 
+from vlkd_ros.cli.flags import add_config_flags, flag_overrides
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the grasp subcommands."""
@@ -18,6 +20,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     t.add_argument("overrides", nargs="*", help="dotted overrides, e.g. data.views=[base_rgb,base_depth] "
                                                 "student.in_chans=4")
     t.set_defaults(func=run_train)
+
+    from vlkd_ros.pipeline import BuildGraspConfig
+
+    b = sub.add_parser("build-grasp-model", help="render the training scenes, train the shipped grasp recipe, install "
+                                                 "it as the default model",
+                       description="One command for the default model `vlkd serve` uses: `vlkd collect clutter "
+                                   "--config clutter_train`, `vlkd train-grasp --config configs/grasp_default.yaml`, "
+                                   "then the model dir is copied to vlkd_ros/models/grasp_default (or --out). "
+                                   "Example: vlkd build-grasp-model --out runs/my_default")
+    b.add_argument("--config", help="YAML of BuildGraspConfig settings (flags apply on top)")
+    add_config_flags(b, BuildGraspConfig, ("collect_config", "train_config", "data_dir", "workdir", "out", "workers"))
+    b.add_argument("overrides", nargs="*", help="training config overrides, e.g. optim.epochs=2")
+    b.set_defaults(func=run_build)
 
     e = sub.add_parser("eval-grasp", help="Table 11: accuracy / F1, zero-shot and k-shot, one row per model",
                        description="Either evaluate model dirs (--model, one row each) or make the whole table from a "
@@ -35,11 +50,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     a = sub.add_parser("add-object", help="teach a grasp model a new object from a few observations",
                        description="Checks the shots (distinct views, no flat or noise frames), finetunes on "
                                    "all but the last ones, validates on those, then swaps the weights and registry "
-                                   "entry in the model dir atomically (nothing is written otherwise). Example: vlkd "
-                                   "add-object --model runs/grasp --name 'tea cup' "
+                                   "entry in the model dir (or its state dir) atomically (nothing is written "
+                                   "otherwise). Example: vlkd add-object --model runs/grasp --name 'tea cup' "
                                    "--images a.png b.png c.png d.png e.png")
-    a.add_argument("--model", required=True, help="grasp model dir, or the run dir holding it as model/ (changed in "
-                                                  "place; nothing outside the model dir is written)")
+    a.add_argument("--model", help="grasp model dir, or the run dir holding it as model/ (default: the shipped "
+                                   "default model); changed in place unless a state dir is used")
+    a.add_argument("--state-dir", help="write the learnt object here and leave the model dir unchanged (default: a "
+                                       "per-user dir under $XDG_STATE_HOME/vlkd_ros for the shipped model or a "
+                                       "read-only model dir, else the model dir itself)")
     a.add_argument("--name", required=True, help="object name")
     a.add_argument("--images", nargs="+", required=True,
                    help="RGB image files, or episode folders holding one <view>.png per view the model stacks")
@@ -63,10 +81,24 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_build(args: argparse.Namespace) -> int:
+    """Build and install the default grasp model; print where it is."""
+    from vlkd_formats.config import load_config
+    from vlkd_ros.pipeline import BuildGraspConfig, build_grasp_model
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    config = load_config(BuildGraspConfig, args.config, flag_overrides(args, BuildGraspConfig))
+    config.overrides = list(config.overrides) + list(args.overrides)
+    out = build_grasp_model(config)
+    print(f"default grasp model: {out} (vlkd serve uses it when no --model-dir is given)")
+    return 0
+
+
 def run_eval(args: argparse.Namespace) -> int:
     """Make the table (training missing rows) or evaluate the given model dirs; print the Markdown table."""
     from vlkd_formats.config import load_config
-    from training.grasp.eval import GraspEvalConfig, evaluate_grasp, load_table_config, make_table, table_markdown
+    from training.grasp.eval import (GraspEvalConfig, evaluate_grasp, load_table_config, make_table, table_markdown,
+                                     teacher_row)
     from vlkd_formats.atomic_io import atomic_write_json, atomic_write_text
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -84,6 +116,8 @@ def run_eval(args: argparse.Namespace) -> int:
             raise ValueError(f"with --model, overrides must start with eval. or train.; got {unknown}")
         eval_config = load_config(GraspEvalConfig, None, eval_overrides)
         rows = [{"name": str(m), **evaluate_grasp(m, eval_config, train_overrides)} for m in args.model]
+        if eval_config.benchmark and eval_config.teacher_row:
+            rows.append(teacher_row(args.model[0], eval_config, train_overrides))
         out = Path(args.out or Path(args.model[0]) / "eval")
         result = {"k_shot": eval_config.k_shot, "rows": rows}
         atomic_write_json(out / "table.json", result)
@@ -98,7 +132,7 @@ def run_add_object(args: argparse.Namespace) -> int:
     from vlkd_ros.inference import GraspFeasibility, name_quality
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    model = GraspFeasibility.from_checkpoint(args.model, device=args.device)
+    model = GraspFeasibility.from_checkpoint(args.model, device=args.device, state_dir=args.state_dir)
     shots = [_read_observation(Path(p), model.views) for p in args.images]
     held_out = _held_out(Path(args.eval_data), args.name, args.images, model.views) if args.eval_data else []
     before = name_quality(model, held_out, args.name) if held_out else None
@@ -107,7 +141,8 @@ def run_add_object(args: argparse.Namespace) -> int:
           f"job {job.job_id}, {job.message} ...")
     job.wait()
     model.close()
-    result = {"state": job.state, "message": job.message, "model_version": model.model_version, "report": job.report}
+    result = {"state": job.state, "message": job.message, "model_version": model.model_version,
+              "written_to": str(model.state_dir or model.model_dir), "report": job.report}
     if held_out:
         after = name_quality(model, held_out, args.name)
         result["held_out"] = {"dataset": args.eval_data, "before": before, "after": after}

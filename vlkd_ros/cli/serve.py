@@ -1,4 +1,5 @@
-"""`vlkd serve` (the perception node with the launch file's parameters) and `vlkd sim-camera` (a camera publisher)."""
+"""`vlkd serve` (the perception node with the launch file's parameters), `vlkd sim-camera` (a camera publisher) and
+`vlkd ask` (a client of a running node)."""
 from __future__ import annotations
 
 import argparse
@@ -40,7 +41,7 @@ INTERFACES = interfaces_install(ros_distro())
 REEXEC_GUARD = "_VLKD_ROS_ENV_REEXEC"
 FASTDDS_PROFILE = "fastdds_large_frames.xml"
 # `vlkd serve` flag -> node parameter; the same pairs as the launch arguments of launch/perception.launch.py.
-OVERRIDES = {"camera_topic": "image_topic", "model_dir": "model_dir", "device": "device"}
+OVERRIDES = {"camera_topic": "image_topic", "model_dir": "model_dir", "state_dir": "state_dir", "device": "device"}
 # `vlkd sim-camera` flags: SimCameraConfig fields (`--depth-topic` sets depth_topic), with their help texts.
 SIM_CAMERA_FLAGS = ("source", "env_id", "images", "topic", "depth_topic", "camera_info_topic", "hand_topic",
                     "hand_depth_topic", "rate", "image_size", "camera", "seed", "scene_period", "sim_backend",
@@ -65,14 +66,17 @@ SIM_CAMERA_HELP = {
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the serve and sim-camera subcommands."""
+    """Add the serve, sim-camera and ask subcommands."""
     p = sub.add_parser("serve", help="run the vlkd_perception ROS 2 node (what perception.launch.py starts)",
                        description="Start the grasp-feasibility node with a ROS 2 params file, exactly as "
                                    "`ros2 launch vlkd_ros perception.launch.py` does. Example: vlkd serve "
                                    "--params config/perception.yaml --model-dir runs/grasp/model")
     p.add_argument("--params", default=None, help=f"ROS 2 params file (default {default_params_file()})")
     p.add_argument("--camera-topic", default="", help="override image_topic (launch argument camera_topic)")
-    p.add_argument("--model-dir", default="", help="override model_dir (launch argument model_dir)")
+    p.add_argument("--model-dir", default="", help="override model_dir (launch argument model_dir; neither set: the "
+                                                   "shipped default model)")
+    p.add_argument("--state-dir", default="", help="override state_dir (launch argument state_dir): where ~/add_object "
+                                                   "writes, never into the model dir")
     p.add_argument("--device", default="", help="override device (launch argument device)")
     p.add_argument("--print-params", action="store_true",
                    help="print the node's parameters as JSON and exit without loading the model")
@@ -90,6 +94,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_config_flags(c, SimCameraConfig, SIM_CAMERA_FLAGS, help=SIM_CAMERA_HELP,
                      choices={"source": SOURCES, "sim_backend": ("cpu", "gpu"), "reliability": RELIABILITY_NAMES})
     c.set_defaults(func=run_sim_camera)
+
+    q = sub.add_parser("ask", help="ask a running vlkd_perception node whether objects are graspable",
+                       description="Judge the named objects (none: every object the node knows) on the node's "
+                                   "latest camera frame; prints one line per name, with the pixel and box where the "
+                                   "model sees it when the model gives one. Example: vlkd ask mug 'tea cup'")
+    q.add_argument("names", nargs="*", help="object names (none: every known object)")
+    q.add_argument("--node", default="/vlkd_perception", help="the node's fully qualified name")
+    q.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the node and its answer")
+    q.set_defaults(func=run_ask)
 
 
 def default_params_file() -> Path:
@@ -173,6 +186,29 @@ def run_serve(args: argparse.Namespace) -> int:
             return 0
         return run(node)
     finally:
+        rclpy.try_shutdown()
+
+
+def run_ask(args: argparse.Namespace) -> int:
+    """Print the node's answers for the names (exit 1 when it could not answer)."""
+    ensure_ros_environment()
+    import rclpy
+
+    from vlkd_ros.ros.client import PerceptionClient, answer_lines
+
+    rclpy.init(args=["vlkd ask"])
+    client = PerceptionClient(args.node, "vlkd_ask")
+    try:
+        if not client.objects.wait_for_service(timeout_sec=args.timeout):
+            raise CLIError(f"no node answers {args.node}/query_objects within {args.timeout:g} s: is it running "
+                           "(vlkd serve), under that name and ROS_DOMAIN_ID?")
+        reply = client.ask_many(args.names, timeout=args.timeout)
+        if reply is None:
+            raise CLIError(f"{args.node}/query_objects did not answer within {args.timeout:g} s")
+        print("\n".join(answer_lines(reply)))
+        return 0 if reply.success else 1
+    finally:
+        client.close()
         rclpy.try_shutdown()
 
 

@@ -4,8 +4,10 @@ learning of new objects in the background (`add_object`) with validate-then-swap
 Text features of any object name come from the teacher's text tower saved in the model dir, cached per
 prompt, so new names need neither the teacher's image tower nor the training data. The serving state (weights,
 encoder, registry) is one immutable snapshot replaced by a single reference assignment under a lock: a query
-reads it once and never waits for a finetune. Everything few-shot learning writes stays inside the model dir it
-serves (weights/, objects/, onnx/, registry.json; the layout is in `vlkd_formats.model_dir`).
+reads it once and never waits for a finetune. Everything few-shot learning writes (weights/, objects/, onnx/,
+registry.json, the writer lock; the layout is in `vlkd_formats.model_dir`) goes to one dir: the state dir overlaying
+the model dir (`vlkd_formats.state_dir`; given, or the per-user default for the shipped default model and for a
+model dir that is not writable), else the model dir itself.
 """
 from __future__ import annotations
 
@@ -27,19 +29,22 @@ from training.checkpoint import save_weights
 from training.grasp.export import export_student_onnx
 from training.grasp.fewshot import (GraspFewShotConfig, GraspShots, added_object_thresholds, check_finetune,
                                     finetune_grasp, guard_problem, split_holdout)
-from training.grasp.model_dir import GraspModelDir, ReplayBuffer, load_grasp_model_dir
+from training.grasp.model_dir import (GraspModelDir, ReplayBuffer, base_state_card, load_grasp_model_dir,
+                                      served_registry)
 from training.grasp.text import prompt_texts
 from training.students import Student
 from training.teacher import file_sha256
 from vlkd_formats.atomic_io import atomic_write
 from vlkd_formats.config import from_dict
-from vlkd_formats.model_dir import (OBJECTS_DIR, ONNX_DIR, REPLAY_FILE, WEIGHTS_DIR, fewshot_weights_file, onnx_file,
-                                    shots_file)
+from vlkd_formats.model_dir import (OBJECTS_DIR, ONNX_DIR, REGISTRY_FILE, REPLAY_FILE, WEIGHTS_DIR,
+                                    fewshot_weights_file, onnx_file, resolve_model_dir, shots_file)
 from vlkd_formats.dir_lock import DirLock
 from vlkd_formats.errors import VlkdError
 from vlkd_formats.object_registry import (ObjectEntry, ObjectRegistry, normalize_description, normalize_name,
-                                          read_registry, write_registry)
+                                          write_registry)
+from vlkd_formats.state_dir import write_state_card
 from vlkd_ros.inference.jobs import FewShotJob, JobCancelled
+from vlkd_ros.inference.model_paths import default_model_dir, state_dir_for
 from vlkd_ros.inference.shots import MIN_SHOTS, ShotError, ShotRules, base_rgb, check_shots
 from vlkd_ros.inference.onnx_backend import OnnxEncoder
 from vlkd_ros.inference.protocol import GraspEmbedding
@@ -104,11 +109,15 @@ class GraspFeasibility:
 
     `fewshot` holds the settings `add_object` finetunes with (from the model dir's grasp.json), `shot_rules` what
     its shots must be (`vlkd_ros.inference.shots`), `max_jobs` / `max_jobs_per_name` how many jobs may be queued or
-    running at once; replace them to change later jobs. Nothing is written to the model dir unless a job
-    succeeds; the first job takes the dir's writer lock (`vlkd_formats.dir_lock`) until `close()`."""
+    running at once; replace them to change later jobs. Nothing is written unless a job succeeds, and then only
+    to `state_dir` (or the model dir, when that is None); the first job takes that dir's writer lock
+    (`vlkd_formats.dir_lock`) until `close()`."""
 
     def __init__(self, model: GraspModelDir, device: torch.device, backend: str, threads: int = 0):
         self._root, self._device, self._backend, self._threads = model.root, device, backend, int(threads)
+        self._files = model.files
+        self._out = model.files.writable
+        self._state_card = None if model.files.state is None else base_state_card(model.root)
         self._transform = model.transform()
         self._scorer = model.scorer().to(device).eval().requires_grad_(False)
         self._threshold = float(model.grasp.threshold)
@@ -123,7 +132,7 @@ class GraspFeasibility:
         self._jobs: dict[str, FewShotJob] = {}
         self._jobs_lock = threading.Lock()
         self._pending: dict[str, ObjectEntry] = {}  # new names with a job in flight: listed, never persisted
-        self._writer = DirLock(model.root, "few-shot learner")
+        self._writer = DirLock(self._out, "few-shot learner")
         self.shot_rules = ShotRules()
         self.max_jobs, self.max_jobs_per_name = MAX_JOBS, MAX_JOBS_PER_NAME
         self._queue: queue.Queue = queue.Queue()
@@ -131,13 +140,17 @@ class GraspFeasibility:
         self._serving = self._snapshot(model.registry, model.student)
 
     @classmethod
-    def from_checkpoint(cls, model_dir: str | os.PathLike, device: str = "cpu", backend: str = "torch",
-                        threads: int = 0) -> "GraspFeasibility":
+    def from_checkpoint(cls, model_dir: str | os.PathLike | None = None, device: str = "cpu", backend: str = "torch",
+                        threads: int = 0, state_dir: str | os.PathLike | None = None) -> "GraspFeasibility":
         """Load a grasp model dir (as `vlkd train-grasp` wrote it, with any objects added since), or the run dir
-        holding it as `model/`. Backend "onnx" runs the image encoder exported for the current weights (train-grasp,
-        `vlkd export` and every few-shot commit write it; a ModelDirError says so when there is none); loading
-        never writes into the dir. `threads` > 0: intra-op threads of the image encoder (onnxruntime session
-        threads; for backend torch, torch's process-wide thread count); 0 keeps the backend's default."""
+        holding it as `model/`; None: the shipped default model (`default_model_dir`). `state_dir`: where few-shot
+        learning writes, and whose registry and weights are served once it holds them (a StateDirError when it
+        belongs to another model); None: the per-user default state dir for the default model or a model dir that
+        is not writable (`state_dir_for`), else the model dir itself. Backend "onnx" runs the image encoder
+        exported for the current weights (train-grasp, `vlkd export` and every few-shot commit write it; a
+        ModelDirError says so when there is none); loading never writes. `threads` > 0: intra-op threads of the
+        image encoder (onnxruntime session threads; for backend torch, torch's process-wide thread count); 0
+        keeps the backend's default."""
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
@@ -147,12 +160,18 @@ class GraspFeasibility:
             raise ValueError(f"device {device!r} requested but CUDA is not available; use device='cpu'")
         if threads and backend == "torch":
             torch.set_num_threads(threads)
-        return cls(load_grasp_model_dir(model_dir, dev), dev, backend, threads)
+        root = resolve_model_dir(model_dir or default_model_dir())
+        return cls(load_grasp_model_dir(root, dev, state_dir_for(root, state_dir)), dev, backend, threads)
 
     @property
     def model_dir(self) -> Path:
-        """The model dir this instance serves (and the only place add_object writes to)."""
+        """The model dir this instance serves."""
         return self._root
+
+    @property
+    def state_dir(self) -> Path | None:
+        """The state dir add_object writes to (None: it writes into the model dir)."""
+        return self._files.state
 
     @property
     def model_version(self) -> str:
@@ -202,7 +221,9 @@ class GraspFeasibility:
         return Embedding(feats, serving, self)
 
     def answer(self, embedding: GraspEmbedding, names: Sequence[str]) -> list[dict[str, dict[str, Any]]]:
-        """`query`'s answers from an `embed` result: one dict per observation, {name: {"graspable", "score"}}.
+        """`query`'s answers from an `embed` result: one dict per observation, {name: {"graspable", "score"}}, plus
+        "location" for a dense model ({"u", "v", "box": [x0, y0, x1, y1], "confidence"}, normalised to [0, 1] of
+        the model's square input: where its local term looks for the name).
         Text features are cached per prompt, so this is a few small products; thresholds and descriptions are
         those of the weights that computed the embedding (`embedding.model_version`)."""
         if not isinstance(embedding, Embedding) or embedding.owner is not self:
@@ -215,11 +236,17 @@ class GraspFeasibility:
         pos, neg = self._name_features(keys, serving)
         with torch.inference_mode():
             scores = torch.sigmoid(self._scorer(embedding.features, pos, neg)).cpu()
+            where = self._scorer.locate(embedding.features, pos, neg).cpu().tolist() \
+                if embedding.features.ndim == 3 else None
         entries = serving.entries
         thresholds = [self._threshold if (e := entries.get(k)) is None or e.threshold is None else e.threshold
                       for k in keys]
-        return [{name: {"graspable": bool(s >= t), "score": float(s)} for name, s, t in zip(names, row, thresholds)}
-                for row in scores.tolist()]
+        out = [{name: {"graspable": bool(s >= t), "score": float(s)} for name, s, t in zip(names, row, thresholds)}
+               for row in scores.tolist()]
+        for answers, rows in zip(out, where or []):
+            for name, (u, v, x0, y0, x1, y1, conf) in zip(names, rows):
+                answers[name]["location"] = {"u": u, "v": v, "box": [x0, y0, x1, y1], "confidence": conf}
+        return out
 
     def threshold_for(self, name: str) -> float:
         """The decision threshold `query` applies to `name`: its own once finetuned, else the model's."""
@@ -325,15 +352,15 @@ class GraspFeasibility:
             return
         self._writer.acquire()
         try:
-            on_disk = read_registry(self._root)
+            on_disk = served_registry(self._files)
         except Exception:
             self._writer.release()
             raise
         if on_disk != self._serving.registry:
             self._writer.release()
-            raise FewShotError(f"{self._root / 'registry.json'} changed since this instance loaded it (now "
-                               f"{on_disk.model_version}, serving {self.model_version}): another writer committed "
-                               "to the dir; load it again (GraspFeasibility.from_checkpoint) to add objects")
+            raise FewShotError(f"{self._files.registry_dir() / REGISTRY_FILE} changed since this instance loaded "
+                               f"it (now {on_disk.model_version}, serving {self.model_version}): another writer "
+                               "committed to the dir; load it again (GraspFeasibility.from_checkpoint) to add objects")
 
     def _settle(self, job: FewShotJob) -> None:
         """After `job` ended: keep the job history bounded and forget a pending new name no job is learning now
@@ -410,8 +437,8 @@ class GraspFeasibility:
         student = student.to(self._device).eval().requires_grad_(False)
         if self._backend == "onnx":
             encoder: Callable[[torch.Tensor], torch.Tensor] = OnnxEncoder(
-                self._root / onnx_file(registry.weights_sha256), self._device, self._root, registry.model_version,
-                self._threads)
+                self._files.path(onnx_file(registry.weights_sha256)), self._device, self._root,
+                registry.model_version, self._threads)
         else:
             encoder = student
         return _Serving(registry.model_version, registry, student, encoder)
@@ -498,35 +525,39 @@ class GraspFeasibility:
     def _commit(self, job: FewShotJob, entry: ObjectEntry, tuned: Student, shot_inputs: torch.Tensor,
                 thresholds: dict[str, float | None]) -> None:
         """Write weights, shots and the weights' ONNX export (whatever this instance's backend: every committed
-        weights file has one, so the dir serves with either backend), then the registry (the commit point), then
-        swap the serving snapshot."""
+        weights file has one, so the dir serves with either backend), a state dir's card, then the registry (the
+        commit point), then swap the serving snapshot."""
+        out = self._out
         with self._commit_lock:
             current = self._serving.registry
             n = current.weights_version + 1
             weights_rel = fewshot_weights_file(n)
-            atomic_write(self._root / weights_rel, lambda tmp: save_weights(tmp, tuned.state_dict()))
+            atomic_write(out / weights_rel, lambda tmp: save_weights(tmp, tuned.state_dict()))
             shots_rel = shots_file(job.name, n)
-            atomic_write(self._root / shots_rel,
+            atomic_write(out / shots_rel,
                          lambda tmp: save_file({"inputs": shot_inputs.half().contiguous()}, tmp))
             entry = replace(entry, shots=shots_rel, n_shots=len(shot_inputs), finetuned=True)
             registry = current.with_object(entry)
             for name, threshold in thresholds.items():
                 if (other := registry.get(name)) is not None:
                     registry = registry.with_object(replace(other, threshold=threshold))
-            registry = registry.with_weights(weights_rel, file_sha256(self._root / weights_rel))
-            export_student_onnx(tuned, self.image_size, self._root / onnx_file(registry.weights_sha256))
+            registry = registry.with_weights(weights_rel, file_sha256(out / weights_rel))
+            export_student_onnx(tuned, self.image_size, out / onnx_file(registry.weights_sha256))
             serving = self._snapshot(registry, tuned)
-            write_registry(self._root, registry)
+            if self._state_card is not None:
+                write_state_card(out, self._state_card)
+            write_registry(out, registry)
             self._serving = serving
             self._prune(registry)
         job.message = f"{job.name!r} learnt from {len(shot_inputs)} shots; serving {registry.model_version}"
         log.info("few-shot job %s: %s", job.job_id, job.message)
 
     def _prune(self, registry: ObjectRegistry) -> None:
-        """Delete weights, shots and ONNX files the registry no longer references."""
+        """Delete the weights, shots and ONNX files that few-shot learning wrote and the registry no longer
+        references (only in the dir it writes to: a state dir's model dir is never changed)."""
         keep = {registry.weights, onnx_file(registry.weights_sha256)} | {o.shots for o in registry.objects if o.shots}
         for folder in (WEIGHTS_DIR, OBJECTS_DIR, ONNX_DIR):
-            for path in (self._root / folder).glob("*"):
+            for path in (self._out / folder).glob("*"):
                 rel = f"{folder}/{path.name}"
                 if path.is_file() and rel not in keep and not path.name.startswith("."):
                     path.unlink(missing_ok=True)
@@ -543,7 +574,7 @@ class GraspFeasibility:
     def _load_shots(self, entry: ObjectEntry | None) -> torch.Tensor:
         if entry is None or not entry.shots:
             return torch.zeros(0, self._transform.channels, self.image_size, self.image_size)
-        return load_file(str(self._root / entry.shots))["inputs"].float()
+        return load_file(str(self._files.path(entry.shots)))["inputs"].float()
 
     def _replay_sets(self, registry: ObjectRegistry, names: list[str], skip: str) -> GraspShots:
         """Training observations (known objects labelled; objects added later are absent there) plus the

@@ -56,7 +56,9 @@ class GraspModel(Protocol):
         """Run the image encoder once on one observation or a list of them (the costly half of `query`)."""
 
     def answer(self, embedding: GraspEmbedding, names: Sequence[str]) -> list[dict[str, dict[str, Any]]]:
-        """`query`'s answers from an `embed` result (cheap: cached text features, scorer, thresholds)."""
+        """`query`'s answers from an `embed` result (cheap: cached text features, scorer, thresholds); a dense model
+        adds "location" to each answer: {"u", "v", "box": [x0, y0, x1, y1], "confidence"} in [0, 1] of its square
+        input."""
 
     def add_object(self, name: str, images: Any, description: str | None = None, k: int = 5) -> GraspJob:
         """Learn `name` from `images` in the background (ValueError: refused, no job); nothing is persisted unless

@@ -6,6 +6,7 @@ background executor thread so calls can block from the caller's thread.
     client.wait_for_services(30.0)
     reply = client.ask("coffee mug")          # IsGraspable.Response, or None on timeout
     many = client.ask_many(["mug", "plate"])  # QueryObjects.Response: every name judged on one frame
+    print("\n".join(answer_lines(many)))     # one line per name, with where the model sees it when it says
     client.close(); rclpy.shutdown()
 """
 from __future__ import annotations
@@ -120,6 +121,22 @@ class PerceptionClient:
         self.executor.shutdown(timeout_sec=1.0)
         self.thread.join(timeout=5.0)
         self.node.destroy_node()
+
+
+def answer_lines(response: Any) -> list[str]:
+    """A QueryObjects reply as text: one line per name (graspable or not, score, and the object's location in the
+    judged image when the model gives one), or the reason it failed."""
+    if not response.success:
+        return [f"not answered: {response.message}"]
+    lines = []
+    for name, graspable, score, where in zip(response.names, response.graspable, response.scores,
+                                             response.locations):
+        line = f"{name}: {'graspable' if graspable else 'not graspable'} (score {score:.3f})"
+        if where.valid:
+            line += (f", seen at pixel ({where.u:.1f}, {where.v:.1f}) in box [{where.x_min:.1f}, {where.y_min:.1f}, "
+                     f"{where.x_max:.1f}, {where.y_max:.1f}], confidence {where.confidence:.2f}")
+        lines.append(line)
+    return lines + [f"({response.message}; model {response.model_version})"]
 
 
 def interrupt(peer: subprocess.Popen, timeout: float = 15.0) -> str:

@@ -47,7 +47,11 @@ class ParamSpec:
 
 
 PARAMETERS = (
-    ParamSpec("model_dir", "", "grasp-feasibility model dir (model.json + safetensors) loaded on activate",
+    ParamSpec("model_dir", "", "grasp-feasibility model dir (model.json + safetensors) loaded on activate; empty: "
+              "the shipped default model (vlkd_ros/models/grasp_default)", "configure"),
+    ParamSpec("state_dir", "", "writable dir for what ~/add_object learns (registry, weights, shots, ONNX, writer "
+              "lock), read over model_dir, which is then never written; empty: a per-user dir under "
+              "$XDG_STATE_HOME/vlkd_ros for the shipped model or a read-only model_dir, else model_dir itself",
               "configure"),
     ParamSpec("device", "cpu", "torch device for the model, e.g. cpu or cuda:0", "configure"),
     ParamSpec("backend", "onnx", "image encoder backend of GraspFeasibility.from_checkpoint: onnx (onnxruntime, "

@@ -24,7 +24,7 @@ from sensor_msgs.msg import CameraInfo, Image
 
 from vlkd_formats.errors import VlkdError
 from vlkd_formats.object_registry import normalize_description, normalize_name
-from vlkd_interfaces.msg import GraspResult
+from vlkd_interfaces.msg import GraspResult, ObjectLocation
 from vlkd_interfaces.srv import AddObject, CancelJob, GetJobStatus, IsGraspable, ListJobs, ListObjects, QueryObjects
 from vlkd_ros.ros import log_bridge
 from vlkd_ros.ros.debug_image import annotate
@@ -32,6 +32,7 @@ from vlkd_ros.ros.diagnostics import NodeReport, QueryStats, RateMeter, diagnost
 from vlkd_ros.ros.frame_cache import CacheEntry, EmbeddingCache, Prefetcher, observation_key
 from vlkd_ros.ros.frame_jobs import FrameJob, FrameJobs
 from vlkd_ros.ros.image_msgs import ImageFormatError, image_to_depth, image_to_rgb, numpy_to_image
+from vlkd_ros.ros.locations import frame_location
 from vlkd_ros.ros.parameters import (PARAMETERS, PREFETCH_WHILE_QUERIED_S, RELIABILITIES, VIEW_TOPICS,
                                      accepted_changes, check_choices, configure_values, served_views)
 
@@ -60,13 +61,25 @@ class QueryError(Exception):
 
 @dataclass
 class Judged:
-    """One model answer: per-name results about the judged frame, its stamp and frame_id, the weights' version."""
+    """One model answer: per-name results about the judged frame, its stamp, frame_id and size (pixels), the weights'
+    version."""
 
     results: dict[str, dict[str, Any]]
     stamp: TimeMsg
     frame_id: str
     model_version: str
     note: str
+    width: int
+    height: int
+
+    def location(self, name: str) -> ObjectLocation:
+        """Where the model sees `name` in the judged frame (valid false: the model gives no location)."""
+        found = frame_location(self.results[name].get("location"), self.width, self.height)
+        if found is None:
+            return ObjectLocation()
+        (x_min, y_min, x_max, y_max) = found.box
+        return ObjectLocation(valid=True, u=found.u, v=found.v, x_min=x_min, y_min=y_min, x_max=x_max, y_max=y_max,
+                              confidence=found.confidence)
 
 
 class PerceptionNode(LifecycleNode):
@@ -175,16 +188,14 @@ class PerceptionNode(LifecycleNode):
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Read the configure-time parameters and create the publishers."""
         config = configure_values(self._params)
-        if not config["model_dir"]:
-            return self._fail("parameter model_dir is empty: set it to a grasp model dir "
-                              "(model_dir in the params file, model_dir:=PATH or vlkd serve --model-dir PATH)")
         if not config["image_topic"]:
             return self._fail("parameter image_topic is empty: set it to the colour camera topic")
         self._config = config
         self._results_pub = self.create_lifecycle_publisher(GraspResult, "~/results", 10)
         self._debug_pub = self.create_lifecycle_publisher(Image, "~/debug_image", 1)
         self._state, self._error = "inactive", ""
-        self.get_logger().info(f"configured: model_dir={config['model_dir']} device={config['device']} "
+        self.get_logger().info(f"configured: model_dir={config['model_dir'] or '(the shipped default model)'} "
+                               f"state_dir={config['state_dir'] or '(default)'} device={config['device']} "
                                f"image_topic={config['image_topic']}")
         return TransitionCallbackReturn.SUCCESS
 
@@ -193,9 +204,11 @@ class PerceptionNode(LifecycleNode):
         cfg = self._config
         start = time.monotonic()
         try:
-            model = load_grasp_model(cfg["model_dir"], cfg["device"], cfg["backend"], int(cfg["inference_threads"]))
+            model = load_grasp_model(cfg["model_dir"], cfg["state_dir"], cfg["device"], cfg["backend"],
+                                     int(cfg["inference_threads"]))
         except Exception as err:  # noqa: BLE001 - any load failure must leave the node inactive, not dead
-            return self._fail(f"cannot load the model from {cfg['model_dir']!r}: {type(err).__name__}: {err}")
+            where = repr(cfg["model_dir"]) if cfg["model_dir"] else "the shipped default model dir"
+            return self._fail(f"cannot load the model from {where}: {type(err).__name__}: {err}")
         try:
             views = served_views(model.views)
         except ValueError as err:
@@ -337,6 +350,7 @@ class PerceptionNode(LifecycleNode):
             score, graspable = self._decide(judged.results[name])
             response.success, response.score, response.graspable = True, score, graspable
             response.frame_stamp, response.model_version = judged.stamp, judged.model_version
+            response.location = judged.location(name)
             response.message = judged.note if not unregistered else \
                 f"{judged.note}; zero-shot: {name!r} is not in the registry"
             self._publish_result(judged.stamp, judged.frame_id, [name], [score], [graspable], judged.model_version)
@@ -347,6 +361,7 @@ class PerceptionNode(LifecycleNode):
             self.get_logger().error(f"is_graspable({request.object_name!r}) failed: {type(err).__name__}: {err}")
             response.success, response.graspable, response.score = False, False, 0.0
             response.message = f"inference failed: {type(err).__name__}: {err}"
+            response.location = ObjectLocation()
         finally:
             self._stats.end(time.perf_counter() - start, bool(response.success))
         if not response.success:
@@ -374,6 +389,7 @@ class PerceptionNode(LifecycleNode):
             response.names = names
             response.scores = [score for score, _ in decided]
             response.graspable = [graspable for _, graspable in decided]
+            response.locations = [judged.location(name) for name in names]
             response.success, response.frame_stamp = True, judged.stamp
             response.model_version = judged.model_version
             response.message = judged.note if not unregistered else \
@@ -388,7 +404,7 @@ class PerceptionNode(LifecycleNode):
             response.success, response.message = False, f"inference failed: {type(err).__name__}: {err}"
         finally:
             if not response.success:
-                response.names, response.scores, response.graspable = [], [], []
+                response.names, response.scores, response.graspable, response.locations = [], [], [], []
             self._stats.end(time.perf_counter() - start, bool(response.success))
         return response
 
@@ -421,7 +437,7 @@ class PerceptionNode(LifecycleNode):
                 embedding = model.embed(views)
             except ValueError as err:
                 raise QueryError(str(err)) from err
-            stamp, frame_id = image.header.stamp, image.header.frame_id
+            stamp, frame_id, size = image.header.stamp, image.header.frame_id, (image.width, image.height)
             note = f"request image, {image.width}x{image.height} {image.encoding}"
         else:
             self._last_query = time.monotonic()
@@ -431,13 +447,13 @@ class PerceptionNode(LifecycleNode):
             entry = self._latest_embedding(model, now_ns)
             embedding, frame = entry.value, entry.meta["base_rgb"]
             msg = frame.msg
-            stamp, frame_id = msg.header.stamp, msg.header.frame_id
+            stamp, frame_id, size = msg.header.stamp, msg.header.frame_id, (msg.width, msg.height)
             note = f"camera frame {self._age(frame, now_ns):.3f} s old, {msg.width}x{msg.height} {msg.encoding}"
         try:
             results = model.answer(embedding, names)[0]
         except ValueError as err:
             raise QueryError(str(err)) from err
-        return Judged(results, stamp, frame_id, str(embedding.model_version), note)
+        return Judged(results, stamp, frame_id, str(embedding.model_version), note, *size)
 
     def _latest_embedding(self, model: GraspModel, now_ns: int | None = None, prefetch: bool = False
                           ) -> CacheEntry:
@@ -802,11 +818,13 @@ def _stamp_ns(msg: Image) -> int:
     return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
 
 
-def load_grasp_model(model_dir: str, device: str, backend: str, threads: int = 0) -> GraspModel:
-    """Load the grasp-feasibility model through the inference API."""
+def load_grasp_model(model_dir: str, state_dir: str, device: str, backend: str, threads: int = 0) -> GraspModel:
+    """Load the grasp-feasibility model through the inference API ("" model_dir: the shipped default model; ""
+    state_dir: the default state dir rule of `GraspFeasibility.from_checkpoint`)."""
     from vlkd_ros.inference import GraspFeasibility
 
-    return GraspFeasibility.from_checkpoint(model_dir, device=device, backend=backend, threads=threads)
+    return GraspFeasibility.from_checkpoint(model_dir or None, device=device, backend=backend, threads=threads,
+                                            state_dir=state_dir or None)
 
 
 def run(node: PerceptionNode) -> int:

@@ -258,3 +258,33 @@ def test_a_model_dir_that_does_not_load_leaves_the_node_up(local_node, tmp_path:
     assert status.message.startswith(f"node inactive: cannot load the model from '{tmp_path / 'missing'}'")
     reply = ask(node, "red circle")
     assert not reply.success and "node is inactive, not active" in reply.message
+
+
+def test_an_empty_model_dir_serves_the_shipped_default_model(local_node, grasp_model_dir: Path, tmp_path: Path,
+                                                             monkeypatch) -> None:
+    """model_dir "" loads the default model (here the dir VLKD_DEFAULT_MODEL_DIR names), which learns into a
+    per-user state dir; without one installed, activation fails saying to set model_dir. Today's models give no
+    locations: every reply's location is valid false, zeros."""
+    from vlkd_interfaces.srv import QueryObjects
+
+    from vlkd_ros.ros.image_msgs import numpy_to_image
+
+    monkeypatch.setenv("VLKD_DEFAULT_MODEL_DIR", str(tmp_path / "missing"))
+    node = local_node()
+    assert not node.autostart()
+    assert node._error.startswith("cannot load the model from the shipped default model dir: NoDefaultModelError: no "
+                                  "model dir given, and the default grasp model is not installed")
+    assert "set the node parameter model_dir (model_dir:=PATH)" in node._error
+
+    monkeypatch.setenv("VLKD_DEFAULT_MODEL_DIR", str(grasp_model_dir))
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "xdg"))
+    node = local_node()
+    assert node.autostart(), node._error
+    assert node._model.model_dir == grasp_model_dir
+    assert node._model.state_dir.parent == tmp_path / "xdg" / "vlkd_ros"
+    image = numpy_to_image(np.full((48, 64, 3), 120, np.uint8), "rgb8", "test")
+    reply = ask(node, "red circle", image)
+    assert reply.success and not reply.location.valid and reply.location.u == reply.location.x_max == 0.0
+    many = node._on_query_objects(QueryObjects.Request(object_names=["red circle", "teapot"], image=image),
+                                  QueryObjects.Response())
+    assert many.success and [loc.valid for loc in many.locations] == [False, False]
