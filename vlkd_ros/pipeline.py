@@ -172,6 +172,7 @@ def plot_grasp_answers(queries: dict[str, dict[str, Any]], path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     from vlkd_formats.image_codec import read_rgb
+    from vlkd_ros.inference.locations import frame_location
 
     cols = max(len(q["frames"]) for q in queries.values())
     fig, axes = plt.subplots(len(queries), cols, figsize=(4.2 * cols, 4.6 * len(queries)), squeeze=False)
@@ -191,10 +192,9 @@ def plot_grasp_answers(queries: dict[str, dict[str, Any]], path: Path) -> Path:
                 colour = "limegreen" if ok else "red"
                 lines.append((f"{a['name']}{' (OOD)' if a['ood'] else ''}: {'yes' if a['graspable'] else 'no'} "
                               f"{a['score']:.2f} (truth {'yes' if a['truth'] else 'no'})", colour))
-                loc = a.get("location")
-                if loc is not None and a["graspable"]:
-                    side = min(h, w)  # the model's input is the centred square of the frame
-                    x, y = (w - side) / 2 + loc["u"] * side, (h - side) / 2 + loc["v"] * side
+                where = frame_location(a.get("location"), w, h)
+                if where is not None and a["graspable"]:
+                    x, y = where.u, where.v
                     ax.plot(x, y, "o", ms=7, mfc="none", mec=colour, mew=2)
                     ax.annotate(a["name"], (x, y), color=colour, fontsize=6, xytext=(3, 3),
                                 textcoords="offset points")

@@ -148,12 +148,11 @@ def evaluate_grasp(model_dir: str | Path, config: GraspEvalConfig, train_overrid
     names = data.id_objects + data.ood_objects
     n_id = len(data.id_objects)
     pos, neg = _all_text(gm)
+    support, query = select_support(data.x_ood, data.ood_objects, config.k_shot, config.seed)
     if config.benchmark:
         bench = _benchmark_data(config.benchmark, train_config, data)
-        support, _ = select_support(data.x_ood, data.ood_objects, config.k_shot, config.seed)
         x_id, x_query = bench.train + bench.x_id, bench.x_ood
     else:
-        support, query = select_support(data.x_ood, data.ood_objects, config.k_shot, config.seed)
         x_id, x_query = data.x_id, [data.x_ood[i] for i in query]
     fewshot = from_dict(GraspFewShotConfig, {**gm.grasp.fewshot, **config.fewshot}, "eval.fewshot.")
     fewshot.validate()
@@ -192,11 +191,11 @@ def evaluate_grasp(model_dir: str | Path, config: GraspEvalConfig, train_overrid
 
 def _benchmark_data(root: str, train_config: GraspTrainConfig, data: ClutterData) -> ClutterData:
     """The held-out benchmark dataset with the training data's object split and views."""
-    split = ObjectSplitConfig(mode="explicit", id=list(data.id_objects), ood=list(data.ood_objects))
-    bench = load_clutter_data(replace(train_config.data, root=str(root), split=split))
     if Path(root).resolve() == Path(data.root).resolve():
         raise ValueError(f"eval.benchmark {root} is the training dataset; render a held-out one (vlkd collect "
                          "clutter --config clutter_heldout)")
+    split = ObjectSplitConfig(mode="explicit", id=list(data.id_objects), ood=list(data.ood_objects))
+    bench = load_clutter_data(replace(train_config.data, root=str(root), split=split))
     if not bench.x_ood or not (bench.train or bench.x_id):
         raise ValueError(f"benchmark {root} needs both X_id and X_ood frames; it has {len(bench.train + bench.x_id)}"
                          f" and {len(bench.x_ood)}")

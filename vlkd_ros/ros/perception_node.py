@@ -32,7 +32,7 @@ from vlkd_ros.ros.diagnostics import NodeReport, QueryStats, RateMeter, diagnost
 from vlkd_ros.ros.frame_cache import CacheEntry, EmbeddingCache, Prefetcher, observation_key
 from vlkd_ros.ros.frame_jobs import FrameJob, FrameJobs
 from vlkd_ros.ros.image_msgs import ImageFormatError, image_to_depth, image_to_rgb, numpy_to_image
-from vlkd_ros.ros.locations import frame_location
+from vlkd_ros.inference.locations import frame_location
 from vlkd_ros.ros.parameters import (PARAMETERS, PREFETCH_WHILE_QUERIED_S, RELIABILITIES, VIEW_TOPICS,
                                      accepted_changes, check_choices, configure_values, served_views)
 

@@ -7,7 +7,7 @@ import pytest
 
 from ros_peers import INSTALL
 from training.grasp.data import ObservationTransform
-from vlkd_ros.ros.locations import PixelLocation, frame_location
+from vlkd_ros.inference.locations import PixelLocation, frame_location
 
 
 def test_no_location_is_none() -> None:
