@@ -23,9 +23,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     """Command-line options (everything after --ros-args goes to rclpy)."""
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--camera-topic", required=True, help="colour image topic to keep the latest frame of")
-    p.add_argument("--executor", choices=("multi", "single"), default="multi",
-                   help="multi: the node's MultiThreadedExecutor (same thread count); single: SingleThreadedExecutor")
-    p.add_argument("--threads", type=int, default=0, help="executor threads for multi (0: the node's)")
+    p.add_argument("--executor", choices=("single", "multi"), default="single",
+                   help="single: SingleThreadedExecutor (the node's); multi: a MultiThreadedExecutor")
+    p.add_argument("--threads", type=int, default=6, help="executor threads for multi")
     p.add_argument("--like-node", action="store_true",
                    help="also create as many other services and guard conditions as the node has (lifecycle, "
                         "few-shot), idle: what the executor's per-call work costs with the node's entities")
@@ -47,7 +47,6 @@ def main(argv: list[str] | None = None) -> int:
 
     from vlkd_interfaces.srv import IsGraspable, ListObjects, QueryObjects
     from vlkd_ros.ros.diagnostics import RateMeter
-    from vlkd_ros.ros.perception_node import EXECUTOR_THREADS
 
     rclpy.init(args=["--ros-args", *argv[split + 1:]])
     node = rclpy.create_node(NODE_NAME)
@@ -102,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             node.create_service(ListObjects, f"~/idle_{i}", lambda req, resp: resp, callback_group=other)
         node.create_guard_condition(lambda: None, callback_group=other)
     if args.executor == "multi":
-        executor = MultiThreadedExecutor(num_threads=args.threads or EXECUTOR_THREADS)
+        executor = MultiThreadedExecutor(num_threads=args.threads)
     else:
         executor = SingleThreadedExecutor()
     executor.add_node(node)

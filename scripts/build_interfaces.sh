@@ -52,6 +52,20 @@ if [ ${#missing[@]} -gt 0 ]; then
     die "missing: ${missing[*]}. On Debian/Ubuntu: apt-get install -y cmake make gcc g++ python3-dev"
 fi
 
+# The message wheels' CMake exports name their build machine's include dirs; CMake refuses to generate
+# until they exist. Point them at this Python's headers and this venv's numpy headers, also when the build
+# is up to date: the links are machine-wide, and a colcon workspace (or another venv's build) needs them too.
+NUMPY_INCLUDE=$("$PY" -c 'import numpy; print(numpy.get_include())')
+OPT_PY=/opt/python/cp311-cp311
+link_dir() {  # link_dir TARGET LINK: make LINK a symlink to TARGET unless LINK is a real directory
+    local target=$1 link=$2
+    if [ -d "$link" ] && [ ! -L "$link" ]; then return 0; fi
+    mkdir -p "$(dirname "$link")" || die "cannot create $(dirname "$link") (run as root, or create it as a symlink to $target)"
+    ln -sfn "$target" "$link"
+}
+link_dir "$PY_INCLUDE" "$OPT_PY/include/python3.11"
+link_dir "$NUMPY_INCLUDE" "$OPT_PY/lib/python3.11/site-packages/numpy/_core/include"
+
 # Up to date? The stamp hashes the package sources, the build-wheel list, the venv's Python and the
 # versions of its ROS wheels (the generated libraries link against them).
 build_stamp() {
@@ -68,21 +82,8 @@ fi
 
 # 1. Build-time wheels (ament_cmake, rosidl generators, colcon).
 "$PY" -m pip install -q -r "$BUILD_REQUIREMENTS"
-NUMPY_INCLUDE=$("$PY" -c 'import numpy; print(numpy.get_include())')
 
-# 2. The message wheels' CMake exports name their build machine's include dirs; CMake refuses to
-#    generate until they exist. Point them at this Python's headers and this venv's numpy headers.
-OPT_PY=/opt/python/cp311-cp311
-link_dir() {  # link_dir TARGET LINK: make LINK a symlink to TARGET unless LINK is a real directory
-    local target=$1 link=$2
-    if [ -d "$link" ] && [ ! -L "$link" ]; then return 0; fi
-    mkdir -p "$(dirname "$link")" || die "cannot create $(dirname "$link") (run as root, or create it as a symlink to $target)"
-    ln -sfn "$target" "$link"
-}
-link_dir "$PY_INCLUDE" "$OPT_PY/include/python3.11"
-link_dir "$NUMPY_INCLUDE" "$OPT_PY/lib/python3.11/site-packages/numpy/_core/include"
-
-# 3. colcon build of this one package (build/, install/, log/ at the repo root; build-jazzy/, ... for jazzy).
+# 2. colcon build of this one package (build/, install/, log/ at the repo root; build-jazzy/, ... for jazzy).
 export PATH="$VENV/bin:$PATH"
 export CMAKE_PREFIX_PATH="$VENV${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}"
 export AMENT_PREFIX_PATH="$VENV${AMENT_PREFIX_PATH:+:$AMENT_PREFIX_PATH}"

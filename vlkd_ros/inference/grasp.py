@@ -89,11 +89,14 @@ class _Serving:
 class Embedding:
     """What `GraspFeasibility.embed` returns and `answer` reads: the student's image features of some
     observations (here global, (B, D); a dense-feature student would keep its feature maps here) and the
-    serving snapshot that computed them. Callers treat it as opaque but for `model_version` and `len()`."""
+    serving snapshot that computed them. Callers treat it as opaque but for `model_version` and `len()`.
+    `answers` keeps what `answer` computed per (name, description it was prompted with): every later question
+    about the same name on these features is a lookup."""
 
     features: torch.Tensor
     serving: _Serving
     owner: "GraspFeasibility"
+    answers: dict = field(default_factory=dict)  # (name, description) -> (scores per observation, locations | None)
 
     @property
     def model_version(self) -> str:
@@ -233,19 +236,34 @@ class GraspFeasibility:
         serving = self._serving
         if serving.version != embedding.model_version:  # weights swapped since: answer as the weights it came from
             serving = embedding.serving
-        pos, neg = self._name_features(keys, serving)
-        with torch.inference_mode():
-            scores = torch.sigmoid(self._scorer(embedding.features, pos, neg)).cpu()
-            where = self._scorer.locate(embedding.features, pos, neg).cpu().tolist() \
-                if embedding.features.ndim == 3 else None
+        prompts = [self._prompt_key(key, serving) for key in keys]
+        memo = embedding.answers  # shared by threads answering about the same features: read once, then added to
+        found = {prompt: memo.get(prompt) for prompt in prompts}
+        todo = [prompt for prompt, known in found.items() if known is None]
+        if todo:  # each name is scored on its own (the scorer's softmax runs over locations, not names)
+            pos, neg = self._name_features(todo, serving)
+            with torch.inference_mode():
+                scores = torch.sigmoid(self._scorer(embedding.features, pos, neg)).cpu().T.tolist()
+                where = self._scorer.locate(embedding.features, pos, neg).cpu().transpose(0, 1).tolist() \
+                    if embedding.features.ndim == 3 else [None] * len(todo)
+            new = dict(zip(todo, zip(scores, where)))
+            found.update(new)
+            if len(memo) + len(new) > NAME_CACHE_SIZE:  # bounded, whatever names clients make up
+                memo.clear()
+            memo.update(new)
         entries = serving.entries
         thresholds = [self._threshold if (e := entries.get(k)) is None or e.threshold is None else e.threshold
                       for k in keys]
-        out = [{name: {"graspable": bool(s >= t), "score": float(s)} for name, s, t in zip(names, row, thresholds)}
-               for row in scores.tolist()]
-        for answers, rows in zip(out, where or []):
-            for name, (u, v, x0, y0, x1, y1, conf) in zip(names, rows):
-                answers[name]["location"] = {"u": u, "v": v, "box": [x0, y0, x1, y1], "confidence": conf}
+        out = []
+        for i in range(len(embedding)):
+            answers = {}
+            for name, prompt, t in zip(names, prompts, thresholds):
+                scores_of, where_of = found[prompt]
+                answers[name] = {"graspable": bool(scores_of[i] >= t), "score": float(scores_of[i])}
+                if where_of is not None:
+                    u, v, x0, y0, x1, y1, conf = where_of[i]
+                    answers[name]["location"] = {"u": u, "v": v, "box": [x0, y0, x1, y1], "confidence": conf}
+            out.append(answers)
         return out
 
     def threshold_for(self, name: str) -> float:
@@ -395,14 +413,20 @@ class GraspFeasibility:
                 raise ValueError(f"image {i}: {err}") from None
         return torch.stack(out)
 
-    def _name_features(self, keys: list[str], serving: _Serving) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`_features` of `keys` under `serving`'s registry, each name's rows cached with the description they were
-        prompted with (so an answer costs a lookup per name, not prompt building and normalising)."""
-        entries, pending, cache = serving.entries, self._pending, self._name_cache
+    def _prompt_key(self, key: str, serving: _Serving) -> tuple[str, str]:
+        """(name, the description it is prompted with under `serving`'s registry or a pending job; "" for none)."""
+        entry = serving.entries.get(key) or self._pending.get(key)
+        return key, entry.description if entry is not None and entry.description else ""
+
+    def _name_features(self, prompts: list[tuple[str, str]], serving: _Serving
+                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """`_features` of the names of `prompts` (`_prompt_key`s) under `serving`'s registry, each name's rows
+        cached with the description they were prompted with (an answer costs a lookup per name, not prompt
+        building and normalising)."""
+        cache = self._name_cache
         rows = []
-        for key in keys:
-            entry = entries.get(key) or pending.get(key)
-            cache_key = (key, entry.description if entry is not None and entry.description else "")
+        for cache_key in prompts:
+            key = cache_key[0]
             row = cache.get(cache_key)
             if row is None:
                 pos, neg = self._features([key], serving.registry)

@@ -3,7 +3,8 @@
 The node keys an observation by the model version and, for every view the model reads, the frame's stamp (its
 arrival time when unstamped) (`observation_key`): a new frame on any view, or a model swap, is a new key and so
 a new embedding. Computing a missing embedding is the only locked step (a once-guard: one caller runs the model, the
-others asking for the same key wait for it and reuse it); answering from a cached embedding never waits. While
+others asking for the same key wait for it and reuse it); answering from a cached embedding never waits (`lookup`
+finds it without computing: the node's executor thread looks up, a model worker computes what is missing). While
 an embedding is being computed, callers that accept an older observation (`fallback`) get the newest cached one
 instead of waiting, so a query never queues behind the model when a fresh enough answer is already at hand; with
 `prefer_fallback` they take it even when nothing is being computed (the node's eager mode: a prefetch computes
@@ -54,19 +55,11 @@ class EmbeddingCache:
     def get(self, key: Hashable, compute: Callable[[], Any], meta: Any = None,
             fallback: Callable[[CacheEntry], bool] | None = None,
             prefer_fallback: bool = False) -> tuple[CacheEntry, bool]:
-        """(entry of `key`, whether this call computed it). A cached key is returned at once. Otherwise, when
-        another caller is computing (or always, with `prefer_fallback`) and `fallback` accepts a cached entry,
-        the newest such entry is returned (not `key`'s: check `entry.key`); else `compute()` runs under the
+        """(entry of `key`, whether this call computed it): `lookup`'s entry, else `compute()` runs under the
         once-guard and its value is stored with `meta`. An exception from `compute` propagates, stores nothing."""
-        entry = self._find(key)
+        entry = self.lookup(key, fallback, prefer_fallback)
         if entry is not None:
-            self._count("hits")
             return entry, False
-        if fallback is not None and (prefer_fallback or self._compute_lock.locked()):
-            for older in self._entries:
-                if fallback(older):
-                    self._count("fallbacks")
-                    return older, False
         with self._compute_lock:
             entry = self._find(key)  # computed by the caller this one waited for
             if entry is not None:
@@ -81,6 +74,22 @@ class EmbeddingCache:
             self._entries = (entry, *(e for e in self._entries if e.key != key))[:self._size]
             self._count("computed")
             return entry, True
+
+    def lookup(self, key: Hashable, fallback: Callable[[CacheEntry], bool] | None = None,
+               prefer_fallback: bool = False) -> CacheEntry | None:
+        """The entry to answer `key` from without computing: `key`'s own when cached; else, when another caller is
+        computing (or always, with `prefer_fallback`), the newest entry `fallback` accepts (not `key`'s: check
+        `entry.key`); else None (`get` would compute)."""
+        entry = self._find(key)
+        if entry is not None:
+            self._count("hits")
+            return entry
+        if fallback is not None and (prefer_fallback or self._compute_lock.locked()):
+            for older in self._entries:
+                if fallback(older):
+                    self._count("fallbacks")
+                    return older
+        return None
 
     def peek(self, key: Hashable) -> CacheEntry | None:
         """The entry of `key` if cached (counts nothing)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import Future as WorkerFuture, ThreadPoolExecutor
 from functools import lru_cache
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
@@ -16,10 +17,11 @@ from builtin_interfaces.msg import Time as TimeMsg
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.task import Future
 from sensor_msgs.msg import CameraInfo, Image
 
 from vlkd_formats.errors import VlkdError
@@ -40,7 +42,7 @@ if TYPE_CHECKING:  # importing vlkd_ros.inference loads torch: done only when th
     from vlkd_ros.inference.protocol import GraspEmbedding, GraspJob, GraspModel
 
 NODE_NAME = "vlkd_perception"
-EXECUTOR_THREADS = 6
+MODEL_WORKERS = 2  # threads that run the model for queries (request images, a missing embedding): two at once
 JOB_DRAIN_S = 60.0
 SHUTDOWN_WAIT_S = 10.0  # how long Ctrl-C waits for running callbacks before their node is destroyed
 SHOT_SIDE = 128  # take_next_frames: frames are judged (flat, noise, near-duplicate) at most this big
@@ -96,8 +98,9 @@ class PerceptionNode(LifecycleNode):
         """Declare parameters, services, publishers and timers (keyword arguments go to LifecycleNode)."""
         super().__init__(kwargs.pop("node_name", NODE_NAME), **kwargs)
         self._log_handler = log_bridge.attach(self.get_logger())
-        # before the parameter checks: destroy_node() (also after a refused parameter) stops it
+        # before the parameter checks: destroy_node() (also after a refused parameter) stops them
         self._prefetcher = Prefetcher(self._prefetch, lambda: float(self._params["prefetch_rate"]))
+        self._workers = ThreadPoolExecutor(MODEL_WORKERS, thread_name_prefix="vlkd-model")
         for spec in PARAMETERS:
             self.declare_parameter(spec.name, spec.default, spec.descriptor())
         self._params = {spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS}
@@ -122,9 +125,12 @@ class PerceptionNode(LifecycleNode):
         self._subs: list = []
         self._results_pub = None
         self._debug_pub = None
+        self._starting_frame_jobs = False
 
-        # Frames are only stored, in their own group; queries run concurrently (reentrant), each reading the
-        # cached embedding of the observation it judges; only computing a missing embedding is guarded.
+        # `run` spins the node on one thread: every callback is short (frames are only stored, queries answer from
+        # cached embeddings); whatever runs the model for a query awaits a model worker (`_in_worker`) while the
+        # executor goes on. The groups keep the node correct under a multi-threaded executor too: frames in their
+        # own group, queries reentrant, each reading the cached embedding of the observation it judges.
         self._camera_group = MutuallyExclusiveCallbackGroup()
         self._query_group = ReentrantCallbackGroup()
         self._admin_group = MutuallyExclusiveCallbackGroup()
@@ -149,8 +155,9 @@ class PerceptionNode(LifecycleNode):
         self._schedule_results()
 
     def destroy_node(self) -> Any:
-        """Stop the prefetch thread, detach the logging bridge, then destroy the node."""
+        """Stop the prefetch thread and the model workers, detach the logging bridge, then destroy the node."""
         self._prefetcher.stop()
+        self._workers.shutdown(wait=True, cancel_futures=True)
         log_bridge.detach(self._log_handler)
         return super().destroy_node()
 
@@ -336,7 +343,8 @@ class PerceptionNode(LifecycleNode):
 
     # ----- services -------------------------------------------------------------------------------------
 
-    def _on_is_graspable(self, request: IsGraspable.Request, response: IsGraspable.Response) -> IsGraspable.Response:
+    async def _on_is_graspable(self, request: IsGraspable.Request,
+                               response: IsGraspable.Response) -> IsGraspable.Response:
         """Judge one object in the request's image or the latest camera frame; never raises."""
         start = time.perf_counter()
         self._stats.begin()
@@ -346,7 +354,7 @@ class PerceptionNode(LifecycleNode):
             if not name:
                 raise QueryError("object_name is empty: give the name of a known object (see ~/list_objects)")
             unregistered = self._check_names(model, [name])
-            judged = self._judge(model, request.image, [name], response)
+            judged = await self._judge(model, request.image, [name], response)
             score, graspable = self._decide(judged.results[name])
             response.success, response.score, response.graspable = True, score, graspable
             response.frame_stamp, response.model_version = judged.stamp, judged.model_version
@@ -368,8 +376,8 @@ class PerceptionNode(LifecycleNode):
             self.get_logger().debug(f"is_graspable({request.object_name!r}): {response.message}")
         return response
 
-    def _on_query_objects(self, request: QueryObjects.Request,
-                          response: QueryObjects.Response) -> QueryObjects.Response:
+    async def _on_query_objects(self, request: QueryObjects.Request,
+                                response: QueryObjects.Response) -> QueryObjects.Response:
         """Judge several objects (every known one when none are named) in one frame, one model pass; never raises."""
         start = time.perf_counter()
         self._stats.begin()
@@ -384,7 +392,7 @@ class PerceptionNode(LifecycleNode):
             if empty:
                 raise QueryError(f"object_names{empty} empty: give the names of the objects (see ~/list_objects)")
             unregistered = self._check_names(model, names)
-            judged = self._judge(model, request.image, names, response)
+            judged = await self._judge(model, request.image, names, response)
             decided = [self._decide(judged.results[name]) for name in names]
             response.names = names
             response.scores = [score for score, _ in decided]
@@ -424,19 +432,16 @@ class PerceptionNode(LifecycleNode):
                              "teach it with ~/add_object (or set known_objects_only to false for zero-shot)")
         return unregistered
 
-    def _judge(self, model: GraspModel, image: Image, names: list[str], response: Any) -> Judged:
-        """Answer `names` about `image`, or about the latest camera observation when `image` is empty (from its
-        cached embedding, computed once per observation); QueryError says what was wrong. Sets
-        response.frame_stamp to the latest frame's stamp first, so a refusal of a stale frame names it."""
+    async def _judge(self, model: GraspModel, image: Image, names: list[str], response: Any) -> Judged:
+        """Answer `names` about `image` (embedded on a model worker), or about the latest camera observation when
+        `image` is empty (from its cached embedding, computed once per observation); QueryError says what was
+        wrong. Sets response.frame_stamp to the latest frame's stamp first, so a refusal of a stale frame names
+        it."""
         if _has_image(image):
             if model.views != ["base_rgb"]:
                 raise QueryError(f"model {model.model_version} stacks views {model.views}; a request image "
                                  "gives only base_rgb: leave image empty to judge the cameras' latest frames")
-            views = self._views(model, image)
-            try:
-                embedding = model.embed(views)
-            except ValueError as err:
-                raise QueryError(str(err)) from err
+            embedding = await self._in_worker(lambda: self._embed(model, self._views(model, image)))
             stamp, frame_id, size = image.header.stamp, image.header.frame_id, (image.width, image.height)
             note = f"request image, {image.width}x{image.height} {image.encoding}"
         else:
@@ -444,7 +449,7 @@ class PerceptionNode(LifecycleNode):
             if self._frame is not None:
                 response.frame_stamp = self._frame.msg.header.stamp
             now_ns = self.get_clock().now().nanoseconds
-            entry = self._latest_embedding(model, now_ns)
+            entry = await self._query_embedding(model, now_ns)
             embedding, frame = entry.value, entry.meta["base_rgb"]
             msg = frame.msg
             stamp, frame_id, size = msg.header.stamp, msg.header.frame_id, (msg.width, msg.height)
@@ -455,34 +460,71 @@ class PerceptionNode(LifecycleNode):
             raise QueryError(str(err)) from err
         return Judged(results, stamp, frame_id, str(embedding.model_version), note, *size)
 
-    def _latest_embedding(self, model: GraspModel, now_ns: int | None = None, prefetch: bool = False
-                          ) -> CacheEntry:
-        """The cached embedding of the latest fresh observation (every view the model reads), computed here if
-        missing. A query takes a fresh older observation's embedding instead of waiting while another computes
-        the latest, and instead of computing at all when prefetch_rate > 0 (the prefetch embeds new frames);
-        the prefetch (`prefetch`) always computes. entry.meta: {view: Frame} of the observation it embeds;
-        QueryError when a view has no fresh frame or a frame cannot be read."""
-        version = str(model.model_version)
-        now_ns = self.get_clock().now().nanoseconds if now_ns is None else now_ns
+    async def _in_worker(self, work: Callable[[], Any]) -> Any:
+        """Run `work` on a model worker thread while the executor serves other callbacks; its result (or its
+        exception) once done."""
+        done = Future(executor=self.executor)
+        done.add_done_callback(lambda _: None)  # completing it gives the executor a task: wakes it to resume here
+
+        def finish(ran: WorkerFuture) -> None:
+            try:
+                done.set_result(ran.result())
+            except BaseException as err:  # noqa: BLE001 - handed to the awaiting callback (also a cancellation)
+                done.set_exception(err)
+
+        self._workers.submit(work).add_done_callback(finish)
+        return await done
+
+    @staticmethod
+    def _embed(model: GraspModel, views: Any) -> GraspEmbedding:
+        """The model's embedding of one observation (QueryError for an input it refuses)."""
+        try:
+            return model.embed(views)
+        except ValueError as err:
+            raise QueryError(str(err)) from err
+
+    def _observation(self, model: GraspModel, now_ns: int) -> tuple[tuple, dict[str, Frame]]:
+        """(cache key, {view: Frame}) of the latest fresh observation of every view the model reads; QueryError
+        when a view has no fresh frame."""
         frames = {"base_rgb": self._fresh(self._frame, self._config["image_topic"], "camera", now_ns)}
         for view in model.views[1:]:
             frames[view] = self._fresh(self._views_latest.get(view), self._config[VIEW_TOPICS[view]], view, now_ns)
-        key = observation_key(version, [(view, _stamp_ns(f.msg), f.received_ns) for view, f in frames.items()])
+        key = observation_key(str(model.model_version),
+                              [(view, _stamp_ns(f.msg), f.received_ns) for view, f in frames.items()])
+        return key, frames
+
+    def _fresh_enough(self, model: GraspModel, now_ns: int) -> Callable[[CacheEntry], bool]:
+        """Whether a cached entry may answer a query now: same weights, every frame within max_frame_age."""
+        version, limit = str(model.model_version), float(self._params["max_frame_age"])
+        return lambda entry: entry.key[0] == version and (limit <= 0 or all(self._age(f, now_ns) <= limit
+                                                                             for f in entry.meta.values()))
+
+    async def _query_embedding(self, model: GraspModel, now_ns: int) -> CacheEntry:
+        """The embedding a latest-frame query answers from: a cached one at once (see `_latest_embedding`), else
+        the latest observation's, computed on a model worker."""
+        key, _ = self._observation(model, now_ns)
+        entry = self._embeddings.lookup(key, self._fresh_enough(model, now_ns),
+                                        prefer_fallback=float(self._params["prefetch_rate"]) > 0)
+        return entry if entry is not None else await self._in_worker(lambda: self._latest_embedding(model, now_ns))
+
+    def _latest_embedding(self, model: GraspModel, now_ns: int | None = None, prefetch: bool = False
+                          ) -> CacheEntry:
+        """The cached embedding of the latest fresh observation (every view the model reads), computed here if
+        missing (blocking: the prefetch thread and model workers call it). A query takes a fresh older
+        observation's embedding instead of waiting while another computes the latest, and instead of computing
+        at all when prefetch_rate > 0 (the prefetch embeds new frames); the prefetch (`prefetch`) always
+        computes. entry.meta: {view: Frame} of the observation it embeds; QueryError when a view has no fresh
+        frame or a frame cannot be read."""
+        now_ns = self.get_clock().now().nanoseconds if now_ns is None else now_ns
+        key, frames = self._observation(model, now_ns)
 
         def compute() -> GraspEmbedding:
-            return model.embed(self._views(model, frames["base_rgb"].msg,
-                                           {view: f.msg for view, f in frames.items() if view != "base_rgb"}))
+            return self._embed(model, self._views(model, frames["base_rgb"].msg,
+                                                  {view: f.msg for view, f in frames.items() if view != "base_rgb"}))
 
-        def fresh_enough(entry: CacheEntry) -> bool:
-            limit = float(self._params["max_frame_age"])
-            return entry.key[0] == version and (limit <= 0 or all(self._age(f, now_ns) <= limit
-                                                                  for f in entry.meta.values()))
-
-        try:
-            entry, _ = self._embeddings.get(key, compute, frames, fallback=None if prefetch else fresh_enough,
-                                            prefer_fallback=float(self._params["prefetch_rate"]) > 0)
-        except ValueError as err:
-            raise QueryError(str(err)) from err
+        entry, _ = self._embeddings.get(key, compute, frames,
+                                        fallback=None if prefetch else self._fresh_enough(model, now_ns),
+                                        prefer_fallback=float(self._params["prefetch_rate"]) > 0)
         return entry
 
     def _prefetch(self) -> None:
@@ -547,10 +589,11 @@ class PerceptionNode(LifecycleNode):
                 raise QueryError(f"{'image' if view == 'base_rgb' else view + ' frame'}: {err}") from err
         return out["base_rgb"] if views == ["base_rgb"] else out
 
-    def _on_add_object(self, request: AddObject.Request, response: AddObject.Response) -> AddObject.Response:
-        """Start a few-shot job from the given images or the next distinct camera frames; answers at once. Refused
-        (accepted false, the reason in message) before anything is queued: a name or description the registry
-        refuses, too few or too many shots, a full job queue, shots that are no distinct views of an object."""
+    async def _on_add_object(self, request: AddObject.Request, response: AddObject.Response) -> AddObject.Response:
+        """Start a few-shot job from the given images (converted and checked on a model worker) or the next distinct
+        camera frames; answers once it started. Refused (accepted false, the reason in message) before anything is
+        queued: a name or description the registry refuses, too few or too many shots, a full job queue, shots
+        that are no distinct views of an object."""
         try:
             model = self._require_model()
             name = request.name.strip()
@@ -585,15 +628,9 @@ class PerceptionNode(LifecycleNode):
                 if model.views != ["base_rgb"]:
                     raise QueryError(f"model {model.model_version} stacks views {model.views}: use "
                                      "take_next_frames to take them from the cameras")
-                views = []
-                for i, img in enumerate(images):
-                    try:
-                        views.append(self._views(model, img))
-                    except QueryError as err:
-                        raise QueryError(f"images[{i}]: {err}") from err
-                job = self._start_model_job(model, key, description, views)
+                job = self._remember(await self._in_worker(lambda: self._add_images(model, key, description, images)))
                 response.job_id = job.job_id
-                response.message = f"few-shot job started with {len(views)} images; {job.message}"
+                response.message = f"few-shot job started with {len(images)} images; {job.message}"
             response.accepted = True
             self.get_logger().info(f"add_object({key!r}): job {response.job_id}: {response.message}")
         except (QueryError, ValueError, VlkdError) as err:  # VlkdError: e.g. another writer holds the model dir
@@ -621,30 +658,63 @@ class PerceptionNode(LifecycleNode):
                              "(parameter max_fewshot_jobs): wait for one to finish (~/list_jobs) or cancel one "
                              "(~/cancel_job)")
 
-    def _start_model_job(self, model: GraspModel, name: str, description: str, views: list) -> GraspJob:
-        """Call the model's add_object (at least fewshot_min_shots distinct views) and remember the job."""
-        job = model.add_object(name, views, description=description or None, k=int(self._params["fewshot_min_shots"]))
+    def _add_images(self, model: GraspModel, name: str, description: str, images: list[Image]) -> GraspJob:
+        """The model's few-shot job from request images (a model worker runs this: conversion and shot checks)."""
+        views = []
+        for i, img in enumerate(images):
+            try:
+                views.append(self._views(model, img))
+            except QueryError as err:
+                raise QueryError(f"images[{i}]: {err}") from err
+        return self._add_views(model, name, description, views)
+
+    def _add_views(self, model: GraspModel, name: str, description: str, views: list) -> GraspJob:
+        """The model's few-shot job from converted views (at least fewshot_min_shots distinct ones)."""
+        return model.add_object(name, views, description=description or None, k=int(self._params["fewshot_min_shots"]))
+
+    def _remember(self, job: GraspJob) -> GraspJob:
+        """Keep a started model job for ~/get_job_status (the latest MODEL_JOB_HISTORY finished ones with it)."""
         finished = [job_id for job_id, j in self._model_jobs.items() if j.state not in ("queued", "running")]
         for job_id in finished[:max(0, len(finished) - MODEL_JOB_HISTORY + 1)]:
             del self._model_jobs[job_id]
         self._model_jobs[job.job_id] = job
         return job
 
-    def _start_frame_jobs(self) -> None:
-        """Start the model jobs of ~/add_object calls whose frames have all arrived (guard-condition callback)."""
-        for job in self._frame_jobs.ready():
-            try:
-                model = self._require_model()
-                views = [self._views(model, msg, extra) for msg, extra in zip(job.frames, job.extra)]
-                job.model_job = self._start_model_job(model, job.name, job.description, views)
-                job.frames, job.extra, job.thumbs = [], [], []
-            except (QueryError, ValueError, VlkdError) as err:
-                job.state, job.message = "failed", str(err).replace("image[", "frame[")
-            except Exception as err:  # noqa: BLE001
-                job.state, job.message = "failed", f"add_object failed: {type(err).__name__}: {err}"
-            if job.state == "failed":
-                job.frames, job.extra, job.thumbs = [], [], []
-                self.get_logger().error(f"job {job.job_id} ({job.name!r}) failed: {job.message}")
+    async def _start_frame_jobs(self) -> None:
+        """Start the model jobs of ~/add_object calls whose frames have all arrived (guard-condition callback; the
+        frames are converted and checked on a model worker). One call at a time starts them all: a trigger while
+        it awaits a worker leaves the new jobs to it."""
+        if self._starting_frame_jobs:
+            return
+        self._starting_frame_jobs = True
+        try:
+            while ready := self._frame_jobs.ready():
+                for job in ready:
+                    await self._start_frame_job(job)
+        finally:
+            self._starting_frame_jobs = False
+
+    async def _start_frame_job(self, job: FrameJob) -> None:
+        """Start one frame job's model job (a failure fails the job, saying why; a job cancelled meanwhile cancels
+        the model job it got)."""
+        frames, extra = job.frames, job.extra
+        try:
+            model = self._require_model()
+
+            def start() -> GraspJob:
+                views = [self._views(model, msg, other) for msg, other in zip(frames, extra)]
+                return self._add_views(model, job.name, job.description, views)
+
+            job.model_job = self._remember(await self._in_worker(start))
+            if job.state == "cancelled":
+                model.cancel(job.model_job.job_id)
+        except (QueryError, ValueError, VlkdError) as err:
+            job.state, job.message = "failed", str(err).replace("image[", "frame[")
+        except Exception as err:  # noqa: BLE001
+            job.state, job.message = "failed", f"add_object failed: {type(err).__name__}: {err}"
+        job.frames, job.extra, job.thumbs = [], [], []
+        if job.state == "failed":
+            self.get_logger().error(f"job {job.job_id} ({job.name!r}) failed: {job.message}")
 
     def _on_list_objects(self, request: ListObjects.Request, response: ListObjects.Response) -> ListObjects.Response:
         """Names and descriptions the model knows; empty while no model is loaded."""
@@ -738,7 +808,7 @@ class PerceptionNode(LifecycleNode):
         msg.model_version = model_version
         pub.publish(msg)
 
-    def _on_results_tick(self) -> None:
+    async def _on_results_tick(self) -> None:
         """At `results_rate` (its timer's period), judge the latest fresh observation for every known object and
         publish it (from the embedding the queries share)."""
         if float(self._params["results_rate"]) <= 0 or self._state != "active":
@@ -751,7 +821,7 @@ class PerceptionNode(LifecycleNode):
         if not names or (limit > 0 and self._age(frame) > limit):
             return
         try:
-            entry = self._latest_embedding(model)
+            entry = await self._query_embedding(model, self.get_clock().now().nanoseconds)
             result = model.answer(entry.value, names)[0]
         except Exception as err:  # noqa: BLE001 - a bad frame must not stop the timer
             self.get_logger().warning(f"results: cannot judge the latest frame: {err}",
@@ -828,8 +898,9 @@ def load_grasp_model(model_dir: str, state_dir: str, device: str, backend: str, 
 
 
 def run(node: PerceptionNode) -> int:
-    """Spin `node` on a multi-threaded executor (autostarting it if asked) until Ctrl-C or shutdown."""
-    executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
+    """Spin `node` on a single-threaded executor (autostarting it if asked) until Ctrl-C or shutdown: its callbacks
+    are short, and whatever runs the model for a query runs on a model worker meanwhile."""
+    executor = SingleThreadedExecutor()
     executor.add_node(node)
     if node.get_parameter("autostart").value:
         # as an executor task, so the services answer ("node is unconfigured / inactive") while the model loads

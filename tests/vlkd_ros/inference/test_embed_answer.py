@@ -61,3 +61,19 @@ def test_onnx_threads_set_the_session(tiny_grasp_model) -> None:
     model = GraspFeasibility.from_checkpoint(tiny_grasp_model, backend="onnx", threads=1)
     options = model._serving.encoder.session.get_session_options()
     assert options.intra_op_num_threads == 1 and options.inter_op_num_threads == 1
+
+
+def test_names_answered_before_on_an_embedding_mix_with_new_ones(tiny_grasp_model, frames) -> None:
+    """An embedding keeps each name's answer (the node asks the same names about one frame many times): names
+    answered before, mixed with new ones, in any order and repeated, answer as one call on a fresh embedding."""
+    model = GraspFeasibility.from_checkpoint(tiny_grasp_model, threads=1)
+    embedding = model.embed(frames)
+    model.answer(embedding, NAMES[:2])
+    mixed = [NAMES[3], NAMES[1], NAMES[2], NAMES[1]]
+    fresh = model.answer(model.embed(frames), mixed)
+    for got, want in zip(model.answer(embedding, mixed), fresh):
+        assert list(got) == list(want)
+        for name in mixed:
+            assert got[name]["score"] == pytest.approx(want[name]["score"], abs=1e-6)
+            assert got[name]["graspable"] == want[name]["graspable"]
+    assert model.answer(embedding, mixed) == model.answer(embedding, mixed)

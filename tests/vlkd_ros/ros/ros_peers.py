@@ -83,3 +83,23 @@ def parse_checks(stdout: str) -> dict:
             row = json.loads(line)
             checks[row.pop("check")] = row
     return checks
+
+
+def finish(result, timeout: float = 60.0):
+    """A callback's return value; a coroutine (an async service callback) is driven to its end the way rclpy's Task
+    drives it, resumed until done while its model worker runs (no executor spins here)."""
+    import inspect
+    import time
+
+    if not inspect.iscoroutine(result):
+        return result
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            result.send(None)
+        except StopIteration as done:
+            return done.value
+        if time.monotonic() > end:
+            result.close()
+            raise TimeoutError(f"the callback did not finish in {timeout} s")
+        time.sleep(0.001)

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ros_peers import VLKD
+from ros_peers import VLKD, finish
 from test_perception_node import object_shots, serve_cmd
 
 DRIVER = Path(__file__).with_name("hostile_driver.py")
@@ -122,7 +122,7 @@ def test_add_object_refusals_list_and_cancel(local_node, grasp_model_dir: Path) 
     before = fingerprint(grasp_model_dir)
 
     def add(**fields):
-        return node._on_add_object(AddObject.Request(**fields), AddObject.Response())
+        return finish(node._on_add_object(AddObject.Request(**fields), AddObject.Response()))
 
     grey = numpy_to_image(np.full((48, 48, 3), 128, np.uint8), "rgb8")
     rng = np.random.default_rng(0)

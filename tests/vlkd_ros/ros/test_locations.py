@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ros_peers import INSTALL
+from ros_peers import INSTALL, finish
 from training.grasp.data import ObservationTransform
 from vlkd_ros.inference.locations import PixelLocation, frame_location
 
@@ -101,9 +101,10 @@ def test_a_dense_model_locates_the_objects_inside_the_judged_frame(local_node, d
     frame = np.full((48, 64, 3), 110, np.uint8)
     frame[10:30, 30:50] = (220, 40, 40)
     image = numpy_to_image(frame, "rgb8", "test")
-    one = node._on_is_graspable(IsGraspable.Request(object_name="red circle", image=image), IsGraspable.Response())
-    many = node._on_query_objects(QueryObjects.Request(object_names=["red circle", "teapot"], image=image),
-                                  QueryObjects.Response())
+    one = finish(node._on_is_graspable(IsGraspable.Request(object_name="red circle", image=image),
+                                       IsGraspable.Response()))
+    many = finish(node._on_query_objects(QueryObjects.Request(object_names=["red circle", "teapot"], image=image),
+                                         QueryObjects.Response()))
     assert one.success and many.success, (one.message, many.message)
     for where in [one.location, *many.locations]:
         assert where.valid and 0.0 < where.confidence <= 1.0

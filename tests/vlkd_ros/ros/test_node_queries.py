@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ros_peers import ROOT, VLKD, parse_checks
+from ros_peers import ROOT, VLKD, finish, parse_checks
 
 DRIVER = Path(__file__).with_name("query_driver.py")
 PARAMS = ROOT / "config" / "perception.yaml"
@@ -135,16 +135,17 @@ def test_new_weights_are_a_new_embedding(local_node, grasp_model_dir: Path, monk
     names = [name for name, _ in model.objects()]
 
     def ask_all() -> QueryObjects.Response:
-        return node._on_query_objects(QueryObjects.Request(object_names=names), QueryObjects.Response())
+        return finish(node._on_query_objects(QueryObjects.Request(object_names=names), QueryObjects.Response()))
 
     first = ask_all()
     assert first.success and (first.frame_stamp.sec, first.frame_stamp.nanosec) == (1000, 5)
     assert first.model_version == model.model_version and counts() == 1
-    single = node._on_is_graspable(IsGraspable.Request(object_name=names[0]), IsGraspable.Response())
+    single = finish(node._on_is_graspable(IsGraspable.Request(object_name=names[0]), IsGraspable.Response()))
     assert single.success and single.model_version == first.model_version and counts() == 1
     request = IsGraspable.Request(object_name=names[0])
     request.image = frame
-    assert node._on_is_graspable(request, IsGraspable.Response()).score == pytest.approx(single.score, abs=1e-6)
+    by_request = finish(node._on_is_graspable(request, IsGraspable.Response()))
+    assert by_request.score == pytest.approx(single.score, abs=1e-6)
     assert counts() == 1  # a request image is embedded for its own call, never cached
 
     monkeypatch.setattr("vlkd_ros.inference.grasp.check_finetune", lambda *a, **k: FinetuneCheck(True, "ok", {}))
@@ -172,3 +173,58 @@ def test_new_weights_are_a_new_embedding(local_node, grasp_model_dir: Path, monk
     assert wait_for(lambda: counts() == 4, 30.0), counts()
     assert ask_all().frame_stamp.sec == 1001 and counts() == 4
     assert report_values(node.report())["embedding_fallbacks"] == 0
+
+
+def test_the_executor_answers_while_a_model_worker_embeds(local_node, grasp_model_dir: Path, monkeypatch) -> None:
+    """The node's one executor thread never runs the model: while a request image is embedded on a model worker
+    (held at a gate here), latest-frame queries are answered from the cached embedding; the held call answers once
+    the gate opens."""
+    import threading
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from vlkd_interfaces.srv import IsGraspable
+    from vlkd_ros.ros.image_msgs import numpy_to_image
+
+    node = local_node(model_dir=str(grasp_model_dir), max_frame_age=0.0, results_rate=0.0, prefetch_rate=0.0)
+    assert node.autostart()
+    model, name = node._model, node._model.objects()[0][0]
+    frame = numpy_to_image(np.random.default_rng(4).integers(0, 256, (48, 48, 3), dtype=np.uint8), "rgb8", "camera")
+    node._on_image(frame)
+    executor = SingleThreadedExecutor(context=node.context)  # what `run` spins the node on
+    executor.add_node(node)
+    threading.Thread(target=executor.spin, daemon=True).start()
+    peer = rclpy.create_node("executor_test_client", context=node.context)
+    peer_executor = SingleThreadedExecutor(context=node.context)
+    peer_executor.add_node(peer)
+    client = peer.create_client(IsGraspable, f"{node.get_fully_qualified_name()}/is_graspable")
+    gate, entered, embed = threading.Event(), threading.Event(), model.embed
+
+    def held(views):
+        entered.set()
+        gate.wait(60)
+        return embed(views)
+
+    def ask(request: IsGraspable.Request, timeout: float = 30.0) -> IsGraspable.Response | None:
+        future = client.call_async(request)
+        peer_executor.spin_until_future_complete(future, timeout_sec=timeout)
+        return future.result()
+
+    try:
+        assert client.wait_for_service(timeout_sec=30)
+        assert ask(IsGraspable.Request(object_name=name)).success  # embeds the latest frame (prefetch off)
+        monkeypatch.setattr(model, "embed", held)
+        slow = client.call_async(IsGraspable.Request(object_name=name, image=frame))
+        assert entered.wait(30), "the request image never reached a model worker"
+        quick = [ask(IsGraspable.Request(object_name=name), timeout=10.0) for _ in range(5)]
+        assert all(reply is not None and reply.success for reply in quick), quick
+        assert not slow.done()
+        gate.set()
+        peer_executor.spin_until_future_complete(slow, timeout_sec=30)
+        assert slow.done() and slow.result().success and slow.result().message.startswith("request image")
+    finally:
+        gate.set()
+        peer_executor.shutdown()
+        peer.destroy_node()
+        executor.shutdown(timeout_sec=10)
+        executor.remove_node(node)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ros_peers import ROOT, VLKD, parse_checks
+from ros_peers import ROOT, VLKD, finish, parse_checks
 
 DRIVER = Path(__file__).with_name("node_driver.py")
 PARAMS = ROOT / "config" / "perception.yaml"
@@ -187,7 +187,7 @@ def ask(node, name: str, image=None):
     request = IsGraspable.Request(object_name=name)
     if image is not None:
         request.image = image
-    return node._on_is_graspable(request, IsGraspable.Response())
+    return finish(node._on_is_graspable(request, IsGraspable.Response()))
 
 
 def test_real_model_satisfies_the_node_protocol(tiny_grasp_model: Path) -> None:
@@ -236,7 +236,7 @@ def test_names_the_registry_refuses_are_answered_not_raised(local_node, grasp_mo
     assert reply.success and "zero-shot" not in reply.message, reply.message
     assert reply.message == "request image, 64x48 rgb8"
 
-    added = node._on_add_object(AddObject.Request(name="???", take_next_frames=2), AddObject.Response())
+    added = finish(node._on_add_object(AddObject.Request(name="???", take_next_frames=2), AddObject.Response()))
     assert not added.accepted and added.message == "object name '???' has no letters or digits"
     assert not node._frame_jobs, "a refused name queues no frame job"
 
@@ -285,6 +285,6 @@ def test_an_empty_model_dir_serves_the_shipped_default_model(local_node, grasp_m
     image = numpy_to_image(np.full((48, 64, 3), 120, np.uint8), "rgb8", "test")
     reply = ask(node, "red circle", image)
     assert reply.success and not reply.location.valid and reply.location.u == reply.location.x_max == 0.0
-    many = node._on_query_objects(QueryObjects.Request(object_names=["red circle", "teapot"], image=image),
-                                  QueryObjects.Response())
+    many = finish(node._on_query_objects(QueryObjects.Request(object_names=["red circle", "teapot"], image=image),
+                                         QueryObjects.Response()))
     assert many.success and [loc.valid for loc in many.locations] == [False, False]
