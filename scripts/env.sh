@@ -18,7 +18,14 @@ if [ -n "$_VENV" ]; then
     if [ -z "${VK_DRIVER_FILES:-}" ] && [ -f /usr/share/vulkan/icd.d/lvp_icd.json ] && ! command -v nvidia-smi >/dev/null; then
         export VK_DRIVER_FILES=/usr/share/vulkan/icd.d/lvp_icd.json
     fi
-    # The vlkd_interfaces package built by scripts/build_interfaces.sh for this distro
+    # The vlkd_interfaces package built by scripts/build_interfaces.sh for this distro, and none of another's: a
+    # shell that sourced the other distro first would load its libraries into this one's Python.
+    _vlkd_drop_builds() { printf '%s' "$1" | tr ':' '\n' | grep -v -e "^$_VLKD_ROOT/install/" -e "^$_VLKD_ROOT/install-[a-z]*/" \
+        | paste -sd: - || true; }
+    PYTHONPATH=$(_vlkd_drop_builds "${PYTHONPATH:-}")
+    LD_LIBRARY_PATH=$(_vlkd_drop_builds "${LD_LIBRARY_PATH:-}")
+    AMENT_PREFIX_PATH=$(_vlkd_drop_builds "${AMENT_PREFIX_PATH:-}")
+    unset -f _vlkd_drop_builds
     if [ -d "$_IF" ]; then
         export PYTHONPATH="$_IF/lib/python3.11/site-packages${PYTHONPATH:+:$PYTHONPATH}"
         export LD_LIBRARY_PATH="$_IF/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"

@@ -245,6 +245,18 @@ def test_names_the_registry_refuses_are_answered_not_raised(local_node, grasp_mo
     assert values["state"] == "active" and values["objects"] == len(known)
 
 
+def test_an_active_node_keeps_the_collector_off_what_it_loaded(local_node, grasp_model_dir: Path) -> None:
+    """Activation freezes the heap (torch and the model: a full collection over them would stall a query for
+    ~290 ms); deactivation thaws it so the dropped model can be collected."""
+    import gc
+
+    node = local_node(model_dir=str(grasp_model_dir))
+    assert node.autostart()
+    assert gc.get_freeze_count() > 100_000
+    node.trigger_deactivate()
+    assert gc.get_freeze_count() == 0
+
+
 def test_a_model_dir_that_does_not_load_leaves_the_node_up(local_node, tmp_path: Path) -> None:
     """Activation fails with the load error on /diagnostics; the node stays inactive and answers with that."""
     from diagnostic_msgs.msg import DiagnosticStatus
