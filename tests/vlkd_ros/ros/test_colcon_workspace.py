@@ -72,6 +72,12 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
         dest.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / name, dest)
     venv = Path(sys.executable).parents[1]
+    # The pip wheels' CMake exports name include dirs of their build machine; scripts/build_interfaces.sh keeps
+    # machine-wide links to this venv's (relinking them first, also when its own build is up to date), and another
+    # checkout's venv may have left them pointing at a deleted one.
+    linked = subprocess.run([str(ROOT / "scripts" / "build_interfaces.sh")], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "VENV": str(venv), "VLKD_ROS_DISTRO": DISTRO}, timeout=BUILD_TIMEOUT_S)
+    assert linked.returncode == 0, linked.stdout + linked.stderr
     env = without_checkout(dict(os.environ))
     env.pop("_ROS_WHEELS_BOOTSTRAP_COMPLETE", None)
     env.update(PATH=os.pathsep.join([str(venv / "bin"), env.get("PATH", "")]), CMAKE_PREFIX_PATH=str(venv),
