@@ -5,7 +5,7 @@ and executor, keeps the latest camera frame like the node does, and publishes it
 the way the node does, so bench_ros_service.py measures it exactly like the node: whatever the node takes beyond
 this server's figures is the node's own work (image conversion, model, bookkeeping).
 
-    python benchmarks/floor_server.py --camera-topic /camera/image_raw --executor multi --ros-args -r __ns:=/bench
+    python benchmarks/floor_server.py --camera-topic /camera/image_raw --like-node --ros-args -r __ns:=/bench
 """
 from __future__ import annotations
 
