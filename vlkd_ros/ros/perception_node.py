@@ -913,7 +913,8 @@ def run(node: PerceptionNode) -> int:
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     if node.get_parameter("autostart").value:
-        # as an executor task, so the services answer ("node is unconfigured / inactive") while the model loads
+        # as an executor task: the services exist from the start; a call that comes while activate loads the model
+        # (2-3 s on this one thread) waits for it and is answered after
         executor.create_task(node.autostart)
     try:
         executor.spin()

@@ -145,7 +145,7 @@ def load_shots(folder: str) -> list:
 def reliability(d: Driver, cfg: dict) -> None:
     """The reliability scenario of the issue; every step prints one check line."""
     known = cfg["known"]
-    first = d.ask(known[0])  # the node answers while it autostarts (loads the model)
+    first = d.ask(known[0])  # asked while the node autostarts: answered once the model load lets it
     emit("starting", **reply_fields(first))
     wait_until(lambda: "not active" not in ((r := d.ask(known[0], timeout=5.0)) and r.message or "not active"), 120.0)
     emit("no_frame", **reply_fields(d.ask(known[0])))

@@ -66,7 +66,7 @@ def scenario(d: Driver, cfg: dict) -> None:
     pub = d.node.create_publisher(Image, cfg["topic"], QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                                                                   reliability=ReliabilityPolicy.BEST_EFFORT))
     emit("no_limit", result=list(d.set_param("max_frame_age", 0.0)))
-    # the services answer while the node autostarts; the model version is listed once it is active
+    # asked while the node autostarts: the model version is listed once it is active
     wait_until(lambda: bool((r := d.call(d.list, ListObjects.Request(), 5.0)) and r.model_version), 120.0)
     version = d.call(d.list, ListObjects.Request()).model_version
     emit("listing", model_version=version)
