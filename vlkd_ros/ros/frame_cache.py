@@ -122,19 +122,22 @@ class EmbeddingCache:
             self._stats[what] += 1
 
 
-PREFETCH_NICE = 5  # the prefetch thread's niceness: about a quarter of a core busy with nice-0 work, enough for a 30 Hz
-# camera's embeddings (21% of a core at 7 ms each), while camera, executor and query threads preempt it
+PREFETCH_NICE = 5  # the prefetch thread's niceness: a nice-0 thread gets about 3x its share of a contended core, so
+# camera, executor and query threads preempt the model it runs
 
 
 class Prefetcher:
-    """A background thread that runs `work()` after `wake()`, at most `rate()` times a second (rate <= 0: never),
-    niced (PREFETCH_NICE, where the OS allows it) so that latency-critical threads preempt the model it runs.
+    """A background thread that runs `work()` after `wake()`, at most `rate()` times a second (rate <= 0: never)
+    and busy at most `busy_share()` of the time (after a run that took t s it starts the next one t / share s
+    after it started: on a slow or contended CPU, where each run takes longer, it runs less often), niced
+    (PREFETCH_NICE, where the OS allows it) so that latency-critical threads preempt the model it runs.
     Wakes while it works or waits coalesce into one more run. `work` handles its own errors; any that escape
     are logged and the thread goes on."""
 
-    def __init__(self, work: Callable[[], None], rate: Callable[[], float], name: str = "vlkd-prefetch",
+    def __init__(self, work: Callable[[], None], rate: Callable[[], float],
+                 busy_share: Callable[[], float] = lambda: 1.0, name: str = "vlkd-prefetch",
                  nice: int = PREFETCH_NICE) -> None:
-        self._work, self._rate, self._name, self._nice = work, rate, name, nice
+        self._work, self._rate, self._busy_share, self._name, self._nice = work, rate, busy_share, name, nice
         self._wake, self._stop = threading.Event(), threading.Event()
         self._thread: threading.Thread | None = None
         self.runs = 0
@@ -165,7 +168,7 @@ class Prefetcher:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self._nice)
         except (AttributeError, OSError):  # not Linux, or not allowed: run at the normal priority
             pass
-        last = 0.0
+        last = took = 0.0
         while not self._stop.is_set():
             self._wake.wait()
             if self._stop.is_set():
@@ -174,7 +177,7 @@ class Prefetcher:
             if rate <= 0:
                 self._wake.clear()
                 continue
-            delay = last + 1.0 / rate - time.monotonic()
+            delay = last + max(1.0 / rate, took / max(self._busy_share(), 1e-3)) - time.monotonic()
             if delay > 0 and self._stop.wait(delay):
                 break
             self._wake.clear()  # wakes from here on ask for the run after this one
@@ -183,4 +186,5 @@ class Prefetcher:
                 self._work()
             except Exception:  # noqa: BLE001 - a bad frame must not stop prefetching
                 log.exception("%s: the prefetch failed", self._name)
+            took = time.monotonic() - last
             self.runs += 1

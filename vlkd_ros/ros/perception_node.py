@@ -100,7 +100,8 @@ class PerceptionNode(LifecycleNode):
         super().__init__(kwargs.pop("node_name", NODE_NAME), **kwargs)
         self._log_handler = log_bridge.attach(self.get_logger())
         # before the parameter checks: destroy_node() (also after a refused parameter) stops them
-        self._prefetcher = Prefetcher(self._prefetch, lambda: float(self._params["prefetch_rate"]))
+        self._prefetcher = Prefetcher(self._prefetch, lambda: float(self._params["prefetch_rate"]),
+                                      lambda: float(self._params["prefetch_busy_share"]))
         self._workers = ThreadPoolExecutor(MODEL_WORKERS, thread_name_prefix="vlkd-model")
         for spec in PARAMETERS:
             self.declare_parameter(spec.name, spec.default, spec.descriptor())

@@ -144,3 +144,33 @@ def test_the_prefetcher_runs_after_wakes_at_a_bounded_rate() -> None:
     prefetcher.wake()
     time.sleep(0.2)
     assert len(runs) == 3  # stopped
+
+
+def test_prefetch_busy_share_spaces_runs_by_how_long_they_take():
+    """After a run that took t s the next starts no sooner than t / busy_share after it began (busy at most that
+    share of the time, whatever the rate allows); at share 1 only the rate spaces them."""
+    runs, share = [], {"value": 0.2}
+
+    def work():
+        runs.append(time.monotonic())
+        time.sleep(0.1)
+
+    def gaps_of(n: int) -> list[float]:
+        start = len(runs)
+        end = time.monotonic() + 30.0
+        while len(runs) < start + n and time.monotonic() < end:
+            prefetcher.wake()  # a new frame asks for a run, again and again
+            time.sleep(0.01)
+        mine = runs[start:start + n]
+        assert len(mine) == n, runs
+        return [b - a for a, b in zip(mine, mine[1:])]
+
+    prefetcher = Prefetcher(work, lambda: 1000.0, lambda: share["value"])
+    prefetcher.start()
+    try:
+        assert all(gap >= 0.1 / 0.2 - 1e-3 for gap in gaps_of(3))  # each run >= 0.1 s, so >= 0.5 s apart
+        share["value"] = 1.0
+        gaps_of(1)  # the run waiting on the old share's spacing
+        assert all(gap < 0.4 for gap in gaps_of(3))  # back to back: about the run's own 0.1 s
+    finally:
+        prefetcher.stop()
