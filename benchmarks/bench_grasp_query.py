@@ -5,11 +5,12 @@ also printed as a ratio to the first student's ONNX (or torch) p50.
 
     python benchmarks/bench_grasp_query.py                       # 224 px, ResNet18 vs ViT-L-14, CPU
     python benchmarks/bench_grasp_query.py --image-size 96 --student resnet18 efficientnet_b0:dense \
-        --model vlkd_ros/models/grasp_default --teacher vlkd-offline   # the shipped model's students
+        mobilenet_v3_large:dense --model vlkd_ros/models/grasp_default --teacher vlkd-offline
     python benchmarks/bench_grasp_query.py --model runs/grasp/offline/model --teacher vlkd-offline
     python benchmarks/bench_grasp_query.py --out benchmarks/results/grasp_query.json
 
-For each --student (`arch`, or `arch:dense` for per-location features at output stride 16), a grasp model dir
+For each --student (`arch`, or `arch:dense` for per-location features: at output stride 16 where the backbone
+dilates, ResNets and EfficientNets, else at its own 32), a grasp model dir
 with untrained weights (latency does not depend on their values) is built at --image-size from the teacher's
 text tower; --model adds a trained one; without --teacher-pretrained the teacher is randomly
 initialised (its architecture, hence its latency, is that of the pretrained model). The ONNX backend serves the
@@ -56,14 +57,15 @@ def build_untrained_model_dir(out: Path, teacher, image_size: int, spec: str) ->
     from training.grasp.model_dir import GraspCard, ReplayBuffer, write_grasp_model_dir
     from training.grasp.text import GraspTextConfig, TextTower, text_config_card
     from training.model_dir import ModelCard
-    from training.students import Student, StudentConfig
+    from training.students import DILATABLE, Student, StudentConfig
     from training.teacher import teacher_card
     from vlkd_formats.object_registry import ObjectEntry
 
     from vlkd_formats.config import to_dict
 
     arch, _, kind = spec.partition(":")
-    config = StudentConfig(arch=arch, dense=kind == "dense", output_stride=16 if kind == "dense" else 32)
+    config = StudentConfig(arch=arch, dense=kind == "dense",
+                           output_stride=16 if kind == "dense" and arch.startswith(DILATABLE) else 32)
     student = Student(config, teacher.embed_dim, image_size)
     card = ModelCard(student=to_dict(config),
                      embed_dim=teacher.embed_dim, image_size=image_size, mean=list(teacher.mean),

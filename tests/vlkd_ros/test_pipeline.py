@@ -64,7 +64,7 @@ def test_build_grasp_model_collects_trains_and_installs_a_dense_model(tmp_path, 
                 "--workdir", str(tmp_path / "run"), "--out", str(out), "--workers", "1", "optim.epochs=1",
                 "data.image_size=48", "val_size=4", "replay_size=4", "teacher.cache_dir=cache"]) == 0
     card = json.loads((out / "model.json").read_text())
-    assert card["student"]["arch"] == "efficientnet_b0" and card["student"]["dense"] is True
+    assert card["student"]["arch"] == "mobilenet_v3_large" and card["student"]["dense"] is True
     rows = [json.loads(line) for line in (tmp_path / "scenes" / "manifest.jsonl").read_text().splitlines()]
     assert len(rows) == 12 and all("base_seg" in r["images"] for r in rows)
     assert any("loss/region" in line for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
