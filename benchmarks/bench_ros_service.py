@@ -3,7 +3,8 @@
 Starts `vlkd sim-camera --source images` and, one after the other, two servers of the same services as separate
 processes (like a robot would run them): the floor (benchmarks/floor_server.py: answers ~/is_graspable and
 ~/query_objects at once, without a model, under the node's single-threaded executor with as many entities as the
-node has; optionally also bare or under a multi-threaded executor, the node's before) and the node (`vlkd serve`). For each it measures from this process:
+node has; optionally also bare or under a multi-threaded executor, the node's before) and the node (`vlkd serve`).
+For each it measures from this process:
   * latest-frame ~/is_graspable round trip p50/p95 (one call at a time),
   * a 640x480 rgb8 image in the request p50/p95,
   * ~/query_objects of every known name (one batched call) p50/p95,
@@ -298,10 +299,12 @@ def ratio(node: float, floor: float) -> str:
 def report(results: dict, args: argparse.Namespace) -> None:
     """Print the tables and the goals."""
     node, floor = results["node"], results[f"floor_{REFERENCE}"]
+    params = results["params"]
     print(f"# vlkd_perception service benchmark ({results['machine']}, model {results['model_version']}, backend "
-          f"{results['params']['backend']}, {results['params']['inference_threads']} encoder thread(s), prefetch_rate "
-          f"{results['params']['prefetch_rate']}, prefetch_busy_share {results['params']['prefetch_busy_share']}; load average before/after {results['load_before']} / "
-          f"{results['load_after']}{'; nice-19 busy loops kept the CPUs awake' if results['keep_awake'] else ''})\n")
+          f"{params['backend']}, {params['inference_threads']} encoder thread(s), prefetch_rate "
+          f"{params['prefetch_rate']}, prefetch_busy_share {params['prefetch_busy_share']}; load average "
+          f"before/after {results['load_before']} / {results['load_after']}"
+          f"{'; nice-19 busy loops kept the CPUs awake' if results['keep_awake'] else ''})\n")
     floors = [k for k in results if k.startswith("floor_")]
     head = " | ".join(f"{k} p50 | {k} p95" for k in floors)
     print(f"| measurement (ms) | node p50 | node p95 | {head} | node/floor p50 | node/floor p95 |")
