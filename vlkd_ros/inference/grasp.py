@@ -243,9 +243,9 @@ class GraspFeasibility:
         if todo:  # each name is scored on its own (the scorer's softmax runs over locations, not names)
             pos, neg = self._name_features(todo, serving)
             with torch.inference_mode():
-                scores = torch.sigmoid(self._scorer(embedding.features, pos, neg)).cpu().T.tolist()
-                where = self._scorer.locate(embedding.features, pos, neg).cpu().transpose(0, 1).tolist() \
-                    if embedding.features.ndim == 3 else [None] * len(todo)
+                logits, boxes = self._scorer.score_and_locate(embedding.features, pos, neg)
+                scores = torch.sigmoid(logits).cpu().T.tolist()
+                where = [None] * len(todo) if boxes is None else boxes.transpose(0, 1).tolist()
             new = dict(zip(todo, zip(scores, where)))
             found.update(new)
             if len(memo) + len(new) > NAME_CACHE_SIZE:  # bounded, whatever names clients make up

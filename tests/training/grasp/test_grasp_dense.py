@@ -42,6 +42,27 @@ def test_local_aggregation_finds_the_location_that_matches_a_name():
         GraspScorer()(feats, text, None)
 
 
+def test_score_and_locate_gives_forward_and_the_box_of_the_cells_near_the_peak():
+    d, side = 8, 3
+    text = F.normalize(torch.eye(d)[:2], dim=-1)
+    background = F.normalize(torch.ones(d) - torch.eye(d)[:2].sum(0), dim=0)
+    local = background.repeat(2, side * side, 1)
+    local[0, [1, 2, 4]] = text[0]  # name 0 over cells (0, 1), (0, 2), (1, 1) of observation 0
+    local[1, 8] = text[1]  # name 1 in the bottom-right cell of observation 1
+    feats = torch.cat([background.repeat(2, 1, 1), local], 1)
+    scorer = GraspScorer(logit_scale=100.0, local_weight=1.0)
+    logits, boxes = scorer.score_and_locate(feats, text, None)
+    assert torch.allclose(logits, scorer(feats, text, None)) and torch.equal(boxes, scorer.locate(feats, text, None))
+    assert boxes.shape == (2, 2, 7)
+    u, v, x0, y0, x1, y1, conf = boxes[0, 0].tolist()
+    assert (x0, y0, x1, y1) == pytest.approx((1 / side, 0, 1, 2 / side)) and conf == pytest.approx(1 / 3, abs=1e-3)
+    assert (u, v) == pytest.approx((1.5 / side, 0.5 / side)) or (u, v) == pytest.approx((2.5 / side, 0.5 / side)) \
+        or (u, v) == pytest.approx((1.5 / side, 1.5 / side))
+    assert boxes[1, 1, :6].tolist() == pytest.approx([2.5 / side, 2.5 / side, 2 / side, 2 / side, 1, 1])
+    global_logits, no_boxes = scorer.score_and_locate(feats[:, 0], text, None)
+    assert no_boxes is None and torch.allclose(global_logits, scorer(feats[:, 0], text, None))
+
+
 def test_region_weights_and_loss_pool_each_object_over_its_mask():
     masks = torch.zeros(1, 8, 8, dtype=torch.uint8)
     masks[0, :4, :4] = 1  # object 1: the top-left cell of a 2x2 map
