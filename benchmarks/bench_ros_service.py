@@ -40,7 +40,8 @@ from vlkd_ros.cli.serve import ensure_ros_environment, use_large_frame_profile  
 VLKD = [str(Path(sys.executable).with_name("vlkd"))]
 FLOOR = [sys.executable, str(Path(__file__).with_name("floor_server.py"))]
 IN_FLIGHT = 8
-FLOORS = ("single_like_node", "single", "multi_like_node", "multi")  # floor_server.py --executor, --like-node
+FLOORS = ("single_like_node", "single", "multi_like_node", "multi", "model_inline")  # floor_server.py --executor,
+# --like-node; model_inline: single_like_node judging request images with the node's model in its callback
 REFERENCE = "single_like_node"  # the floor the node's figures are divided by: its executor, its entities
 GOALS = {"latest_frame_p95_ms": 5.0, "in_flight_calls_per_s": 500.0, "camera_hz_under_load": 29.0,
          "request_image_p95_over_floor_ms": 5.0}  # the last: beyond floor p95 + one forward (p50)
@@ -63,7 +64,10 @@ def parse_args() -> argparse.Namespace:
                    help=f"floors to measure: {REFERENCE} (always measured, the ratios' reference) is the node's "
                         "SingleThreadedExecutor with as many idle services and guard conditions as the node has; "
                         "single the same executor bare; multi_like_node / multi a 6-thread MultiThreadedExecutor "
-                        "(the node's executor before: what a thread pool costs per call)")
+                        "(the node's executor before: what a thread pool costs per call); model_inline "
+                        f"{REFERENCE} that judges a request image with the node's model in its callback (the "
+                        "least a server that runs the model on it does: the request-image figure to set the node "
+                        "against)")
     p.add_argument("--skip-direct", action="store_true",
                    help="skip the in-process model measurements (the request-image goal, which needs the forward "
                         "time, is then not checked)")
@@ -291,6 +295,14 @@ def node_params(args: argparse.Namespace) -> dict[str, str]:
     return values
 
 
+def floor_args(floor: str, model_dir: str, params: dict[str, str]) -> list[str]:
+    """floor_server.py's options for one of FLOORS (model_inline: the node's model, backend and threads)."""
+    if floor == "model_inline":
+        return ["--executor", "single", "--like-node", "--model-dir", model_dir, "--backend", params["backend"],
+                "--inference-threads", params["inference_threads"]]
+    return ["--executor", floor.split("_")[0], *(["--like-node"] if floor.endswith("like_node") else [])]
+
+
 def ratio(node: float, floor: float) -> str:
     """node / floor as 'x.x' (or '-' without a floor figure)."""
     return f"{node / floor:.1f}" if floor else "-"
@@ -322,6 +334,11 @@ def report(results: dict, args: argparse.Namespace) -> None:
     print(f"\n{IN_FLIGHT} in flight, calls/s: node {node['in_flight_8']['calls_per_s']} | "
           + " | ".join(f"{k} {results[k]['in_flight_8']['calls_per_s']}" for k in floors)
           + f" | node/floor {ratio(node['in_flight_8']['calls_per_s'], floor['in_flight_8']['calls_per_s'])}")
+    if "floor_model_inline" in results:
+        inline = results["floor_model_inline"]["request_image_640x480"]
+        mine = node["request_image_640x480"]
+        print(f"\nrequest image, node vs the model run in a floor's callback (model_inline): p50 {mine['p50_ms']} / "
+              f"{inline['p50_ms']} ms, p95 {mine['p95_ms']} / {inline['p95_ms']} ms")
     print(f"\n| camera asked (Hz, {args.frame_size}x{args.frame_size} rgb8) | server | received idle | received under "
           f"{IN_FLIGHT} in flight | calls/s meanwhile |\n|---|---|---|---|---|")
     for k in ("node", *floors):
@@ -411,9 +428,8 @@ def main() -> int:
     results["keep_awake"] = bool(spinners)
     rclpy.init()
     names: list[str] = []
-    servers = [(f"floor_{e}", [*FLOOR, "--camera-topic", topic, "--executor", e.split("_")[0],
-                               *(["--like-node"] if e.endswith("like_node") else []), "--ros-args", "-r",
-                               f"__ns:={ns}"], f"{ns}/vlkd_floor") for e in args.floor_executors]
+    servers = [(f"floor_{e}", [*FLOOR, "--camera-topic", topic, *floor_args(e, args.model_dir, params),
+                               "--ros-args", "-r", f"__ns:={ns}"], f"{ns}/vlkd_floor") for e in args.floor_executors]
     servers.append(("node", [*VLKD, "serve", "--model-dir", args.model_dir, "--camera-topic", topic, "--device",
                              args.device, "--ros-args", "-r", f"__ns:={ns}", "-p", "results_rate:=0.0",
                              *[x for p in args.param for x in ("-p", p)]], f"{ns}/vlkd_perception"))

@@ -3,7 +3,9 @@
 It serves ~/is_graspable and ~/query_objects (and an empty ~/list_objects) with the node's QoS, callback groups
 and executor, keeps the latest camera frame like the node does, and publishes its frame counter on /diagnostics
 the way the node does, so bench_ros_service.py measures it exactly like the node: whatever the node takes beyond
-this server's figures is the node's own work (image conversion, model, bookkeeping).
+this server's figures is the node's own work (image conversion, model, bookkeeping). With --model-dir it judges a
+request image with the model in the service callback (converted, embedded and answered there: no cache, no worker
+thread, no lifecycle): the least any server that runs the model on a request image does, to set the node against.
 
     python benchmarks/floor_server.py --camera-topic /camera/image_raw --like-node --ros-args -r __ns:=/bench
 """
@@ -29,6 +31,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--like-node", action="store_true",
                    help="also create as many other services and guard conditions as the node has (lifecycle, "
                         "few-shot), idle: what the executor's per-call work costs with the node's entities")
+    p.add_argument("--model-dir", help="judge request images with this grasp model in the callback (latest-frame "
+                                       "calls still answer without it)")
+    p.add_argument("--backend", default="onnx", help="the model's backend (with --model-dir)")
+    p.add_argument("--inference-threads", type=int, default=1, help="the model's encoder threads (with --model-dir)")
     return p.parse_args(argv)
 
 
@@ -47,7 +53,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from vlkd_interfaces.srv import IsGraspable, ListObjects, QueryObjects
     from vlkd_ros.ros.diagnostics import RateMeter
+    from vlkd_ros.ros.image_msgs import image_to_rgb
 
+    model = None
+    if args.model_dir:
+        from vlkd_ros.inference import GraspFeasibility
+
+        model = GraspFeasibility.from_checkpoint(args.model_dir, backend=args.backend, threads=args.inference_threads)
     rclpy.init(args=["--ros-args", *argv[split + 1:]])
     node = rclpy.create_node(NODE_NAME)
     state = {"frame": None, "count": 0}
@@ -65,6 +77,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def is_graspable(request, response):
         response.success, response.graspable, response.score = True, True, 0.5
+        if model is not None and len(request.image.data) > 0:
+            answer = model.query(image_to_rgb(request.image, shrink_to=model.image_size), [request.object_name])
+            result = answer[0][request.object_name]
+            response.graspable, response.score = result["graspable"], result["score"]
         response.frame_stamp, response.model_version, response.message = stamp_of(request.image), "floor", "floor"
         return response
 
