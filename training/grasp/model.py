@@ -47,7 +47,7 @@ class GraspScorer(nn.Module):
     def locate(self, feats: Tensor, pos: Tensor, neg: Tensor | None) -> Tensor:
         """Where the local term looks for each name: (B, N, 7) = u, v (the attention peak's cell centre) and
         x_min, y_min, x_max, y_max (cells holding >= half the peak's weight), normalised to [0, 1] of the square
-        input, then the peak's attention weight; dense features only."""
+        input, then the peak's attention weight (a CPU tensor); dense features only."""
         if feats.ndim != 3 or feats.shape[1] < 2:
             raise ValueError(f"locate needs dense features (B, 1 + L, D), got {tuple(feats.shape)}")
         return _peak_boxes(self._attention(_similarity(feats, pos, neg)[:, 1:]))
