@@ -50,7 +50,7 @@ class GraspScorer(nn.Module):
         input, then the peak's attention weight (a CPU tensor); dense features only."""
         if feats.ndim != 3 or feats.shape[1] < 2:
             raise ValueError(f"locate needs dense features (B, 1 + L, D), got {tuple(feats.shape)}")
-        return _peak_boxes(self._attention(_similarity(feats, pos, neg)[:, 1:]))
+        return _peak_boxes(_attention(self.log_scale.exp(), _similarity(feats, pos, neg)[:, 1:]))
 
     @torch.no_grad()
     def score_and_locate(self, feats: Tensor, pos: Tensor, neg: Tensor | None) -> tuple[Tensor, Tensor | None]:
@@ -68,12 +68,13 @@ class GraspScorer(nn.Module):
         if self.local_weight is None:
             raise ValueError("dense features (B, 1 + L, D) need a scorer with local_weight (a dense grasp model)")
         local = sim[:, 1:]  # (B, L, N)
-        attention = self._attention(local)
+        attention = _attention(scale, local)
         return scale * (sim[:, 0] + self.local_weight * (attention * local).sum(1)) + self.bias, attention
 
-    def _attention(self, local: Tensor) -> Tensor:
-        """Softmax over locations (dim 1) of the scaled local similarity differences (B, L, N)."""
-        return torch.softmax(self.log_scale.exp() * local, dim=1)
+
+def _attention(scale: Tensor, local: Tensor) -> Tensor:
+    """Softmax over locations (dim 1) of the local similarity differences (B, L, N) times the logit scale."""
+    return torch.softmax(scale * local, dim=1)
 
 
 def _peak_boxes(attention: Tensor) -> Tensor:
