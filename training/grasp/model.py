@@ -44,18 +44,11 @@ class GraspScorer(nn.Module):
         return self._logits(feats, pos, neg)[0]
 
     @torch.no_grad()
-    def locate(self, feats: Tensor, pos: Tensor, neg: Tensor | None) -> Tensor:
-        """Where the local term looks for each name: (B, N, 7) = u, v (the attention peak's cell centre) and
-        x_min, y_min, x_max, y_max (cells holding >= half the peak's weight), normalised to [0, 1] of the square
-        input, then the peak's attention weight (a CPU tensor); dense features only."""
-        if feats.ndim != 3 or feats.shape[1] < 2:
-            raise ValueError(f"locate needs dense features (B, 1 + L, D), got {tuple(feats.shape)}")
-        return _peak_boxes(_attention(self.log_scale.exp(), _similarity(feats, pos, neg)[:, 1:]))
-
-    @torch.no_grad()
     def score_and_locate(self, feats: Tensor, pos: Tensor, neg: Tensor | None) -> tuple[Tensor, Tensor | None]:
-        """`forward`'s logits and, for dense features, `locate`'s boxes (None for global ones) from one similarity
-        and one attention: what answering a query needs."""
+        """`forward`'s logits and, for dense features, where the local term looks for each name (None for global
+        ones), from one similarity and one attention: what answering a query needs. The boxes are a CPU tensor
+        (B, N, 7) = u, v (the attention peak's cell centre) and x_min, y_min, x_max, y_max (cells holding >= half the
+        peak's weight), normalised to [0, 1] of the square input, then the peak's attention weight."""
         logits, attention = self._logits(feats, pos, neg)
         return logits, None if attention is None else _peak_boxes(attention)
 
@@ -68,22 +61,18 @@ class GraspScorer(nn.Module):
         if self.local_weight is None:
             raise ValueError("dense features (B, 1 + L, D) need a scorer with local_weight (a dense grasp model)")
         local = sim[:, 1:]  # (B, L, N)
-        attention = _attention(scale, local)
+        attention = torch.softmax(scale * local, dim=1)  # over locations
         return scale * (sim[:, 0] + self.local_weight * (attention * local).sum(1)) + self.bias, attention
 
 
-def _attention(scale: Tensor, local: Tensor) -> Tensor:
-    """Softmax over locations (dim 1) of the local similarity differences (B, L, N) times the logit scale."""
-    return torch.softmax(scale * local, dim=1)
-
-
 def _peak_boxes(attention: Tensor) -> Tensor:
-    """`GraspScorer.locate`'s (B, N, 7) from the attention over a square map of locations (B, L, N), in numpy: 0.08 ms
-    for one name on a 3x3 map, where the same small torch ops took 0.3 ms (the scorer's cost per new frame)."""
+    """`GraspScorer.score_and_locate`'s boxes (B, N, 7) from the attention over a square map of locations (B, L, N),
+    in numpy: 0.08 ms for one name on a 3x3 map, where the same small torch ops took 0.3 ms (the scorer's cost per
+    new frame)."""
     att = attention.detach().float().cpu().numpy().transpose(0, 2, 1)  # (B, N, L)
     side = math.isqrt(att.shape[-1])
-    if side * side != att.shape[-1]:
-        raise ValueError(f"locate needs a square feature map, got {att.shape[-1]} locations")
+    if side == 0 or side * side != att.shape[-1]:
+        raise ValueError(f"locating needs a square feature map of dense features, got {att.shape[-1]} locations")
     peak, cell = att.max(-1), att.argmax(-1)
     near = att.reshape(*att.shape[:2], side, side) >= 0.5 * peak[..., None, None]
     rows, cols = near.any(-1), near.any(-2)  # (B, N, side): rows / columns holding a cell near the peak
