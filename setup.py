@@ -8,8 +8,8 @@ PACKAGE = "vlkd_ros"
 setup(
     name=PACKAGE,
     version="0.2.0",
-    packages=find_packages(include=["vlkd_formats", "vlkd_formats.*", "vlkd_ros", "vlkd_ros.*", "training", "training.*",
-                                    "sim", "sim.*"]),
+    packages=find_packages(include=["vlkd_formats", "vlkd_formats.*", "vlkd_runtime", "vlkd_runtime.*", "vlkd_ros",
+                                    "vlkd_ros.*", "training", "training.*", "sim", "sim.*"]),
     # Package data (also in a non-editable install): the shipped job configs (training/configs, found by
     # `--config configs/NAME.yaml` from any directory), open_clip model configs, the offline teacher, object sets,
     # and the shipped grasp model dirs (vlkd_ros/models/grasp_default: what `vlkd serve` serves by default).

@@ -1,4 +1,4 @@
-"""Imports flow one way (vlkd_formats <- sim <- training <- vlkd_ros.inference <- vlkd_ros.ros | vlkd_ros.pipeline
+"""Imports flow one way (vlkd_formats <- sim <- vlkd_runtime <- training <- vlkd_ros.inference <- vlkd_ros.ros | vlkd_ros.pipeline
 <- vlkd_ros.cli): the `.importlinter` contracts hold for the checkout, and they do catch an upward import."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-ROOT_PACKAGES = ("vlkd_formats", "sim", "training", "vlkd_ros")
+ROOT_PACKAGES = ("vlkd_formats", "vlkd_runtime", "sim", "training", "vlkd_ros")
 LINT_IMPORTS = Path(sys.executable).with_name("lint-imports")
 
 
@@ -30,7 +30,7 @@ def test_the_checkout_keeps_every_contract():
 
 
 def _copy_packages(dest: Path) -> None:
-    """The Python sources of the four root packages and the contract file (no assets)."""
+    """The Python sources of the root packages and the contract file (no assets)."""
     for package in ROOT_PACKAGES:
         shutil.copytree(REPO / package, dest / package,
                         ignore=lambda d, names: [n for n in names if not (n.endswith(".py") or (Path(d) / n).is_dir())
@@ -41,6 +41,7 @@ def _copy_packages(dest: Path) -> None:
 @pytest.mark.parametrize("low, upward", [
     ("vlkd_formats/_upward.py", "import training.distill\n"),
     ("sim/_upward.py", "from vlkd_ros.inference import GraspFeasibility\n"),
+    ("vlkd_runtime/_upward.py", "import training.grasp.model\n"),  # the runtime serving shares is below training
     ("vlkd_ros/inference/_upward.py", "def f():\n    import vlkd_ros.ros.perception_node\n"),  # lazy imports count
     ("vlkd_ros/ros/_upward.py", "import vlkd_ros.pipeline\n"),  # the two middle layers are independent
 ])

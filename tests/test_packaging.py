@@ -74,7 +74,7 @@ def test_wheel_holds_the_package_data(wheel):
 
 def test_wheel_holds_every_layer_of_the_import_contracts(wheel):
     names = _names(wheel)
-    for package in ("vlkd_formats", "sim", "training", "training/grasp", "vlkd_ros", "vlkd_ros/inference",
+    for package in ("vlkd_formats", "vlkd_runtime", "sim", "training", "training/grasp", "vlkd_ros", "vlkd_ros/inference",
                     "vlkd_ros/ros", "vlkd_ros/cli"):
         assert f"{package}/__init__.py" in names, package
     for module in ("vlkd_formats/config.py", "vlkd_formats/errors.py", "vlkd_ros/pipeline.py", "vlkd_ros/cli/flags.py"):

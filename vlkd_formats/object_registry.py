@@ -90,8 +90,11 @@ def _shown(value: object, limit: int = 60) -> str:
 
 @dataclass(frozen=True)
 class ObjectEntry:
-    """One known object: trained on (`train`) or added later (`added`), with its shots file once finetuned and
-    its own decision threshold calibrated after the finetune (None: the model's calibrated threshold)."""
+    """One known object: trained on (`train`) or added later (`added`), with its shots file once learnt from shots
+    and its own decision threshold (None: the model's calibrated threshold). An object learnt as a query vector
+    (`vlkd_runtime.query_fit`) has `query`: the relative path of the safetensors file holding that vector (key
+    "query"), and is scored sigmoid(query_scale * raw + query_bias); `finetuned`: the weights were finetuned on
+    its shots (offline, `vlkd finetune-grasp`)."""
 
     name: str
     description: str = ""
@@ -100,16 +103,21 @@ class ObjectEntry:
     n_shots: int = 0
     finetuned: bool = False
     threshold: float | None = None
+    query: str | None = None
+    query_scale: float = 1.0
+    query_bias: float = 0.0
 
 
 @dataclass(frozen=True)
 class ObjectRegistry:
-    """Objects in insertion order and the current weights (relative path, version counter, content hash)."""
+    """Objects in insertion order, the current weights (relative path, version counter, content hash) and a revision
+    counter that every commit without new weights advances."""
 
     objects: tuple[ObjectEntry, ...] = ()
     weights: str = WEIGHTS_FILE
     weights_version: int = 0
     weights_sha256: str = ""
+    revision: int = 0
     format: str = FORMAT
     version: int = VERSION
 
@@ -136,10 +144,16 @@ class ObjectRegistry:
         """A copy pointing at new weights, with the version counter advanced."""
         return replace(self, weights=path, weights_sha256=sha256, weights_version=self.weights_version + 1)
 
+    def revised(self) -> "ObjectRegistry":
+        """A copy with the revision counter advanced: what is served changed, the weights did not."""
+        return replace(self, revision=self.revision + 1)
+
     @property
     def model_version(self) -> str:
-        """'v<counter>-<first 8 hex of the weights hash>': changes whenever the weights change."""
-        return f"v{self.weights_version}-{self.weights_sha256[:8]}"
+        """'v<counter>-<first 8 hex of the weights hash>', then '.r<revision>' once objects were learnt as query
+        vectors: changes whenever what is served changes."""
+        base = f"v{self.weights_version}-{self.weights_sha256[:8]}"
+        return f"{base}.r{self.revision}" if self.revision else base
 
 
 def read_registry(model_dir: str | os.PathLike) -> ObjectRegistry:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from vlkd_ros.cli.flags import add_config_flags, flag_overrides
@@ -63,10 +64,13 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="RGB image files, or episode folders holding one <view>.png per view the model stacks")
     a.add_argument("--description", help="rich description of the object")
     a.add_argument("-k", type=int, default=5, help="minimum number of shots (default 5)")
+    a.add_argument("--min-heldout-auc", type=float, default=None,
+                   help="least leave-one-out ROC AUC of the shots against the model dir's held-out frames without "
+                        "the object for the job to succeed (default 0.75; 0 accepts every fit)")
     a.add_argument("--device", default="cpu")
     a.add_argument("--eval-data", help="clutter dataset dir labelling the object: report its F1 / ROC AUC on the "
                                        "held-out observations (X_ood for OOD objects, else X_id; shots excluded) "
-                                       "before and after the finetune")
+                                       "before and after the job")
     a.set_defaults(func=run_add_object)
 
 
@@ -128,7 +132,7 @@ def run_eval(args: argparse.Namespace) -> int:
 
 
 def run_add_object(args: argparse.Namespace) -> int:
-    """Add the object, wait for the finetune, print the job's outcome."""
+    """Add the object, wait for its job, print the job's outcome."""
     from vlkd_ros.inference import GraspFeasibility, name_quality
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -136,6 +140,9 @@ def run_add_object(args: argparse.Namespace) -> int:
     shots = [_read_observation(Path(p), model.views) for p in args.images]
     held_out = _held_out(Path(args.eval_data), args.name, args.images, model.views) if args.eval_data else []
     before = name_quality(model, held_out, args.name) if held_out else None
+    if args.min_heldout_auc is not None:
+        model.fewshot = replace(model.fewshot, min_heldout_auc=args.min_heldout_auc)
+        model.fewshot.validate()
     job = model.add_object(args.name, shots, description=args.description, k=args.k)
     print(f"learning {args.name!r} (answerable zero-shot meanwhile; nothing is written unless it validates): "
           f"job {job.job_id}, {job.message} ...")

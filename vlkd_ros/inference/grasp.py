@@ -1,17 +1,20 @@
 """Grasp-feasibility inference API: `GraspFeasibility.from_checkpoint(dir).query(images, names)`, and few-shot
-learning of new objects in the background (`add_object`) with validate-then-swap and a persisted registry.
+learning of new objects in the background (`add_object`: a new object is a new query vector fitted on the student's
+embeddings of its shots, `vlkd_runtime.query_fit`; the weights never change, so every other object's answers stay
+bit-identical), validated on held-out shots, then swapped in with a persisted registry.
 
 Text features of any object name come from the teacher's text tower saved in the model dir, cached per
 prompt, so new names need neither the teacher's image tower nor the training data. The serving state (weights,
-encoder, registry) is one immutable snapshot replaced by a single reference assignment under a lock: a query
-reads it once and never waits for a finetune. Everything few-shot learning writes (weights/, objects/, onnx/,
-registry.json, the writer lock; the layout is in `vlkd_formats.model_dir`) goes to one dir: the state dir overlaying
+encoder, registry, the added objects' query vectors) is one immutable snapshot replaced by a single reference
+assignment under a lock: a query reads it once and never waits for a job. Everything few-shot learning writes
+(objects/, registry.json, the writer lock; the layout is in `vlkd_formats.model_dir`) goes to one dir: the state dir overlaying
 the model dir (`vlkd_formats.state_dir`; given, or the per-user default for the shipped default model and for a
 model dir that is not writable), else the model dir itself.
 """
 from __future__ import annotations
 
 import logging
+import math
 import os
 import queue
 import threading
@@ -25,19 +28,13 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from training.checkpoint import save_weights
-from training.grasp.export import export_student_onnx
-from training.grasp.fewshot import (GraspFewShotConfig, GraspShots, added_object_thresholds, check_finetune,
-                                    finetune_grasp, guard_problem, split_holdout)
 from training.grasp.model_dir import (GraspModelDir, ReplayBuffer, base_state_card, load_grasp_model_dir,
                                       served_registry)
 from training.grasp.text import prompt_texts
 from training.students import Student
-from training.teacher import file_sha256
 from vlkd_formats.atomic_io import atomic_write
-from vlkd_formats.config import from_dict
-from vlkd_formats.model_dir import (OBJECTS_DIR, ONNX_DIR, REGISTRY_FILE, REPLAY_FILE, WEIGHTS_DIR,
-                                    fewshot_weights_file, onnx_file, resolve_model_dir, shots_file)
+from vlkd_formats.model_dir import (OBJECTS_DIR, ONNX_DIR, REGISTRY_FILE, REPLAY_FILE, WEIGHTS_DIR, onnx_file,
+                                    resolve_model_dir, shots_file)
 from vlkd_formats.dir_lock import DirLock
 from vlkd_formats.errors import VlkdError
 from vlkd_formats.object_registry import (ObjectEntry, ObjectRegistry, normalize_description, normalize_name,
@@ -48,6 +45,8 @@ from vlkd_ros.inference.model_paths import default_model_dir, state_dir_for
 from vlkd_ros.inference.shots import MIN_SHOTS, ShotError, ShotRules, base_rgb, check_shots
 from vlkd_ros.inference.onnx_backend import OnnxEncoder
 from vlkd_ros.inference.protocol import GraspEmbedding
+from vlkd_runtime.query_fit import (Box, QueryFitConfig, calibrate, fit_query, fpr_threshold, negative_rows,
+                                    ranking_auc, shot_regions, sigmoid)
 
 __all__ = ["BACKENDS", "Embedding", "FewShotError", "FewShotJob", "GraspFeasibility", "JobQueueFull", "ShotError",
            "ValidationFailed"]
@@ -55,6 +54,7 @@ log = logging.getLogger(__name__)
 BACKENDS = ("torch", "onnx")
 NAME_CACHE_SIZE = 4096  # (name, description) -> prompt features kept for answers; cleared when full
 MAX_JOBS, MAX_JOBS_PER_NAME, JOB_HISTORY = 4, 1, 100
+MAX_KEPT_SHOTS = 50  # an object's newest shots kept with its query (for an offline finetune or a refit)
 CANCEL_WAIT_S = 10.0  # how long cancel() waits for a running job to reach its next step
 
 
@@ -67,18 +67,20 @@ class JobQueueFull(FewShotError):
 
 
 class ValidationFailed(RuntimeError):
-    """A finetune failed `check_finetune`: the job fails and the previous model keeps serving."""
+    """A fitted query failed its validation on held-out shots: the job fails and nothing changes."""
 
 
 @dataclass(frozen=True)
 class _Serving:
-    """What one query reads: version, registry, torch weights and the encoder that runs them (and the registry's
-    entries by name, for answers that look names up without normalising them again)."""
+    """What one query reads: version, registry, torch weights and the encoder that runs them, the query vectors of
+    objects learnt from shots (name -> (D,)), and the registry's entries by name (for answers that look names up
+    without normalising them again)."""
 
     version: str
     registry: ObjectRegistry
     student: Student
     encoder: Callable[[torch.Tensor], torch.Tensor]
+    queries: dict[str, torch.Tensor]
     entries: dict[str, ObjectEntry] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -110,8 +112,8 @@ class Embedding:
 class GraspFeasibility:
     """Is each named object graspable in an observation? Open vocabulary, batched, CPU or GPU.
 
-    `fewshot` holds the settings `add_object` finetunes with (from the model dir's grasp.json), `shot_rules` what
-    its shots must be (`vlkd_ros.inference.shots`), `max_jobs` / `max_jobs_per_name` how many jobs may be queued or
+    `fewshot` holds the settings `add_object` fits and judges a query vector with (`QueryFitConfig`), `shot_rules`
+    what its shots must be (`vlkd_ros.inference.shots`), `max_jobs` / `max_jobs_per_name` how many jobs may be queued or
     running at once; replace them to change later jobs. Nothing is written unless a job succeeds, and then only
     to `state_dir` (or the model dir, when that is None); the first job takes that dir's writer lock
     (`vlkd_formats.dir_lock`) until `close()`."""
@@ -125,13 +127,14 @@ class GraspFeasibility:
         self._scorer = model.scorer().to(device).eval().requires_grad_(False)
         self._threshold = float(model.grasp.threshold)
         self._text_config = model.grasp.text_config()
-        self.fewshot = from_dict(GraspFewShotConfig, dict(model.grasp.fewshot))
+        self.fewshot = QueryFitConfig()
         self._tower = model.text_tower(device)
         self._text_cache: dict[str, torch.Tensor] = {}
-        self._name_cache: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self._name_cache: dict[tuple[str, str, str], tuple[torch.Tensor, torch.Tensor | None]] = {}
         self._text_lock = threading.Lock()
         self._commit_lock = threading.RLock()
         self._replay: ReplayBuffer | None = None
+        self._negatives: tuple[str, torch.Tensor] | None = None  # (weights version, embedded held-out frames)
         self._jobs: dict[str, FewShotJob] = {}
         self._jobs_lock = threading.Lock()
         self._pending: dict[str, ObjectEntry] = {}  # new names with a job in flight: listed, never persisted
@@ -244,6 +247,13 @@ class GraspFeasibility:
             pos, neg = self._name_features(todo, serving)
             with torch.inference_mode():
                 logits, boxes = self._scorer.score_and_locate(embedding.features, pos, neg)
+                learnt = [(j, serving.entries[p[0]]) for j, p in enumerate(todo) if p[2]]
+                if learnt:  # an object learnt from shots has its own scale and bias on the raw logit
+                    cols = [j for j, _ in learnt]
+                    scale = torch.tensor([e.query_scale for _, e in learnt], dtype=logits.dtype)
+                    bias = torch.tensor([e.query_bias for _, e in learnt], dtype=logits.dtype)
+                    logits = logits.clone()
+                    logits[:, cols] = logits[:, cols] * scale + bias
                 scores = torch.sigmoid(logits).cpu().T.tolist()
                 where = [None] * len(todo) if boxes is None else boxes.transpose(0, 1).tolist()
             new = dict(zip(todo, zip(scores, where)))
@@ -267,26 +277,29 @@ class GraspFeasibility:
         return out
 
     def threshold_for(self, name: str) -> float:
-        """The decision threshold `query` applies to `name`: its own once finetuned, else the model's."""
+        """The decision threshold `query` applies to `name`: its own once learnt from shots, else the model's."""
         return self._threshold_of(normalize_name(name), self._serving.registry)
 
     def _threshold_of(self, key: str, registry: ObjectRegistry) -> float:
         entry = registry.get(key)
         return self._threshold if entry is None or entry.threshold is None else entry.threshold
 
-    def add_object(self, name: str, images: Any, description: str | None = None, k: int = 5) -> FewShotJob:
+    def add_object(self, name: str, images: Any, description: str | None = None, k: int = 5,
+                   rois: Sequence[Box | None] | None = None) -> FewShotJob:
         """Learn `name` from its shots in the background; answers at once with the job, or raises ValueError saying
-        why no job was started (a refused name, description or shot, fewer than `k` distinct shots, a full
-        queue, a guard that cannot run on this model dir, another writer).
+        why no job was started (a refused name, description, shot or region, fewer than `k` distinct shots, a full
+        queue, another writer). `rois`: per image, where the object is (x_min, y_min, x_max, y_max in pixels of
+        that image) or None (then the region the model locates the name best in; the job's report says which).
 
         Nothing changes until the job succeeds: a new name is listed by `objects()` meanwhile (answerable
         zero-shot, with its description) but persisted only on success; re-adding a known name changes its
-        description (None or "": kept), shots, threshold and the weights only on success. Near-duplicate shots
-        are dropped; of the distinct ones the last `fewshot.holdout` are held out to judge the finetune."""
+        description (None or "": kept), shots, query vector and threshold only on success; the weights and every
+        other object's answers never change. Near-duplicate shots are dropped; each distinct one is held out in
+        turn to judge the query fitted on the others."""
         key = normalize_name(name)
         text = None if description is None else normalize_description(description) or None
         if isinstance(k, bool) or not isinstance(k, int) or k < MIN_SHOTS:
-            raise ValueError(f"k must be an integer >= {MIN_SHOTS} (one shot is held out to judge the finetune), "
+            raise ValueError(f"k must be an integer >= {MIN_SHOTS} (one shot is held out to judge the fit), "
                              f"got {k!r}")
         items = list(images) if isinstance(images, (list, tuple)) else [images]
         inputs = self._prepare(items)
@@ -295,9 +308,9 @@ class GraspFeasibility:
         rgb = [base_rgb(item) for item in items]
         if any(r is None for r in rgb):
             raise ShotError(f"image {rgb.index(None)} has no base_rgb view to check; no few-shot job was started")
+        boxes = self._input_boxes(rois, rgb)
         selection = check_shots(rgb, k, self.shot_rules, what="image")
-        inputs = inputs[selection.kept]
-        self._check_guard(key)
+        inputs, boxes = inputs[selection.kept], [boxes[i] for i in selection.kept]
         with self._jobs_lock:
             active = [j for j in self._jobs.values() if j.active]
             same = [j for j in active if j.name == key]
@@ -316,7 +329,7 @@ class GraspFeasibility:
             if registry.get(key) is None:
                 self._pending = {**self._pending, key: ObjectEntry(key, description=text or "", source="added")}
             self._jobs[job.job_id] = job
-            self._queue.put((job, inputs))
+            self._queue.put((job, inputs, boxes))
             if self._worker is None or not self._worker.is_alive():
                 self._worker = threading.Thread(target=self._work, name="vlkd-fewshot", daemon=True)
                 self._worker.start()
@@ -355,14 +368,6 @@ class GraspFeasibility:
         if self._worker is None or not self._worker.is_alive():
             self._writer.release()
 
-    def _check_guard(self, key: str) -> None:
-        """FewShotError when the held-out observations cannot resolve the known-objects guard's margin."""
-        buffer, known = self._replay_buffer(), self._replay_columns()
-        cols = [known[n] for n in self._serving.registry.names() if n in known]
-        problem = guard_problem(buffer.val_targets[:, cols], self.fewshot.max_drop)
-        if problem is not None:
-            raise FewShotError(f"no few-shot job was started: {problem}")
-
     def _take_writer_lock(self) -> None:
         """Hold the model dir's writer lock from the first job on, and refuse if another writer committed to the
         dir since this instance loaded it (its registry would be overwritten)."""
@@ -391,6 +396,39 @@ class GraspFeasibility:
 
     # -- inputs and text ------------------------------------------------------------------------------------
 
+    def _input_boxes(self, rois: Sequence[Box | None] | None, rgb: list[np.ndarray]) -> list[Box | None]:
+        """Each image's region of interest (pixels x0, y0, x1, y1) as a box normalised to the model's square input
+        (the centre square of the image, `vlkd_ros.inference.locations`), clipped to it; None where none is given.
+        ValueError for a list of another length, a box that is not 4 finite numbers with x0 < x1, y0 < y1, or one
+        that lies outside the part of the image the model sees."""
+        if rois is None:
+            return [None] * len(rgb)
+        if isinstance(rois, (str, bytes)) or len(rois) != len(rgb):
+            raise ValueError(f"rois must give one region (or None) per image: {len(rgb)} image(s), got {rois!r}")
+        out: list[Box | None] = []
+        for i, (roi, image) in enumerate(zip(rois, rgb)):
+            if roi is None:
+                out.append(None)
+                continue
+            try:
+                x0, y0, x1, y1 = (float(v) for v in roi)
+            except (TypeError, ValueError):
+                raise ValueError(f"roi {i} must be 4 numbers x_min, y_min, x_max, y_max in pixels, got {roi!r}") \
+                    from None
+            if not all(np.isfinite([x0, y0, x1, y1])) or not (x0 < x1 and y0 < y1):
+                raise ValueError(f"roi {i} ({x0:g}, {y0:g}, {x1:g}, {y1:g}) is not a box with x_min < x_max and "
+                                 "y_min < y_max")
+            h, w = image.shape[:2]
+            side = min(w, h)
+            left, top = (w - side) / 2, (h - side) / 2
+            box = tuple(min(max((v - off) / side, 0.0), 1.0) for v, off in ((x0, left), (y0, top), (x1, left),
+                                                                           (y1, top)))
+            if not (box[0] < box[2] and box[1] < box[3]):
+                raise ValueError(f"roi {i} ({x0:g}, {y0:g}, {x1:g}, {y1:g}) lies outside the centre square of the "
+                                 f"{w}x{h} image, the part the model sees")
+            out.append(box)
+        return out
+
     def _prepare(self, images: Any) -> torch.Tensor:
         """Validate and transform one observation or a list of them into (B, C, S, S)."""
         items = list(images) if isinstance(images, (list, tuple)) else [images]
@@ -413,21 +451,27 @@ class GraspFeasibility:
                 raise ValueError(f"image {i}: {err}") from None
         return torch.stack(out)
 
-    def _prompt_key(self, key: str, serving: _Serving) -> tuple[str, str]:
-        """(name, the description it is prompted with under `serving`'s registry or a pending job; "" for none)."""
-        entry = serving.entries.get(key) or self._pending.get(key)
-        return key, entry.description if entry is not None and entry.description else ""
+    def _prompt_key(self, key: str, serving: _Serving) -> tuple[str, str, str]:
+        """(name, the description it is prompted with under `serving`'s registry or a pending job ("" for none),
+        the file of its query vector once learnt from shots ("" for none))."""
+        entry = serving.entries.get(key)
+        query = entry.query if entry is not None and entry.query and key in serving.queries else ""
+        entry = entry or self._pending.get(key)
+        return key, entry.description if entry is not None and entry.description else "", query
 
-    def _name_features(self, prompts: list[tuple[str, str]], serving: _Serving
+    def _name_features(self, prompts: list[tuple[str, str, str]], serving: _Serving
                        ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """`_features` of the names of `prompts` (`_prompt_key`s) under `serving`'s registry, each name's rows
-        cached with the description they were prompted with (an answer costs a lookup per name, not prompt
-        building and normalising)."""
+        """`_features` of the names of `prompts` (`_prompt_key`s) under `serving`'s registry, or the query vector
+        of a name learnt from shots (its negative row zero), each name's rows cached with the description and
+        query they came from (an answer costs a lookup per name, not prompt building and normalising)."""
         cache = self._name_cache
         rows = []
         for cache_key in prompts:
-            key = cache_key[0]
+            key, _, query = cache_key
             row = cache.get(cache_key)
+            if row is None and query:
+                vector = serving.queries[key].to(self._device)
+                row = (vector, torch.zeros_like(vector) if self._text_config.negative_templates else None)
             if row is None:
                 pos, neg = self._features([key], serving.registry)
                 row = (pos[0], None if neg is None else neg[0])
@@ -456,28 +500,28 @@ class GraspFeasibility:
 
     # -- serving snapshots ----------------------------------------------------------------------------------
 
-    def _snapshot(self, registry: ObjectRegistry, student: Student) -> _Serving:
-        """The serving state of `registry`'s weights; backend "onnx" loads their export and never writes one."""
+    def _snapshot(self, registry: ObjectRegistry, student: Student, encoder: Callable | None = None) -> _Serving:
+        """The serving state of `registry`: its weights (backend "onnx" loads their export and never writes one;
+        `encoder` reuses one already loaded for the same weights) and its objects' query vectors."""
         student = student.to(self._device).eval().requires_grad_(False)
-        if self._backend == "onnx":
-            encoder: Callable[[torch.Tensor], torch.Tensor] = OnnxEncoder(
-                self._files.path(onnx_file(registry.weights_sha256)), self._device, self._root,
-                registry.model_version, self._threads)
-        else:
-            encoder = student
-        return _Serving(registry.model_version, registry, student, encoder)
+        if encoder is None and self._backend == "onnx":
+            encoder = OnnxEncoder(self._files.path(onnx_file(registry.weights_sha256)), self._device, self._root,
+                                  registry.model_version, self._threads)
+        queries = {o.name: load_file(str(self._files.path(o.query)))["query"].float()
+                   for o in registry.objects if o.query}
+        return _Serving(registry.model_version, registry, student, encoder or student, queries)
 
     # -- few-shot worker ------------------------------------------------------------------------------------
 
     def _work(self) -> None:
         while (item := self._queue.get()) is not None:
-            job, inputs = item
+            job, inputs, boxes = item
             with self._jobs_lock:
                 if job.state != "queued":  # cancelled while it waited
                     continue
                 job.state = "running"
             try:
-                self._learn(job, inputs)
+                self._learn(job, inputs, boxes)
                 job.state, job.progress = "succeeded", 1.0
             except JobCancelled:
                 job.state, job.message = "cancelled", "cancelled while it ran; nothing changed"
@@ -492,88 +536,116 @@ class GraspFeasibility:
                     self._settle(job)
                 job.finish()
 
-    def _learn(self, job: FewShotJob, new_inputs: torch.Tensor) -> None:
-        """Finetune on all but the held-out shots, validate, commit. The registry the job trains against has the
-        job's entry (with its new description) in memory only; it is written by `_commit` alone."""
-        serving = self._serving
-        key, cfg = job.name, self.fewshot
+    def _learn(self, job: FewShotJob, inputs: torch.Tensor, boxes: list[Box | None]) -> None:
+        """Judge, then fit, the object's query vector against held-out training frames without it: each shot is
+        scored by a query fitted on the other shots, against the frames no fit saw (`QueryFitConfig.validation`
+        of them); on success the query fitted on every shot is committed. The entry (with its new description)
+        exists in memory only until `_commit` writes it."""
+        serving, cfg = self._serving, self.fewshot
+        cfg.validate()
+        key = job.name
         entry = serving.registry.get(key) or self._pending.get(key) or ObjectEntry(key, source="added")
         if job.description is not None:
             entry = replace(entry, description=job.description)
-        registry = serving.registry.with_object(entry)
-        names = registry.names()
-        col = names.index(key)
-        old_shots = self._load_shots(serving.registry.get(key))
-        train_idx, held_idx = split_holdout(len(new_inputs), cfg.holdout)
-        held = new_inputs[held_idx]
-        train_inputs = torch.cat([old_shots, new_inputs[train_idx]])[-cfg.max_shots:]
-        shots = _one_column(train_inputs, len(names), col)
-        replay = self._replay_sets(registry, names, skip=key)
-        pos, neg = self._features(names, registry)
-
-        def progress(fraction: float) -> None:
-            job.check_cancel()
-            job.progress = 0.9 * fraction
-
-        tuned = finetune_grasp(serving.student, self._scorer, shots, replay, pos, neg, cfg,
-                               seed=registry.weights_version, device=self._device, progress=progress)
-        buffer, known = self._replay_buffer(), self._replay_columns()
-        val_cols = [c for c, n in enumerate(names) if n in known]
-        val_targets = buffer.val_targets[:, [known[names[c]] for c in val_cols]]
-        # held-out observations without the object (all of them for an added one: training scenes never hold it)
-        absent = buffer.val_inputs[buffer.val_targets[:, known[key]] < 0.5] if key in known else buffer.val_inputs
-        check = check_finetune(serving.student, tuned, self._scorer, self._threshold, buffer.val_inputs, val_targets,
-                               pos[val_cols], None if neg is None else neg[val_cols], held, pos[col:col + 1],
-                               None if neg is None else neg[col:col + 1], cfg, self._device, absent)
-        job.report = check.report
-        if not check.ok:
-            raise ValidationFailed(f"validation failed, the previous model keeps serving: {check.reason}")
-        job.progress = 0.95
-        thresholds = self._added_thresholds(tuned, registry, names, pos, neg, cfg.object_fpr)
-        own = thresholds.get(key)
-        job.report["threshold"] = self._threshold if own is None else own
-        shot_inputs = torch.cat([old_shots, new_inputs])[-cfg.max_shots:]  # all distinct shots, for later replay
+        prior_pos, prior_neg = self._features([key], serving.registry.with_object(entry))
+        prior = prior_pos[0] if prior_neg is None else prior_pos[0] - prior_neg[0]  # the zero-shot direction
+        feats = self._embed_inputs(serving, inputs)
         job.check_cancel()
-        self._commit(job, entry, tuned, shot_inputs, thresholds)
+        job.progress = 0.2
+        negatives = self._absent_features(serving, key)
+        n_val = min(len(negatives) - 1, max(1, round(len(negatives) * cfg.validation)))
+        neg_fit, neg_val = negatives[:-n_val], negatives[-n_val:]  # no fit sees the validation frames
+        neg_rows = negative_rows(neg_fit.numpy())
+        direction = prior.cpu().numpy()
+        regions, where = shot_regions(feats.numpy(), boxes, direction)
+        whole = feats[:, 0].numpy() if feats.ndim == 3 else feats.numpy()
 
-    def _added_thresholds(self, tuned: Student, registry: ObjectRegistry, names: list[str], pos: torch.Tensor,
-                          neg: torch.Tensor | None, object_fpr: float) -> dict[str, float | None]:
-        """Every added object's own threshold under the new weights (`added_object_thresholds`; None: the model's)."""
-        cols = [c for c, name in enumerate(names) if registry.get(name).source == "added"]
-        if not cols:
-            return {}
-        found = added_object_thresholds(tuned, self._scorer, self._replay_buffer().val_inputs, pos[cols],
-                                        None if neg is None else neg[cols], object_fpr, self._device)
-        return {names[c]: t for c, t in zip(cols, found)}
+        def fit(shots: list[int], prior_weight: float) -> torch.Tensor:
+            if math.isinf(prior_weight):  # the text direction itself (then only its scale and bias are fitted)
+                return prior.cpu().float()
+            positives = np.concatenate([regions[shots], whole[shots]])
+            return torch.from_numpy(fit_query(positives, neg_rows, direction, self._scorer.scale, prior_weight))
 
-    def _commit(self, job: FewShotJob, entry: ObjectEntry, tuned: Student, shot_inputs: torch.Tensor,
-                thresholds: dict[str, float | None]) -> None:
-        """Write weights, shots and the weights' ONNX export (whatever this instance's backend: every committed
-        weights file has one, so the dir serves with either backend), a state dir's card, then the registry (the
-        commit point), then swap the serving snapshot."""
+        n = len(inputs)
+        val_of = {}  # prior weight -> mean over held-out shots of the share of validation frames it outscores
+        for step, weight in enumerate(cfg.prior_weights):
+            ranks = []
+            for i in range(n):
+                job.check_cancel()
+                vector = fit([j for j in range(n) if j != i], weight)
+                ranks.append(ranking_auc(self._raw_scores(feats[i:i + 1], vector), self._raw_scores(neg_val, vector)))
+            val_of[weight] = float(np.mean(ranks))
+            job.progress = 0.2 + 0.6 * (step + 1) / len(cfg.prior_weights)
+        weight = max(cfg.prior_weights, key=lambda w: (val_of[w], w))  # ties: the one nearer the text prior
+        job.report = {"shots": float(n), "validation_frames": float(len(neg_val)), "prior_weight": weight,
+                      "heldout_auc": val_of[weight], "zero_shot_heldout_auc": val_of.get(math.inf, float("nan")),
+                      "heldout_auc_by_prior_weight": {str(w): a for w, a in val_of.items()}, "regions": where}
+        if not job.report["heldout_auc"] >= cfg.min_heldout_auc:
+            raise ValidationFailed(
+                f"validation failed, nothing changed: each of the {n} shots, scored by a query fitted on the others, "
+                f"does not stand out from {len(neg_val)} held-out training frames without the object (ROC AUC "
+                f"{job.report['heldout_auc']:.2f} < {cfg.min_heldout_auc:g}; zero-shot "
+                f"{job.report['zero_shot_heldout_auc']:.2f}): do all shots show the same object, and is it in view "
+                "(give a region of interest per shot)?")
+        job.check_cancel()
+        vector = fit(list(range(n)), weight)
+        scale, bias = calibrate(self._raw_scores(feats, vector), self._raw_scores(neg_fit, vector))
+        threshold = fpr_threshold(sigmoid(scale * self._raw_scores(negatives, vector) + bias), cfg.object_fpr)
+        job.report.update(query_scale=scale, query_bias=bias, threshold=threshold)
+        job.progress = 0.9
+        entry = replace(entry, query_scale=scale, query_bias=bias, threshold=threshold)
+        shot_inputs = torch.cat([self._load_shots(serving.registry.get(key)), inputs])[-MAX_KEPT_SHOTS:]
+        job.check_cancel()
+        self._commit(job, entry, shot_inputs, vector)
+
+    def _embed_inputs(self, serving: _Serving, inputs: torch.Tensor, batch: int = 64) -> torch.Tensor:
+        """The serving encoder's features of transformed observations, on the CPU."""
+        with torch.inference_mode():
+            out = [serving.encoder(inputs[i:i + batch].to(self._device)).float().cpu()
+                   for i in range(0, len(inputs), batch)]
+        return torch.cat(out)
+
+    def _absent_features(self, serving: _Serving, key: str) -> torch.Tensor:
+        """Features of the model dir's held-out training frames without the object `key` (all of them for a name
+        the model was not trained on: training scenes never hold it), embedded once per weights."""
+        buffer = self._replay_buffer()
+        weights = serving.registry.weights_sha256
+        if self._negatives is None or self._negatives[0] != weights:
+            self._negatives = (weights, self._embed_inputs(serving, buffer.val_inputs))
+        feats = self._negatives[1]
+        column = self._replay_columns().get(key)
+        absent = feats if column is None else feats[buffer.val_targets[:, column] < 0.5]
+        if len(absent) < 2:
+            raise FewShotError(f"the model dir's replay buffer holds {len(absent)} held-out frame(s) without "
+                               f"{key!r}: too few to fit and judge its query vector")
+        return absent
+
+    def _raw_scores(self, feats: torch.Tensor, vector: torch.Tensor) -> np.ndarray:
+        """The scorer's logit of one query vector on features (N, ...): what an answer scales and biases."""
+        zero = torch.zeros_like(vector)[None] if self._text_config.negative_templates else None
+        with torch.inference_mode():
+            return self._scorer(feats.to(self._device), vector[None].to(self._device), zero)[:, 0].cpu().numpy()
+
+    def _commit(self, job: FewShotJob, entry: ObjectEntry, shot_inputs: torch.Tensor, vector: torch.Tensor) -> None:
+        """Write the object's shots and query vector (one file), a state dir's card, then the registry (the commit
+        point), then swap the serving snapshot (same weights and encoder)."""
         out = self._out
         with self._commit_lock:
-            current = self._serving.registry
-            n = current.weights_version + 1
-            weights_rel = fewshot_weights_file(n)
-            atomic_write(out / weights_rel, lambda tmp: save_weights(tmp, tuned.state_dict()))
-            shots_rel = shots_file(job.name, n)
-            atomic_write(out / shots_rel,
-                         lambda tmp: save_file({"inputs": shot_inputs.half().contiguous()}, tmp))
-            entry = replace(entry, shots=shots_rel, n_shots=len(shot_inputs), finetuned=True)
-            registry = current.with_object(entry)
-            for name, threshold in thresholds.items():
-                if (other := registry.get(name)) is not None:
-                    registry = registry.with_object(replace(other, threshold=threshold))
-            registry = registry.with_weights(weights_rel, file_sha256(out / weights_rel))
-            export_student_onnx(tuned, self.image_size, out / onnx_file(registry.weights_sha256))
-            serving = self._snapshot(registry, tuned)
+            current = self._serving
+            registry = current.registry.revised()
+            rel = shots_file(job.name, registry.revision)
+            atomic_write(out / rel, lambda tmp: save_file(
+                {"inputs": shot_inputs.half().contiguous(), "query": vector.float().contiguous()}, tmp))
+            registry = registry.with_object(replace(entry, shots=rel, n_shots=len(shot_inputs), query=rel))
+            serving = self._snapshot(registry, current.student, current.encoder)
             if self._state_card is not None:
                 write_state_card(out, self._state_card)
             write_registry(out, registry)
             self._serving = serving
             self._prune(registry)
-        job.message = f"{job.name!r} learnt from {len(shot_inputs)} shots; serving {registry.model_version}"
+        job.message = (f"{job.name!r} learnt from {len(shot_inputs)} shots as a query vector (held-out ROC AUC "
+                       f"{job.report['heldout_auc']:.2f}, zero-shot {job.report['zero_shot_heldout_auc']:.2f}); "
+                       f"serving {registry.model_version}")
         log.info("few-shot job %s: %s", job.job_id, job.message)
 
     def _prune(self, registry: ObjectRegistry) -> None:
@@ -599,29 +671,6 @@ class GraspFeasibility:
         if entry is None or not entry.shots:
             return torch.zeros(0, self._transform.channels, self.image_size, self.image_size)
         return load_file(str(self._files.path(entry.shots)))["inputs"].float()
-
-    def _replay_sets(self, registry: ObjectRegistry, names: list[str], skip: str) -> GraspShots:
-        """Training observations (known objects labelled; objects added later are absent there) plus the
-        shots of other added objects (only their own column labelled)."""
-        buffer, known = self._replay_buffer(), self._replay_columns()
-        targets = torch.zeros(len(buffer.inputs), len(names))
-        for c, n in enumerate(names):
-            if n in known:
-                targets[:, c] = buffer.targets[:, known[n]]
-        parts = [GraspShots(buffer.inputs, targets, torch.ones_like(targets, dtype=torch.bool), None)]
-        for c, entry in enumerate(registry.objects):
-            if entry.shots and entry.name != skip:
-                parts.append(_one_column(self._load_shots(entry), len(names), c))
-        return GraspShots.cat(parts)
-
-
-def _one_column(inputs: torch.Tensor, n_names: int, col: int) -> GraspShots:
-    """Shots of one object: graspable in its own column, other columns unknown (masked out)."""
-    targets = torch.zeros(len(inputs), n_names)
-    targets[:, col] = 1
-    mask = torch.zeros(len(inputs), n_names, dtype=torch.bool)
-    mask[:, col] = True
-    return GraspShots(inputs, targets, mask, None)
 
 
 def _check_names(names: Sequence[str]) -> list[str]:

@@ -99,7 +99,12 @@ PARAMETERS = (
     ParamSpec("fewshot_frame_timeout", 10.0, "seconds ~/add_object waits for its next distinct camera frames",
               "runtime", float_range=(0.1, 600.0)),
     ParamSpec("fewshot_min_shots", 3, "fewest distinct views (images or next frames) an ~/add_object job learns "
-              "from; the last of them are held out to judge the finetune", "runtime", int_range=(2, 1000)),
+              "from; each is held out in turn to judge the query fitted on the others", "runtime",
+              int_range=(2, 1000)),
+    ParamSpec("fewshot_min_heldout_auc", 0.75, "an ~/add_object job succeeds only when each shot, scored by the "
+              "query fitted on the other shots, outranks the model dir's held-out training frames without the "
+              "object with at least this ROC AUC on average; 0: accept every fit", "runtime",
+              float_range=(0.0, 1.0)),
     ParamSpec("max_fewshot_jobs", 4, "most ~/add_object jobs collecting frames, queued or running at once (one per "
               "object name); more are refused until one finishes or is cancelled", "runtime", int_range=(1, 100)),
     ParamSpec("autostart", True, "configure and activate at start (false: wait for a lifecycle manager)",

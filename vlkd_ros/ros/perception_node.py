@@ -9,7 +9,7 @@ import threading
 import time
 from concurrent.futures import Future as WorkerFuture, ThreadPoolExecutor
 from functools import lru_cache
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
@@ -674,6 +674,7 @@ class PerceptionNode(LifecycleNode):
 
     def _add_views(self, model: GraspModel, name: str, description: str, views: list) -> GraspJob:
         """The model's few-shot job from converted views (at least fewshot_min_shots distinct ones)."""
+        model.fewshot = replace(model.fewshot, min_heldout_auc=float(self._params["fewshot_min_heldout_auc"]))
         return model.add_object(name, views, description=description or None, k=int(self._params["fewshot_min_shots"]))
 
     def _remember(self, job: GraspJob) -> GraspJob:

@@ -5,6 +5,7 @@ learns into a per-user state dir."""
 import hashlib
 import os
 import stat
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -53,14 +54,15 @@ def test_a_read_only_model_dir_learns_into_its_state_dir(read_only_model, tiny_c
     model = GraspFeasibility.from_checkpoint(read_only_model, backend="onnx", state_dir=state)
     assert (model.model_dir, model.state_dir) == (read_only_model, state)
     assert not state.exists()  # loading wrote nothing
+    model.fewshot = replace(model.fewshot, min_heldout_auc=0.0)  # the tiny model's fit quality is not the point
     job = model.add_object(NEW, shots, description="a small square that is plain orange")
     assert job.wait(300) and job.state == "succeeded", job.message
-    assert NEW in [n for n, _ in model.objects()] and model.model_version.startswith("v1-")
+    assert NEW in [n for n, _ in model.objects()] and model.model_version.endswith(".r1")
     learnt = model.query(frame, [NEW])[0][NEW]
     model.close()
     assert tree_hashes(read_only_model) == before
     written = tree_hashes(state)
-    assert {k.split("/")[0] for k in written} == {"state.json", "registry.json", "weights", "objects", "onnx", ".lock"}
+    assert {k.split("/")[0] for k in written} == {"state.json", "registry.json", "objects", ".lock"}
     base = read_registry(read_only_model)
     card = read_state_card(state)
     assert card.model == read_only_model.parent.name  # a folder named model/ is named by its run dir

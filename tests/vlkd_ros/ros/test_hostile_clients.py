@@ -44,7 +44,7 @@ def static_camera(folder: Path, namespace: str) -> list[str]:
             "30", "--topic", f"{namespace}/camera/image_raw"]
 
 
-HOSTILE_CALLS = 1000  # about 4 s of calls; the test's minute goes to starting two nodes and one real finetune
+HOSTILE_CALLS = 1000  # about 4 s of calls; the test's minute goes to starting two nodes and one real few-shot job
 
 
 def test_a_hostile_client_changes_nothing_the_node_serves(ros_env, procs, grasp_model_dir: Path,
@@ -53,7 +53,11 @@ def test_a_hostile_client_changes_nothing_the_node_serves(ros_env, procs, grasp_
     before = fingerprint(grasp_model_dir)
     registry = json.loads((grasp_model_dir / "registry.json").read_text())
     known = [o["name"] for o in registry["objects"]]
-    node = procs(serve_cmd(grasp_model_dir, ns, "fewshot_frame_timeout:=2.0"), env, "node")
+    # fewshot_min_heldout_auc:=0: the tiny model's features hardly tell its shapes apart, so whether its fit passes
+    # the quality check is a coin flip on 5 shots; this test checks the transaction around a job that succeeds (the
+    # check's quality on the shipped model: benchmarks/bench_fewshot_queries.py, its refusals: test_fewshot_hook)
+    node = procs(serve_cmd(grasp_model_dir, ns, "fewshot_frame_timeout:=2.0", "fewshot_min_heldout_auc:=0.0"), env,
+                 "node")
     config = {"node": f"{ns}/vlkd_perception", "known": known, "calls": calls, "in_flight": 8, "seed": calls,
               "model_dir": str(grasp_model_dir), "shots_dir": str(object_shots(tmp_path / "shots", "orange square")),
               "camera_cmd": static_camera(tmp_path / "camera", ns),
@@ -95,9 +99,9 @@ def test_a_hostile_client_changes_nothing_the_node_serves(ros_env, procs, grasp_
     assert old == registry
     assert new["objects"][:-1] == old["objects"] and new["objects"][-1]["name"] == "orange square"
     added = new["objects"][-1]
-    assert added["description"] == "a small square that is plain orange" and added["finetuned"]
-    assert new["weights_version"] == old["weights_version"] + 1
-    assert {k for k in new if new[k] != old[k]} == {"objects", "weights", "weights_sha256", "weights_version"}
+    assert added["description"] == "a small square that is plain orange" and added["query"]
+    assert not added["finetuned"] and new["revision"] == old["revision"] + 1
+    assert {k for k in new if new[k] != old[k]} == {"objects", "revision"}  # a query vector: the weights stay
 
     second = c["second_node"]
     assert second["ok"] and not second["accepted"], second

@@ -115,12 +115,11 @@ def wait_for(predicate, timeout: float) -> bool:
     return predicate()
 
 
-def test_new_weights_are_a_new_embedding(local_node, grasp_model_dir: Path, monkeypatch) -> None:
+def test_a_new_model_version_is_a_new_embedding(local_node, grasp_model_dir: Path) -> None:
     """The same frame is embedded once per model version: after a few-shot commit the next answer comes from the
-    new weights (its model_version), embedded anew; a new frame is embedded anew (by the first query that needs
+    new version (its model_version), embedded anew, and every known object's answer is bit-identical; a new frame is embedded anew (by the first query that needs
     it, prefetch_rate 0, or by the prefetch thread ahead of the queries); a request image bypasses the cache."""
     from grasp_fixtures import render_scene
-    from training.grasp.fewshot import FinetuneCheck
     from vlkd_interfaces.srv import IsGraspable, QueryObjects
     from vlkd_ros.ros.diagnostics import report_values
     from vlkd_ros.ros.image_msgs import numpy_to_image
@@ -148,8 +147,7 @@ def test_new_weights_are_a_new_embedding(local_node, grasp_model_dir: Path, monk
     assert by_request.score == pytest.approx(single.score, abs=1e-6)
     assert counts() == 1  # a request image is embedded for its own call, never cached
 
-    monkeypatch.setattr("vlkd_ros.inference.grasp.check_finetune", lambda *a, **k: FinetuneCheck(True, "ok", {}))
-    model.fewshot = replace(model.fewshot, steps=1, max_drop=0.5)  # a coarse guard: any 1-step finetune swaps
+    model.fewshot = replace(model.fewshot, min_heldout_auc=0.0)  # any fit swaps in: the tiny model's quality aside
     shot_rng = random.Random(3)
     shots = [render_scene(["orange square"], shot_rng)[0]["base_rgb"] for _ in range(5)]
     job = model.add_object("orange square", shots)
@@ -157,7 +155,7 @@ def test_new_weights_are_a_new_embedding(local_node, grasp_model_dir: Path, monk
     swapped = ask_all()
     assert swapped.success and swapped.model_version == model.model_version != first.model_version
     assert (swapped.frame_stamp.sec, swapped.frame_stamp.nanosec) == (1000, 5) and counts() == 2
-    assert swapped.scores != first.scores  # new weights, new features
+    assert list(swapped.scores) == list(first.scores)  # a query vector added: every known object's answer identical
     assert ask_all().scores == swapped.scores and counts() == 2
 
     frame.header.stamp.nanosec = 6
