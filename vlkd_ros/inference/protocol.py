@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol, Sequence, runtime_checkable
 
+from vlkd_runtime.query_fit import Box
+
 
 @runtime_checkable
 class GraspJob(Protocol):
@@ -60,9 +62,10 @@ class GraspModel(Protocol):
         adds "location" to each answer: {"u", "v", "box": [x0, y0, x1, y1], "confidence"} in [0, 1] of its square
         input."""
 
-    def add_object(self, name: str, images: Any, description: str | None = None, k: int = 5) -> GraspJob:
-        """Learn `name` from `images` in the background (ValueError: refused, no job); nothing is persisted unless
-        the job succeeds."""
+    def add_object(self, name: str, images: Any, description: str | None = None, k: int = 5,
+                   rois: Sequence[Box | None] | None = None) -> GraspJob:
+        """Learn `name` from `images` (each with its region of interest, or None) in the background (ValueError:
+        refused, no job); nothing is persisted unless the job succeeds."""
 
     def job(self, job_id: str) -> GraspJob | None:
         """A few-shot job by id (None if unknown)."""
