@@ -48,8 +48,8 @@ from vlkd_ros.inference.protocol import GraspEmbedding
 from vlkd_runtime.query_fit import (Box, QueryFitConfig, calibrate, fit_query, fpr_threshold, negative_rows,
                                     ranking_auc, shot_regions, sigmoid)
 
-__all__ = ["BACKENDS", "Embedding", "FewShotError", "FewShotJob", "GraspFeasibility", "JobQueueFull", "ShotError",
-           "ValidationFailed"]
+__all__ = ["BACKENDS", "Embedding", "FewShotError", "FewShotJob", "GraspFeasibility", "JobQueueFull", "NotRemovable",
+           "ShotError", "ValidationFailed"]
 log = logging.getLogger(__name__)
 BACKENDS = ("torch", "onnx")
 NAME_CACHE_SIZE = 4096  # (name, description) -> prompt features kept for answers; cleared when full
@@ -64,6 +64,11 @@ class FewShotError(VlkdError, ValueError):
 
 class JobQueueFull(FewShotError):
     """add_object refused: as many few-shot jobs as allowed are queued or running (in total or for that name)."""
+
+
+class NotRemovable(FewShotError):
+    """remove_object refused: the name is not an object add_object taught (unknown, or one the model was trained on),
+    or a job is learning it now."""
 
 
 class ValidationFailed(RuntimeError):
@@ -334,6 +339,44 @@ class GraspFeasibility:
                 self._worker = threading.Thread(target=self._work, name="vlkd-fewshot", daemon=True)
                 self._worker.start()
         return job
+
+    def remove_object(self, name: str) -> str:
+        """Forget an object `add_object` taught: the registry drops it (revision + 1, the commit point), its objects/
+        file is no longer served (and deleted from the dir few-shot learning writes), every other object's answers
+        stay bit-identical; returns the new model_version. NotRemovable (nothing changed) for a name the registry
+        does not hold, one the model was trained on, one whose shots were finetuned into the weights, or one a job
+        is learning; the writer lock as for add_object."""
+        key = normalize_name(name)
+        with self._jobs_lock:
+            registry = self._serving.registry
+            entry = registry.get(key)
+            learning = [j.job_id for j in self._jobs.values() if j.active and j.name == key]
+            if learning:
+                raise NotRemovable(f"cannot remove {key!r}: few-shot job {', '.join(learning)} is learning it; cancel "
+                                   "it first")
+            if entry is None:
+                added = [o.name for o in registry.objects if o.source == "added"]
+                raise NotRemovable(f"cannot remove {key!r}: the model knows no such object (objects added with "
+                                   f"add_object: {', '.join(map(repr, added)) or 'none'})")
+            if entry.source != "added":
+                raise NotRemovable(f"cannot remove {key!r}: the model was trained on it (only objects taught with "
+                                   "add_object can be removed; add_object again to change its query)")
+            if entry.finetuned:
+                raise NotRemovable(f"cannot remove {key!r}: its shots were finetuned into the weights "
+                                   f"({registry.weights}); serve the model dir from before that finetune instead")
+            self._take_writer_lock()
+            with self._commit_lock:
+                current = self._serving
+                registry = replace(current.registry.revised(),
+                                   objects=tuple(o for o in current.registry.objects if o.name != key))
+                serving = self._snapshot(registry, current.student, current.encoder)
+                if self._state_card is not None:
+                    write_state_card(self._out, self._state_card)
+                write_registry(self._out, registry)
+                self._serving = serving
+                self._prune(registry)
+        log.info("removed %r; serving %s", key, registry.model_version)
+        return registry.model_version
 
     def job(self, job_id: str) -> FewShotJob | None:
         """A few-shot job by id (None if unknown)."""

@@ -67,6 +67,10 @@ class GraspModel(Protocol):
         """Learn `name` from `images` (each with its region of interest, or None) in the background (ValueError:
         refused, no job); nothing is persisted unless the job succeeds."""
 
+    def remove_object(self, name: str) -> str:
+        """Forget an object `add_object` taught (every other object's answers unchanged); returns the new
+        model_version (a VlkdError, nothing changed, for an unknown name or one the model was trained on)."""
+
     def job(self, job_id: str) -> GraspJob | None:
         """A few-shot job by id (None if unknown)."""
 
