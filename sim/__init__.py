@@ -8,6 +8,3 @@ resting poses `geometry`, randomisation `randomization`, per-sample seeds `plan`
 and resume `shards`, the two collectors `collect_*`, cards `card`. Only `sim.envs` (the ManiSkill envs, imported by the render workers) loads
 SAPIEN / ManiSkill.
 """
-from vlkd_formats import moved as _moved
-
-_moved.install()

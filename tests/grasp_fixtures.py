@@ -1,9 +1,8 @@
 """Grasp fixtures: a small synthetic clutter dataset written through vlkd_formats.dataset_dir (coloured shapes on a
 table, base + hand RGB-D views), a grasp model trained on it in seconds with the tiny teacher (its run dir is the
-model dir's parent), and the v1 layout of a model dir (before model dirs moved to OUTPUT/model/)."""
+model dir's parent)."""
 from __future__ import annotations
 
-import json
 import random
 import shutil
 from pathlib import Path
@@ -148,22 +147,6 @@ def tiny_grasp_model(tiny_clutter: Path, tiny_teacher_file: Path, tmp_path_facto
 def copy_model(model_dir: Path, dest: Path) -> Path:
     """A private copy of a model dir (tests that add objects change it)."""
     shutil.copytree(model_dir, dest)
-    return dest
-
-
-def make_v1_dir(model_dir: Path, dest: Path) -> Path:
-    """The dir the code before format v2 wrote for the model dir `model_dir` (whose run dir is its parent): the
-    run's files and the model's files side by side in one dir, model.json without kind or training config, format
-    v1 (grasp.json too)."""
-    shutil.copytree(model_dir.parent, dest, ignore=shutil.ignore_patterns(model_dir.name))
-    for entry in model_dir.iterdir():
-        (shutil.copytree if entry.is_dir() else shutil.copy2)(entry, dest / entry.name)
-    card = json.loads((dest / "model.json").read_text())
-    del card["kind"], card["training"]
-    (dest / "model.json").write_text(json.dumps({**card, "version": 1}, indent=2, sort_keys=True))
-    if (dest / "grasp.json").is_file():
-        grasp = json.loads((dest / "grasp.json").read_text())
-        (dest / "grasp.json").write_text(json.dumps({**grasp, "version": 1}, indent=2, sort_keys=True))
     return dest
 
 

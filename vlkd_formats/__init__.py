@@ -5,6 +5,3 @@
 `model_dir` (what training writes for serving: the layout, the card and its one loader), `object_registry` (objects
 a grasp model knows), `split` (the ID/OOD label split).
 """
-from vlkd_formats import moved as _moved
-
-_moved.install()

@@ -32,8 +32,7 @@ for the shipped model or a read-only model dir), into that dir, and the model di
       written on request (either kind): export/ (`vlkd export` of a distill model), eval/ (reports)
 
 Every loader goes through `read_card(dir, expect_kind=...)`: it accepts a run dir that holds `model/` (and reads
-that), names the kind when a dir of the other kind is handed over, and tells how to convert a v1 dir (the files
-written straight into the run dir, no `kind` in model.json): `vlkd convert-model OLD_DIR`.
+that), names the kind when a dir of the other kind is handed over, and refuses any format version but v2.
 """
 from __future__ import annotations
 
@@ -64,12 +63,10 @@ TEXT_ENCODER_DIR = "text_encoder"
 REPLAY_FILE = "replay.safetensors"
 REGISTRY_FILE = "registry.json"
 WEIGHTS_DIR, OBJECTS_DIR, ONNX_DIR = "weights", "objects", "onnx"
-EXPORT_DIR, EVAL_DIR = "export", "eval"
 
-# What each kind holds: required entries, then optional ones (what `convert_model_dir` copies).
+# What a freshly trained model dir of each kind holds.
 DISTILL_ENTRIES = (CARD_FILE, WEIGHTS_FILE, TEXT_FEATURES_FILE)
 GRASP_ENTRIES = DISTILL_ENTRIES + (GRASP_FILE, TEXT_ENCODER_DIR, REPLAY_FILE, REGISTRY_FILE)
-OPTIONAL_ENTRIES = {KIND_DISTILL: (EXPORT_DIR,), KIND_GRASP: (WEIGHTS_DIR, OBJECTS_DIR, ONNX_DIR)}
 
 # What a model dir of each kind is for (the wrong-kind message names both). Either kind can be exported
 # (`vlkd export`) and be the student_init= of `vlkd train-grasp`.
@@ -84,10 +81,6 @@ class ModelDirError(VlkdError, ValueError):
 
 class WrongKindError(ModelDirError):
     """A model dir of the other kind (a distill dir where a grasp dir is needed, or the reverse)."""
-
-
-class OldModelDirError(ModelDirError):
-    """A model dir written before format v2 (files straight in the run dir): convert it with `vlkd convert-model`."""
 
 
 @dataclass
@@ -120,8 +113,8 @@ def resolve_model_dir(path: str | os.PathLike) -> Path:
 def read_card(model_dir: str | os.PathLike, expect_kind: str | None = None) -> ModelCard:
     """Read and check the card of a model dir (or of the run dir holding it as `model/`).
 
-    Raises ModelDirError saying what to do: OldModelDirError for a v1 dir (convert it), WrongKindError when
-    `expect_kind` is given and the dir is of the other kind."""
+    Raises ModelDirError saying what is wrong; WrongKindError when `expect_kind` is given and the dir is of the
+    other kind."""
     if expect_kind is not None and expect_kind not in KINDS:
         raise ValueError(f"expect_kind must be one of {KINDS}, got {expect_kind!r}")
     given = Path(model_dir)
@@ -137,11 +130,10 @@ def read_card(model_dir: str | os.PathLike, expect_kind: str | None = None) -> M
         found = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
         raise ModelDirError(f"{path}: format {found!r} is not {FORMAT!r}: {root} is not a vlkd model dir")
     version = raw.get("version")
-    if version == 1:
-        raise OldModelDirError(old_dir_message(root, version))
     if version != VERSION:
-        raise ModelDirError(f"{path}: format version {version!r} is not one this code reads (v{VERSION}); a newer "
-                            "vlkd wrote it: update vlkd_ros")
+        raise ModelDirError(f"{path}: format version {version!r} is not one this code reads (v{VERSION}): write the "
+                            f"model again with {WRITERS[KIND_DISTILL]} or {WRITERS[KIND_GRASP]}, or update vlkd_ros "
+                            "if a newer one wrote it")
     if raw.get("kind") not in KINDS:
         raise ModelDirError(f"{path}: kind {raw.get('kind')!r} is not one of {KINDS}")
     try:
@@ -165,14 +157,6 @@ def wrong_kind_message(root: Path, kind: str, expected: str) -> str:
     """'<dir> is a distill model dir (kind 'distill'); use it with ..., not with ... (they need a grasp one)'."""
     return (f"{root} is a {kind} model dir (kind {kind!r}); use it with {USES[kind]}, not with {USES[expected]}: "
             f"those need a {expected} model dir, which {WRITERS[expected]} writes")
-
-
-def old_dir_message(root: Path, version: Any = 1) -> str:
-    """How to convert a model dir written before format v2."""
-    return (f"{root} is a model dir of format v{version or 1} (written before model dirs moved into the run dir's "
-            f"{RUN_MODEL_DIR}/ folder; model.json has no kind); this code reads v{VERSION}. Convert it once with "
-            f"`vlkd convert-model {root}` (writes {root / RUN_MODEL_DIR}, the old files stay) and use "
-            f"{root / RUN_MODEL_DIR} from then on")
 
 
 def _missing_card(given: Path, expect_kind: str | None) -> str:

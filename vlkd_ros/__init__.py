@@ -4,7 +4,4 @@ Layers, each importing only those below it: `vlkd_ros.cli` (the `vlkd` command) 
 and `vlkd_ros.pipeline` (mini-world jobs) > `vlkd_ros.inference` (the inference API) > `training` > `sim` >
 `vlkd_formats` (on-disk formats). Importing this package pulls in nothing; only `vlkd_ros.ros` needs rclpy.
 """
-from vlkd_formats import moved as _moved
-
 __version__ = "0.2.0"
-_moved.install()

@@ -12,14 +12,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from grasp_fixtures import make_v1_dir
 from shapes_data import make_dataset, tiny_overrides
 from training.checkpoint import CheckpointError, latest_checkpoint
 from vlkd_formats.config import load_config
 from training.distill import DistillConfig, distill
 from training.feature_cache import CorruptImagesError, teacher_image_features
 from training.model_dir import load_model_dir
-from vlkd_formats.model_dir import DISTILL_ENTRIES, OldModelDirError, read_card
+from vlkd_formats.model_dir import DISTILL_ENTRIES, read_card
 from training.teacher import Teacher, TeacherConfig, TeacherLoadError
 from vlkd_ros.cli import main as cli
 
@@ -63,23 +62,6 @@ def test_distill_then_eval_and_export_from_the_cli(tiny_dataset, tiny_teacher_fi
     assert cli(["add-object", "--model", str(run), "--name", "cup", "--images", "a.png"]) == 2  # not a grasp model
     err = capsys.readouterr().err
     assert f"{run / 'model'} is a distill model dir (kind 'distill'); use it with `vlkd eval`" in err
-
-
-def test_a_v1_distill_dir_is_refused_with_the_converter_which_converts_it(tiny_dataset, tiny_teacher_file, tmp_path,
-                                                                         capsys):
-    model_dir = distill(_config(tiny_dataset, tiny_teacher_file, tmp_path, "optim.epochs=1"))
-    assert model_dir == tmp_path / "run" / "model"
-    old = make_v1_dir(model_dir, tmp_path / "old_run")
-    with pytest.raises(OldModelDirError, match=f"`vlkd convert-model {old}`"):
-        load_model_dir(old)
-    assert cli(["eval", "--model", str(old)]) == 2 and "vlkd convert-model" in capsys.readouterr().err
-    assert cli(["convert-model", str(old), "--out", str(tmp_path / "converted")]) == 0
-    assert "(kind distill)" in capsys.readouterr().out
-    (student, card, text), (ref, ref_card, ref_text) = load_model_dir(tmp_path / "converted"), load_model_dir(model_dir)
-    assert card == ref_card and text.keys() == ref_text.keys()
-    images = torch.randn(2, 3, card.image_size, card.image_size)
-    with torch.no_grad():
-        assert torch.equal(student(images), ref(images))  # the converted dir answers the same
 
 
 def test_teacher_cache_is_reused_and_keyed_by_teacher(tiny_dataset, tiny_teacher_file, tmp_path):

@@ -1,4 +1,4 @@
-"""The model-dir format's one card loader: kinds, run dirs holding `model/`, v1 dirs, and the layout's names.
+"""The model-dir format's one card loader: kinds, run dirs holding `model/`, other versions, and the layout's names.
 
 These cards are written by hand (the format is plain JSON); the tests of training/ and inference/ read the cards
 that real training runs wrote."""
@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 from vlkd_formats.errors import VlkdError
-from vlkd_formats.model_dir import (CARD_FILE, RUN_MODEL_DIR, VERSION, ModelCard, ModelDirError, OldModelDirError,
-                                    WrongKindError, file_slug, onnx_file, read_card, resolve_model_dir, shots_file,
-                                    write_card)
+from vlkd_formats.model_dir import (CARD_FILE, RUN_MODEL_DIR, VERSION, ModelCard, ModelDirError, WrongKindError,
+                                    file_slug, onnx_file, read_card, resolve_model_dir, shots_file, write_card)
 
 
 def _card(kind: str = "distill", **extra) -> ModelCard:
@@ -63,17 +62,11 @@ def test_the_wrong_kind_is_named_with_the_commands_that_take_it(tmp_path, kind, 
     assert isinstance(err.value, VlkdError) and isinstance(err.value, ValueError)  # the CLI: one line, exit 2
 
 
-def test_a_v1_dir_says_how_to_convert_it_and_other_bad_cards_say_what_is_wrong(tmp_path):
-    old = tmp_path / "old_run"
-    old.mkdir()
+def test_a_card_of_another_version_or_a_bad_card_says_what_is_wrong(tmp_path):
     raw = {k: v for k, v in asdict(_card()).items() if k not in ("kind", "training")}
-    (old / CARD_FILE).write_text(json.dumps({**raw, "version": 1}))
-    with pytest.raises(OldModelDirError) as err:
-        read_card(old, expect_kind="grasp")
-    assert f"`vlkd convert-model {old}`" in str(err.value) and f"use {old / RUN_MODEL_DIR}" in str(err.value)
-    assert "format v1" in str(err.value)
-
-    cases = [({**raw, "version": 3, "kind": "distill"}, "format version 3 is not one this code reads"),
+    cases = [({**raw, "version": 1}, r"format version 1 is not one this code reads \(v2\): write the model again "
+                                     "with `vlkd distill` or `vlkd train-grasp`"),
+             ({**raw, "version": 3, "kind": "distill"}, "format version 3 is not one this code reads"),
              ({**raw, "version": 2}, "kind None is not one of"),
              ({**raw, "version": 2, "kind": "distill", "colour": "red"}, "not a valid model card"),
              ({"format": "something-else"}, "is not 'vlkd-model'")]

@@ -25,8 +25,8 @@ from training.students import Student
 from training.teacher import file_sha256
 from vlkd_formats.atomic_io import atomic_write, atomic_write_json
 from vlkd_formats.model_dir import (GRASP_FILE, GRASP_FORMAT, GRASP_VERSION, KIND_GRASP, REPLAY_FILE,
-                                    TEXT_ENCODER_DIR, WEIGHTS_FILE, ModelDirError, OldModelDirError, old_dir_message,
-                                    onnx_file, read_card, resolve_model_dir)
+                                    TEXT_ENCODER_DIR, WEIGHTS_FILE, ModelDirError, onnx_file, read_card,
+                                    resolve_model_dir)
 from vlkd_formats.object_registry import ObjectEntry, ObjectRegistry, read_registry, write_registry
 from vlkd_formats.state_dir import ModelFiles, StateCard, check_state_dir, model_name
 
@@ -153,8 +153,6 @@ def read_grasp_card(model_dir: str | os.PathLike) -> GraspCard:
         read_card(root, KIND_GRASP)  # says what the dir is instead, when it is not a grasp model dir
         raise ModelDirError(f"{path} not found: {root} is an incomplete grasp model dir")
     raw = json.loads(path.read_text())
-    if raw.get("format") == FORMAT and raw.get("version") == 1:
-        raise OldModelDirError(old_dir_message(root))
     try:
         card = GraspCard(**raw)
     except TypeError as err:
@@ -168,7 +166,7 @@ def load_grasp_model_dir(model_dir: str | os.PathLike, device: str | torch.devic
                          state_dir: str | os.PathLike | None = None) -> GraspModelDir:
     """Load the student with the weights the served registry names as current (eval mode, on `device`) from a grasp
     model dir or the run dir holding it, overlaid by `state_dir` if given (`served_registry`); a distill model dir
-    or a v1 dir is refused with what to do instead."""
+    is refused with what to do instead."""
     root = resolve_model_dir(model_dir)
     read_card(root, KIND_GRASP)
     grasp = read_grasp_card(root)

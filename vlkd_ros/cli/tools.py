@@ -1,4 +1,4 @@
-"""`vlkd export`, `vlkd convert-model`, `vlkd split`, `vlkd describe`, `vlkd students`: model and dataset tools."""
+"""`vlkd export`, `vlkd split`, `vlkd describe`, `vlkd students`: model and dataset tools."""
 from __future__ import annotations
 
 import argparse
@@ -17,14 +17,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="model dir (or the run dir holding it as model/)")
     p.add_argument("--out", help="output dir of a distill export (default MODEL/export)")
     p.set_defaults(func=run_export)
-
-    c = sub.add_parser("convert-model", help="convert a model dir of format v1 to the current layout",
-                       description="A v1 model dir (written before model dirs moved to OUTPUT/model/: files "
-                                   "straight in the run dir, no kind in model.json) becomes a current model dir; the "
-                                   "old files stay. Example: vlkd convert-model runs/grasp/offline")
-    c.add_argument("old_dir", metavar="OLD_DIR", help="the v1 model dir (the old run dir)")
-    c.add_argument("--out", help="where the new model dir goes (default OLD_DIR/model)")
-    c.set_defaults(func=run_convert)
 
     s = sub.add_parser("split", help="seeded ID/OOD label split of an ImageFolder (|Y_id| = |Y_ood|)",
                        description="Example: vlkd split --source images/ --out data/mysplit --seed 0")
@@ -64,24 +56,6 @@ def run_export(args: argparse.Namespace) -> int:
 
     report = export_model(args.model, args.out)
     print(json.dumps({"files": report["files"], "max_abs_diff": report["max_abs_diff"]}, indent=2))
-    return 0
-
-
-def run_convert(args: argparse.Namespace) -> int:
-    """Convert a v1 model dir and say where the new one is."""
-    from training.model_dir import convert_model_dir
-    from vlkd_formats.model_dir import KIND_GRASP, read_card
-
-    new = convert_model_dir(args.old_dir, args.out)
-    kind = read_card(new).kind
-    if kind == KIND_GRASP:  # what backend onnx, the node's default, runs (v1 dirs rarely carried one)
-        from training.grasp.model_dir import export_onnx, load_grasp_model_dir
-
-        if not load_grasp_model_dir(new).onnx_path().is_file():
-            path, _ = export_onnx(new)
-            print(f"exported the image encoder to {path} (for backend onnx)")
-    print(f"model dir: {new} (kind {kind}); use it from now on. {args.old_dir} keeps its old files: "
-          "delete them once the new dir serves")
     return 0
 
 

@@ -1,6 +1,6 @@
 """GraspFeasibility: batched open-vocabulary queries, clear input errors, few-shot learning (a query vector per new
 object) in the background with validate-then-swap, persistence across restarts and crashes (inside the model dir
-only), v1 dirs converted, and the ONNX backend (exported by train-grasp and `vlkd export`, never while loading; a
+only), and the ONNX backend (exported by train-grasp and `vlkd export`, never while loading; a
 few-shot commit serves the same export)."""
 import json
 import os
@@ -17,10 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from grasp_fixtures import copy_model, make_v1_dir
+from grasp_fixtures import copy_model
 from training.grasp.data import GraspDataConfig, load_clutter_data, read_view
-from training.model_dir import convert_model_dir
-from vlkd_formats.model_dir import ModelDirError, OldModelDirError, onnx_file
+from vlkd_formats.model_dir import ModelDirError, onnx_file
 from vlkd_formats.object_registry import read_registry, write_registry
 from vlkd_ros.inference import GraspFeasibility, name_quality
 
@@ -275,26 +274,6 @@ def test_add_object_through_the_run_dir_writes_only_inside_the_model_dir(tiny_gr
     written = {k for k in _files(run / "model")} - set(_files(tiny_grasp_model)) - {".lock"}  # the writer lock
     assert {k.split("/")[0] for k in written} == {"objects"}  # the object's shots and query vector, nothing else
     assert read_registry(run / "model").get(NEW).query
-
-
-def test_a_converted_v1_dir_answers_like_the_dir_it_was(tiny_grasp_model, data, tmp_path):
-    run = Path(shutil.copytree(tiny_grasp_model.parent, tmp_path / "run"))
-    model = GraspFeasibility.from_checkpoint(run / "model")
-    _accept_any_fit(model)
-    job = model.add_object(NEW, _frames(_shots_and_query(data)[0]), description="a small square that is plain orange")
-    assert job.wait(120) and job.state == "succeeded", job.message
-    old = make_v1_dir(run / "model", tmp_path / "old")  # as the code before v2 left it: weights/, objects/ and all
-    with pytest.raises(OldModelDirError, match=f"`vlkd convert-model {old}`"):
-        GraspFeasibility.from_checkpoint(old)
-    convert_model_dir(old)
-    converted = GraspFeasibility.from_checkpoint(old)
-    assert converted.model_dir == old / "model" and converted.model_version == model.model_version
-    assert converted.objects() == model.objects() and converted.threshold_for(NEW) == model.threshold_for(NEW)
-    frames, names = _frames(data.x_ood[:4]), ["red circle", NEW, "teapot"]
-    for a, b in zip(converted.query(frames, names), model.query(frames, names)):
-        for name in names:
-            assert a[name]["graspable"] == b[name]["graspable"]
-            assert a[name]["score"] == pytest.approx(b[name]["score"], abs=1e-6)
 
 
 def test_add_object_cli_reports_bad_shots(tiny_grasp_model, data, tmp_path, capsys):
