@@ -69,8 +69,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the serve, sim-camera and ask subcommands."""
     p = sub.add_parser("serve", help="run the vlkd_perception ROS 2 node (what perception.launch.py starts)",
                        description="Start the grasp-feasibility node with a ROS 2 params file, exactly as "
-                                   "`ros2 launch vlkd_ros perception.launch.py` does. Example: vlkd serve "
-                                   "--params config/perception.yaml --model-dir runs/grasp/model")
+                                   "`ros2 launch vlkd_ros perception.launch.py` does. It ends with a one-line "
+                                   "error and exit status 2 when a node of its name already runs in the ROS "
+                                   "domain, or (with autostart, the default) when the model dir does not load. "
+                                   "Example: vlkd serve --params config/perception.yaml --model-dir "
+                                   "runs/grasp/model")
     p.add_argument("--params", default=None, help=f"ROS 2 params file (default {default_params_file()})")
     p.add_argument("--camera-topic", default="", help="override image_topic (launch argument camera_topic)")
     p.add_argument("--model-dir", default="", help="override model_dir (launch argument model_dir; neither set: the "
@@ -163,7 +166,8 @@ def node_ros_args(params: Path, extra: list[str]) -> list[str]:
 
 
 def run_serve(args: argparse.Namespace) -> int:
-    """Start the node with the params file and flag overrides; or print its parameters and exit."""
+    """Start the node with the params file and flag overrides (its StartError: exit 2, one line); or print its
+    parameters and exit."""
     ensure_ros_environment()
     import rclpy
     from rclpy.parameter import Parameter
@@ -172,7 +176,12 @@ def run_serve(args: argparse.Namespace) -> int:
 
     params = Path(args.params) if args.params else default_params_file()
     use_large_frame_profile()
-    rclpy.init(args=["vlkd serve", *node_ros_args(params, args.ros_args)])
+    try:
+        rclpy.init(args=["vlkd serve", *node_ros_args(params, args.ros_args)])
+    except RuntimeError as err:  # rclpy's argument errors (UnknownROSArgsError, ...): one line for the user
+        raise CLIError(f"rclpy refuses the params file {params} or the arguments after --ros-args "
+                       f"{' '.join(args.ros_args)!r}: {type(err).__name__}: {err} (vlkd serve's own flags go before "
+                       "--ros-args)") from err
     try:
         overrides = [Parameter(param, value=getattr(args, flag)) for flag, param in OVERRIDES.items()
                      if getattr(args, flag)]

@@ -65,7 +65,8 @@ class NodeReport:
     error: str = ""
     model_version: str | None = None
     objects: int = 0
-    model_dir: str = ""
+    model_dir: str = ""  # resolved once configured
+    state_dir: str = ""  # where few-shot learning writes (the model dir itself when it has no state dir)
     image_topic: str = ""
     frames_received: int = 0
     other_views: Sequence[str] = ()
@@ -112,6 +113,7 @@ def report_values(report: NodeReport) -> dict[str, Any]:
         "state": report.state,
         "model_version": report.model_version or "",
         "model_dir": report.model_dir,
+        "state_dir": report.state_dir,
         "image_topic": report.image_topic,
         "objects": report.objects,
         "frames_received": report.frames_received,

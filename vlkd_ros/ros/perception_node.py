@@ -5,11 +5,13 @@ The node class, its services and lifecycle, and `run`/`main`; it reaches the mod
 from __future__ import annotations
 
 import gc
+import sys
 import threading
 import time
 from concurrent.futures import Future as WorkerFuture, ThreadPoolExecutor
 from functools import lru_cache
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
@@ -48,6 +50,15 @@ JOB_DRAIN_S = 60.0
 SHUTDOWN_WAIT_S = 10.0  # how long Ctrl-C waits for running callbacks before their node is destroyed
 SHOT_SIDE = 128  # take_next_frames: frames are judged (flat, noise, near-duplicate) at most this big
 MODEL_JOB_HISTORY = 100  # finished model jobs kept for ~/get_job_status
+# `run` refuses to start when the ROS graph shows another node of the same fully qualified name within this many
+# seconds, before it spins (so before any service answers or the model loads). Discovery takes time: on one host a
+# running node showed in the graph after 0.1-1.7 s, and after up to 2.5 s with both cores busy. It also reaches only
+# the node's discovery range: a twin that discovery has not shown by then (a slow network, another host not yet
+# discovered, a discovery server that is down) is not refused, and two nodes started within the same seconds can
+# each see the other and both refuse. Whatever its name, a second node learning into the same model or state dir
+# is refused by that dir's writer lock (at its first ~/add_object job).
+TWIN_WAIT_S = 5.0
+TWIN_POLL_S = 0.05
 
 
 @dataclass
@@ -56,6 +67,10 @@ class Frame:
 
     msg: Image
     received_ns: int
+
+
+class StartError(VlkdError):
+    """The node cannot start: a node of its name already runs, or autostart cannot load its model dir."""
 
 
 class QueryError(Exception):
@@ -91,8 +106,9 @@ class PerceptionNode(LifecycleNode):
     Lifecycle: configure reads the parameters and creates publishers, activate loads the model (a
     `vlkd_ros.inference.GraspFeasibility`) and subscribes to the camera, deactivate unsubscribes and frees the
     model, cleanup destroys the publishers. `run()` configures and activates at start when the `autostart`
-    parameter is true (the default), so it also runs without a lifecycle manager; a failed transition is logged
-    and reported on /diagnostics, and the node stays up so it can be fixed and retried.
+    parameter is true (the default), so it also runs without a lifecycle manager; a model dir that does not load
+    then ends `run()` with a StartError. Any other failed transition, and every one under a lifecycle manager, is
+    logged and reported on /diagnostics, and the node stays up in the state reached so it can be fixed and retried.
     """
 
     def __init__(self, **kwargs: Any) -> None:
@@ -111,7 +127,10 @@ class PerceptionNode(LifecycleNode):
 
         self._state = "unconfigured"
         self._error = ""
+        self._load_error = ""  # the latest failed transition's reason when the model dir could not be loaded
+        self._exit_on_load_error = False  # during autostart(exit_on_load_error=True): its caller reports it
         self._config: dict[str, Any] = {}
+        self._paths: tuple[Path, Path | None] | None = None  # resolved at configure: (model dir, state dir | None)
         self._model: GraspModel | None = None
         self._model_lock = threading.Lock()
         self._frame: Frame | None = None
@@ -195,17 +214,22 @@ class PerceptionNode(LifecycleNode):
     # ----- lifecycle ------------------------------------------------------------------------------------
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
-        """Read the configure-time parameters and create the publishers."""
+        """Read the configure-time parameters, resolve the model and state dirs, and create the publishers."""
         config = configure_values(self._params)
+        try:
+            paths = model_paths(config["model_dir"], config["state_dir"])
+        except Exception as err:  # noqa: BLE001 - no model dir there: stay unconfigured, saying why
+            return self._fail(load_failure(config["model_dir"], err), load=True)
         if not config["image_topic"]:
             return self._fail("parameter image_topic is empty: set it to the colour camera topic")
-        self._config = config
+        self._config, self._paths = config, paths
         self._results_pub = self.create_lifecycle_publisher(GraspResult, "~/results", 10)
         self._debug_pub = self.create_lifecycle_publisher(Image, "~/debug_image", 1)
-        self._state, self._error = "inactive", ""
-        self.get_logger().info(f"configured: model_dir={config['model_dir'] or '(the shipped default model)'} "
-                               f"state_dir={config['state_dir'] or '(default)'} device={config['device']} "
-                               f"image_topic={config['image_topic']}")
+        self._state, self._error, self._load_error = "inactive", "", ""
+        model_dir, state_dir = paths
+        self.get_logger().info(f"configured: model_dir={model_dir} "
+                               f"state_dir={state_dir or f'{model_dir} (the model dir itself)'} "
+                               f"device={config['device']} image_topic={config['image_topic']}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -213,11 +237,9 @@ class PerceptionNode(LifecycleNode):
         cfg = self._config
         start = time.monotonic()
         try:
-            model = load_grasp_model(cfg["model_dir"], cfg["state_dir"], cfg["device"], cfg["backend"],
-                                     int(cfg["inference_threads"]))
+            model = load_grasp_model(*self._paths, cfg["device"], cfg["backend"], int(cfg["inference_threads"]))
         except Exception as err:  # noqa: BLE001 - any load failure must leave the node inactive, not dead
-            where = repr(cfg["model_dir"]) if cfg["model_dir"] else "the shipped default model dir"
-            return self._fail(f"cannot load the model from {where}: {type(err).__name__}: {err}")
+            return self._fail(load_failure(cfg["model_dir"], err), load=True)
         try:
             views = served_views(model.views)
         except ValueError as err:
@@ -241,7 +263,7 @@ class PerceptionNode(LifecycleNode):
         if cfg["camera_info_topic"]:
             self._subs.append(self.create_subscription(CameraInfo, cfg["camera_info_topic"], self._on_camera_info,
                                                        qos, callback_group=self._camera_group))
-        self._state, self._error = "active", ""
+        self._state, self._error, self._load_error = "active", "", ""
         names = [name for name, _ in model.objects()]
         self.get_logger().info(
             f"active: model {model.model_version} loaded in {time.monotonic() - start:.1f} s, {len(names)} objects, "
@@ -250,22 +272,36 @@ class PerceptionNode(LifecycleNode):
             "list_jobs,cancel_job}")
         return super().on_activate(state)
 
-    def _fail(self, reason: str) -> TransitionCallbackReturn:
-        """Log why a transition failed, keep it for /diagnostics, and return FAILURE."""
-        self._error = reason
-        self.get_logger().error(reason)
+    def _fail(self, reason: str, load: bool = False) -> TransitionCallbackReturn:
+        """Keep why a transition failed (`load`: the model dir could not be loaded) for /diagnostics, log it (unless
+        an autostart that ends the process on it reports it), and return FAILURE."""
+        self._error, self._load_error = reason, reason if load else ""
+        if not (load and self._exit_on_load_error):
+            self.get_logger().error(reason)
         return TransitionCallbackReturn.FAILURE
 
-    def autostart(self) -> bool:
-        """Configure and activate; on failure log how to recover and stay up in the state reached."""
-        for step in (self.trigger_configure, self.trigger_activate):
-            if step() != TransitionCallbackReturn.SUCCESS:
-                self.get_logger().error(
-                    f"autostart stopped: {step.__name__[len('trigger_'):]} failed; the node stays {self._state}. "
-                    "Fix the parameters and drive the lifecycle (ros2 lifecycle set "
-                    f"{self.get_fully_qualified_name()} configure / activate), or restart it")
-                return False
-        return True
+    @property
+    def load_error(self) -> str:
+        """Why the latest failed transition could not load the model dir; '' when it loaded or that was not why."""
+        return self._load_error
+
+    def autostart(self, exit_on_load_error: bool = False) -> bool:
+        """Configure and activate; False on failure, logged with how to recover, the node staying up in the state
+        reached. `exit_on_load_error`: a model dir that does not load is left unlogged in `load_error`, for the
+        caller that ends the process on it to report (`run`)."""
+        self._exit_on_load_error = exit_on_load_error
+        try:
+            for step in (self.trigger_configure, self.trigger_activate):
+                if step() != TransitionCallbackReturn.SUCCESS:
+                    if not (exit_on_load_error and self._load_error):
+                        self.get_logger().error(
+                            f"autostart stopped: {step.__name__[len('trigger_'):]} failed; the node stays "
+                            f"{self._state}. Fix the parameters and drive the lifecycle (ros2 lifecycle set "
+                            f"{self.get_fully_qualified_name()} configure / activate), or restart it")
+                    return False
+            return True
+        finally:
+            self._exit_on_load_error = False
 
     def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Unsubscribe from the camera and free the model."""
@@ -307,7 +343,7 @@ class PerceptionNode(LifecycleNode):
             if pub is not None:
                 self.destroy_lifecycle_publisher(pub)
         self._results_pub = self._debug_pub = None
-        self._state = "unconfigured"
+        self._state, self._paths = "unconfigured", None
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -859,11 +895,15 @@ class PerceptionNode(LifecycleNode):
         rate = self._camera_rate.rate(count)
         latencies, counts = self._stats.snapshot()
         model, frame, info = self._model, self._frame, self._camera_info
+        if self._paths is not None:  # resolved by configure; the state dir is where few-shot learning writes
+            model_dir, state_dir = str(self._paths[0]), str(self._paths[1] or self._paths[0])
+        else:  # unconfigured: the parameters as set
+            model_dir, state_dir = str(self._params["model_dir"]), str(self._params["state_dir"])
         return NodeReport(
             name=self.get_fully_qualified_name().lstrip("/"), state=self._state, error=self._error,
             model_version=str(model.model_version) if model else None,
-            objects=len(model.objects()) if model else 0,
-            model_dir=self._config.get("model_dir", ""), image_topic=self._config.get("image_topic", ""),
+            objects=len(model.objects()) if model else 0, model_dir=model_dir, state_dir=state_dir,
+            image_topic=self._config.get("image_topic", ""),
             frames_received=count, other_views=list(self._views_latest),
             camera_info=f"{info.width}x{info.height} {info.header.frame_id}" if info else "none",
             camera_rate_hz=rate, frame_age_s=self._age(frame) if frame else None,
@@ -900,25 +940,65 @@ def _stamp_ns(msg: Image) -> int:
     return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
 
 
-def load_grasp_model(model_dir: str, state_dir: str, device: str, backend: str, threads: int = 0) -> GraspModel:
-    """Load the grasp-feasibility model through the inference API ("" model_dir: the shipped default model; ""
-    state_dir: the default state dir rule of `GraspFeasibility.from_checkpoint`)."""
+def model_paths(model_dir: str, state_dir: str) -> tuple[Path, Path | None]:
+    """The grasp model dir and state dir (None: few-shot learning writes into the model dir) that the parameters
+    model_dir and state_dir name, absolute, by the rules of `GraspFeasibility.from_checkpoint` ("" model_dir: the
+    shipped default model); a VlkdError when there is no grasp model dir there. Reads the model card, loads nothing."""
+    from vlkd_formats.model_dir import KIND_GRASP, read_card, resolve_model_dir
+    from vlkd_ros.inference.model_paths import default_model_dir, state_dir_for
+
+    root = resolve_model_dir(model_dir or default_model_dir()).resolve()
+    read_card(root, KIND_GRASP)
+    state = state_dir_for(root, state_dir)
+    return root, state.resolve() if state is not None else None
+
+
+def load_failure(model_dir: str, err: Exception) -> str:
+    """The one-line reason a model dir (the parameter; "": the shipped default) could not be loaded."""
+    where = repr(model_dir) if model_dir else "the shipped default model dir"
+    return " ".join(f"cannot load the model from {where}: {type(err).__name__}: {err}".split())
+
+
+def load_grasp_model(model_dir: Path, state_dir: Path | None, device: str, backend: str,
+                     threads: int = 0) -> GraspModel:
+    """Load the grasp-feasibility model of a model dir and state dir as `model_paths` resolved them, through the
+    inference API."""
     from vlkd_ros.inference import GraspFeasibility
 
-    return GraspFeasibility.from_checkpoint(model_dir or None, device=device, backend=backend, threads=threads,
-                                            state_dir=state_dir or None)
+    return GraspFeasibility.from_checkpoint(model_dir, device=device, backend=backend, threads=threads,
+                                            state_dir=state_dir)
+
+
+def refuse_twin(node: LifecycleNode, wait_s: float = TWIN_WAIT_S) -> None:
+    """StartError naming the node when the ROS graph shows another of its fully qualified name within `wait_s`
+    (how far this check reaches: TWIN_WAIT_S)."""
+    me = (node.get_name(), node.get_namespace())
+    end = time.monotonic() + wait_s
+    while node.get_node_names_and_namespaces().count(me) < 2:  # this node is one of them
+        if time.monotonic() >= end:
+            return
+        time.sleep(TWIN_POLL_S)
+    fqn = node.get_fully_qualified_name()
+    raise StartError(f"a node named {fqn} is already running in ROS domain {node.context.get_domain_id()} "
+                     f"(`ros2 node info {fqn}` shows it): stop it, or start this one under another name or "
+                     "namespace (--ros-args -r __node:=NAME or -r __ns:=/NAMESPACE; launch: namespace:=/NAMESPACE)")
 
 
 def run(node: PerceptionNode) -> int:
     """Spin `node` on a single-threaded executor (autostarting it if asked) until Ctrl-C or shutdown: its callbacks
-    are short, and whatever runs the model for a query runs on a model worker meanwhile."""
+    are short, and whatever runs the model for a query runs on a model worker meanwhile. StartError, before any
+    callback ran, when a node of its name already runs; or when autostart cannot load the model dir."""
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-    if node.get_parameter("autostart").value:
-        # as an executor task: the services exist from the start; a call that comes while activate loads the model
-        # (2-3 s on this one thread) waits for it and is answered after
-        executor.create_task(node.autostart)
     try:
+        refuse_twin(node)
+        if node.get_parameter("autostart").value:
+            # as an executor task: the services answer from the start; a call that comes while activate loads the
+            # model (2-3 s on this one thread) waits for it and is answered after
+            started = executor.create_task(node.autostart, exit_on_load_error=True)
+            executor.spin_until_future_complete(started)
+            if started.done() and not started.result() and node.load_error:
+                raise StartError(node.load_error)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
@@ -937,11 +1017,14 @@ def main(args: list[str] | None = None) -> int:
     try:
         node = PerceptionNode()
     except Exception as err:  # noqa: BLE001 - bad parameter values: one clear line, not a traceback
-        print(f"{NODE_NAME}: error: {err}", flush=True)
+        print(f"{NODE_NAME}: error: {err}", file=sys.stderr, flush=True)
         rclpy.try_shutdown()
         return 2
     try:
         return run(node)
+    except StartError as err:
+        print(f"{NODE_NAME}: error: {err}", file=sys.stderr, flush=True)
+        return 2
     finally:
         rclpy.try_shutdown()
 

@@ -258,18 +258,20 @@ def test_an_active_node_keeps_the_collector_off_what_it_loaded(local_node, grasp
 
 
 def test_a_model_dir_that_does_not_load_leaves_the_node_up(local_node, tmp_path: Path) -> None:
-    """Activation fails with the load error on /diagnostics; the node stays inactive and answers with that."""
+    """Configure fails on a missing model dir with the load error on /diagnostics; the node (autostarted here, not
+    by `run`) stays unconfigured and answers with that."""
     from diagnostic_msgs.msg import DiagnosticStatus
 
     from vlkd_ros.ros.diagnostics import diagnostic_status
 
     node = local_node(model_dir=str(tmp_path / "missing"))
     assert not node.autostart()
+    assert node.load_error.startswith(f"cannot load the model from '{tmp_path / 'missing'}': ModelDirError: ")
     status = diagnostic_status(node.report())
     assert status.level == DiagnosticStatus.ERROR and status.hardware_id == "no model"
-    assert status.message.startswith(f"node inactive: cannot load the model from '{tmp_path / 'missing'}'")
+    assert status.message == f"node unconfigured: {node.load_error}"
     reply = ask(node, "red circle")
-    assert not reply.success and "node is inactive, not active" in reply.message
+    assert not reply.success and "node is unconfigured, not active" in reply.message
 
 
 def test_an_empty_model_dir_serves_the_shipped_default_model(local_node, grasp_model_dir: Path, tmp_path: Path,
