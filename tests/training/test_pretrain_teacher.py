@@ -56,7 +56,7 @@ def test_scene_caption_lists_every_object_once():
         "a banana", "a dice", "a hammer"]
 
 
-def _object_renders(root, per_object: int = 8):
+def object_renders(root, per_object: int = 8):
     """Single-object renders of the grasp fixtures' objects in a renders dir (train/<label>/)."""
     rng = random.Random(0)
     for name in OBJECTS:
@@ -79,7 +79,7 @@ def test_presence_loss_is_lower_when_the_image_matches_the_present_objects():
 
 
 def test_scene_pretraining_teaches_the_teacher_which_objects_a_scene_holds(tmp_path, tiny_clutter, torch_single_thread):
-    renders = _object_renders(tmp_path / "renders")
+    renders = object_renders(tmp_path / "renders")
     scenes = make_clutter_dataset(tmp_path / "scenes", n_train=48, n_id=0, n_ood=48, seed=1)  # not the eval scenes
     config = PretrainConfig(data_root=str(renders), output_dir=str(tmp_path / "teacher"), clutter_root=str(scenes),
                             model="VLKD-Tiny", epochs=12, batch_size=16, warmup_steps=5, presence_weight=1.0,
@@ -96,7 +96,7 @@ def test_scene_pretraining_teaches_the_teacher_which_objects_a_scene_holds(tmp_p
 
 def test_scenes_may_skip_the_contrastive_loss_even_in_batches_without_a_render(tmp_path, tiny_clutter,
                                                                               torch_single_thread):
-    renders = _object_renders(tmp_path / "renders", per_object=1)
+    renders = object_renders(tmp_path / "renders", per_object=1)
     config = PretrainConfig(data_root=str(renders), output_dir=str(tmp_path / "teacher"),
                             clutter_root=str(tiny_clutter),
                             model="VLKD-Tiny", epochs=1, batch_size=4, warmup_steps=1, presence_weight=0.3,

@@ -10,8 +10,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from sklearn import metrics
 
 from vlkd_formats.config import apply_overrides, from_dict, load_config
+from training.data import DatasetError
 from training.feature_cache import teacher_image_features
 from training.grasp.data import (ClutterData, Episode, ObjectSplitConfig, base_rgb_images, episode_targets,
                                  load_clutter_data, stack_episodes)
@@ -115,30 +117,39 @@ def select_support(episodes: list[Episode], names: list[str], k: int, seed: int)
 
 
 def column_metrics(scores: torch.Tensor, graspable: torch.Tensor, present: torch.Tensor,
-                   threshold: float | torch.Tensor) -> dict[str, float]:
+                   threshold: float | torch.Tensor | None) -> dict[str, float]:
     """Overall accuracy over all (observation, object) pairs next to the accuracy of answering "no" to every
     pair (`always_no`); F1 of 'graspable' over the pairs whose object is present (`f1`) and over all pairs
     (`f1_all`); ROC AUC of the scores over all pairs (`auc`, free of the threshold); the share of observations
-    whose every pair is answered right (`frames_right`). `threshold`: one, or one per column (1, M)."""
-    pred, target = scores >= threshold, graspable > 0.5
-    all_counts = binary_counts(pred, target)
-    present_counts = binary_counts(pred, target, present)
-    return {"accuracy": accuracy_score(all_counts), "always_no": float((~target).float().mean()) if target.numel()
-            else float("nan"), "f1": f1_score(present_counts), "f1_all": f1_score(all_counts),
-            "auc": roc_auc(scores, target.float()),
-            "frames_right": float((pred == target).all(1).float().mean()) if len(target) else float("nan"),
-            "pairs": int(scores.numel()), "present_pairs": int(present.sum()), "frames": int(len(target))}
+    whose every pair is answered right (`frames_right`). `threshold`: one, one per column (1, M), or None (no
+    calibration: the thresholded figures are NaN)."""
+    target, nan = graspable > 0.5, float("nan")
+    result = {"accuracy": nan, "always_no": float((~target).float().mean()) if target.numel() else nan, "f1": nan,
+              "f1_all": nan, "auc": roc_auc(scores, target.float()), "frames_right": nan,
+              "pairs": int(scores.numel()), "present_pairs": int(present.sum()), "frames": int(len(target))}
+    if threshold is not None:
+        pred = scores >= threshold
+        all_counts = binary_counts(pred, target)
+        result.update(accuracy=accuracy_score(all_counts), f1=f1_score(binary_counts(pred, target, present)),
+                      f1_all=f1_score(all_counts),
+                      frames_right=float((pred == target).all(1).float().mean()) if len(target) else nan)
+    return result
 
 
 def evaluate_grasp(model_dir: str | Path, config: GraspEvalConfig, train_overrides: list[str] | None = None
                    ) -> dict[str, Any]:
     """Zero-shot and k-shot metrics of one grasp model dir (or the run dir holding it) on its dataset (from the
-    training config in its card + overrides)."""
+    training config in its card + overrides); with a benchmark but without the training dataset, the benchmark's
+    zero-shot metrics alone (k shots come from the training dataset's X_ood)."""
     config.validate()
     device = resolve_device(config.device)
     gm = load_grasp_model_dir(model_dir, device)
     train_config = _train_config(gm.root, train_overrides or [])
-    data = load_clutter_data(train_config.data)
+    if config.benchmark and not Path(train_config.data.root).is_dir():
+        log.warning("training dataset %s is missing: zero-shot figures on the benchmark only (%s)",
+                    train_config.data.root, render_hint(train_config.data.root))
+        return _benchmark_zero_shot(gm, config, train_config, device)
+    data = _training_data(train_config)
     if data.id_objects != gm.card.labels["id"] or data.ood_objects != gm.card.labels["ood"]:
         raise ValueError(f"model {model_dir} was trained with Y_id {gm.card.labels['id'][:4]}..., Y_ood "
                          f"{gm.card.labels['ood'][:4]}...; the dataset split gives {data.id_objects[:4]}..., "
@@ -150,7 +161,7 @@ def evaluate_grasp(model_dir: str | Path, config: GraspEvalConfig, train_overrid
     pos, neg = _all_text(gm)
     support, query = select_support(data.x_ood, data.ood_objects, config.k_shot, config.seed)
     if config.benchmark:
-        bench = _benchmark_data(config.benchmark, train_config, data)
+        bench = _benchmark_data(config.benchmark, train_config, data.id_objects, data.ood_objects, data.root)
         x_id, x_query = bench.train + bench.x_id, bench.x_ood
     else:
         x_id, x_query = data.x_id, [data.x_ood[i] for i in query]
@@ -170,31 +181,83 @@ def evaluate_grasp(model_dir: str | Path, config: GraspEvalConfig, train_overrid
     tuned_t = _object_thresholds(tuned, gm, pos[n_id:], None if neg is None else neg[n_id:], fewshot, device)
     result["few_shot_thresholds"] = dict(zip(data.ood_objects, tuned_t[0].tolist()))
     for mode, student in (("zero_shot", gm.student), ("few_shot", tuned)):
-        s_id = score_episodes(student, gm.scorer(), x_id, gm.transform(), pos[:n_id],
-                              None if neg is None else neg[:n_id], config.batch_size, device)
-        s_ood = score_episodes(student, gm.scorer(), x_query, gm.transform(), pos, neg, config.batch_size, device)
-        g_id, p_id = episode_targets(x_id, data.id_objects)
-        g_ood, p_ood = episode_targets(x_query, names)
-        t = gm.grasp.threshold
-        t_ood = tuned_t if mode == "few_shot" else torch.full((1, len(data.ood_objects)), t)
-        result[mode] = {"x_id": column_metrics(s_id, g_id, p_id, t),
-                        "id_on_ood": column_metrics(s_ood[:, :n_id], g_ood[:, :n_id], p_ood[:, :n_id], t),
-                        "ood_on_ood": column_metrics(s_ood[:, n_id:], g_ood[:, n_id:], p_ood[:, n_id:], t_ood)}
-        for j, name in enumerate(data.ood_objects):
-            m = column_metrics(s_ood[:, n_id + j:n_id + j + 1], g_ood[:, n_id + j:n_id + j + 1],
-                               p_ood[:, n_id + j:n_id + j + 1], float(t_ood[0, j]))
+        t_ood = tuned_t if mode == "few_shot" else torch.full((1, len(data.ood_objects)), gm.grasp.threshold)
+        result[mode], per_object = _student_metrics(student, gm, x_id, x_query, t_ood, config, device)
+        for name, m in per_object.items():
             result["per_object"].setdefault(name, {})[mode] = m
     raised = [n for n, m in result["per_object"].items() if m["few_shot"]["f1_all"] > m["zero_shot"]["f1_all"]]
     result["fewshot_raised_f1"] = {"objects": raised, "share": len(raised) / max(len(result["per_object"]), 1)}
     return result
 
 
-def _benchmark_data(root: str, train_config: GraspTrainConfig, data: ClutterData) -> ClutterData:
+def _student_metrics(student: Student, gm: GraspModelDir, x_id: list[Episode], x_query: list[Episode],
+                     t_ood: torch.Tensor, config: GraspEvalConfig, device: torch.device
+                     ) -> tuple[dict[str, dict[str, float]], dict[str, dict[str, float]]]:
+    """The three columns' metrics of one student (Y_id at the model's threshold, Y_ood at `t_ood` (1, M)) and
+    each Y_ood object's own metrics on `x_query`."""
+    id_objects, ood_objects = gm.card.labels["id"], gm.card.labels["ood"]
+    n_id, names = len(id_objects), id_objects + ood_objects
+    pos, neg = _all_text(gm)
+    s_id = score_episodes(student, gm.scorer(), x_id, gm.transform(), pos[:n_id], None if neg is None else neg[:n_id],
+                          config.batch_size, device)
+    s_ood = score_episodes(student, gm.scorer(), x_query, gm.transform(), pos, neg, config.batch_size, device)
+    g_id, p_id = episode_targets(x_id, id_objects)
+    g_ood, p_ood = episode_targets(x_query, names)
+    t = gm.grasp.threshold
+    columns = {"x_id": column_metrics(s_id, g_id, p_id, t),
+               "id_on_ood": column_metrics(s_ood[:, :n_id], g_ood[:, :n_id], p_ood[:, :n_id], t),
+               "ood_on_ood": column_metrics(s_ood[:, n_id:], g_ood[:, n_id:], p_ood[:, n_id:], t_ood)}
+    per_object = {name: column_metrics(s_ood[:, n_id + j:n_id + j + 1], g_ood[:, n_id + j:n_id + j + 1],
+                                       p_ood[:, n_id + j:n_id + j + 1], float(t_ood[0, j]))
+                  for j, name in enumerate(ood_objects)}
+    return columns, per_object
+
+
+def _benchmark_zero_shot(gm: GraspModelDir, config: GraspEvalConfig, train_config: GraspTrainConfig,
+                         device: torch.device) -> dict[str, Any]:
+    """The model's zero-shot metrics on every benchmark frame at its own threshold, from the model dir alone."""
+    id_objects, ood_objects = gm.card.labels["id"], gm.card.labels["ood"]
+    bench = _benchmark_data(str(config.benchmark), train_config, id_objects, ood_objects, None)
+    x_id, x_query = bench.train + bench.x_id, bench.x_ood
+    zero, per_object = _student_metrics(gm.student, gm, x_id, x_query,
+                                        torch.full((1, len(ood_objects)), gm.grasp.threshold), config, device)
+    return {"model_dir": str(gm.root), "k_shot": config.k_shot, "threshold": gm.grasp.threshold,
+            "objects": {"id": id_objects, "ood": ood_objects, "split": "the model card"},
+            "benchmark": config.benchmark,
+            "counts": {"x_id": len(x_id), "x_ood": 0, "x_ood_support": 0, "x_ood_query": len(x_query)},
+            "zero_shot": zero, "few_shot": None, "per_object": {n: {"zero_shot": m} for n, m in per_object.items()},
+            "note": f"no {config.k_shot}-shot figures: their shots come from the training dataset "
+                    f"{train_config.data.root}, which is missing ({render_hint(train_config.data.root)})"}
+
+
+def render_hint(root: str) -> str:
+    """How to render a missing clutter dataset dir: the shipped collection config named like it, if any."""
+    from sim.config import ClutterConfig
+    from vlkd_formats.config import packaged_config_dir
+
+    shipped = packaged_config_dir(ClutterConfig)
+    name = Path(root).name
+    if shipped is not None and (shipped / f"{name}.yaml").is_file():
+        return f"render it with `vlkd collect clutter --config {name} --out {root}`"
+    return f"render it with `vlkd collect clutter --out {root}` and the settings it was trained on"
+
+
+def _training_data(train_config: GraspTrainConfig) -> ClutterData:
+    """The model's training dataset; a missing one is named with the command that renders it."""
+    if not Path(train_config.data.root).is_dir():
+        raise DatasetError(f"the model's training dataset {train_config.data.root} does not exist: "
+                           f"{render_hint(train_config.data.root)}, or pass eval.benchmark=DIR for the zero-shot "
+                           "figures on a benchmark alone")
+    return load_clutter_data(train_config.data)
+
+
+def _benchmark_data(root: str, train_config: GraspTrainConfig, id_objects: list[str], ood_objects: list[str],
+                    train_root: Path | None) -> ClutterData:
     """The held-out benchmark dataset with the training data's object split and views."""
-    if Path(root).resolve() == Path(data.root).resolve():
+    if train_root is not None and Path(root).resolve() == Path(train_root).resolve():
         raise ValueError(f"eval.benchmark {root} is the training dataset; render a held-out one (vlkd collect "
                          "clutter --config clutter_heldout)")
-    split = ObjectSplitConfig(mode="explicit", id=list(data.id_objects), ood=list(data.ood_objects))
+    split = ObjectSplitConfig(mode="explicit", id=list(id_objects), ood=list(ood_objects))
     bench = load_clutter_data(replace(train_config.data, root=str(root), split=split))
     if not bench.x_ood or not (bench.train or bench.x_id):
         raise ValueError(f"benchmark {root} needs both X_id and X_ood frames; it has {len(bench.train + bench.x_id)}"
@@ -206,16 +269,18 @@ def teacher_row(model_dir: str | Path, config: GraspEvalConfig, train_overrides:
                 ) -> dict[str, Any]:
     """The teacher's own zero-shot answers on the benchmark: its embedding of each whole base-camera frame against
     the model's prompt pair, scored like the student (the model's logit scale), at a threshold calibrated on the
-    training dataset's held-out X_id frames."""
+    training dataset's held-out X_id frames; without the training dataset, the threshold-free figures alone."""
     device = resolve_device(config.device)
     gm = load_grasp_model_dir(model_dir, device)
     train_config = _train_config(gm.root, train_overrides or [])
-    data = load_clutter_data(train_config.data)
-    bench = _benchmark_data(str(config.benchmark), train_config, data)
+    id_objects, ood_objects = gm.card.labels["id"], gm.card.labels["ood"]
+    data = _training_data(train_config) if Path(train_config.data.root).is_dir() else None
+    bench = _benchmark_data(str(config.benchmark), train_config, id_objects, ood_objects,
+                            data.root if data else None)
     teacher = Teacher(train_config.teacher)
     cache = train_config.teacher.cache_dir
     pos, neg = _all_text(gm)
-    n_id = len(data.id_objects)
+    n_id = len(id_objects)
     scorer = GraspScorer(gm.grasp.logit_scale, 0.0)
 
     def scores(episodes: list[Episode], desc: str) -> torch.Tensor:
@@ -223,37 +288,53 @@ def teacher_row(model_dir: str | Path, config: GraspEvalConfig, train_overrides:
         with torch.no_grad():
             return torch.sigmoid(scorer(feats, pos, neg))
 
-    calib = data.x_id or data.train
-    threshold, _ = calibrate_threshold(scores(calib, "teacher (calibration)")[:, :n_id],
-                                       episode_targets(calib, data.id_objects)[0], "f1")
+    threshold = None
+    if data is not None:
+        calib = data.x_id or data.train
+        threshold, _ = calibrate_threshold(scores(calib, "teacher (calibration)")[:, :n_id],
+                                           episode_targets(calib, id_objects)[0], "f1")
     x_id, x_ood = bench.train + bench.x_id, bench.x_ood
     s_id, s_ood = scores(x_id, "teacher (benchmark X_id)"), scores(x_ood, "teacher (benchmark X_ood)")
-    g_id, p_id = episode_targets(x_id, data.id_objects)
-    g_ood, p_ood = episode_targets(x_ood, data.id_objects + data.ood_objects)
+    g_id, p_id = episode_targets(x_id, id_objects)
+    g_ood, p_ood = episode_targets(x_ood, id_objects + ood_objects)
     zero = {"x_id": column_metrics(s_id[:, :n_id], g_id, p_id, threshold),
             "id_on_ood": column_metrics(s_ood[:, :n_id], g_ood[:, :n_id], p_ood[:, :n_id], threshold),
             "ood_on_ood": column_metrics(s_ood[:, n_id:], g_ood[:, n_id:], p_ood[:, n_id:], threshold)}
-    return {"name": f"teacher ({train_config.teacher.model}, whole frame)", "zero_shot": zero, "few_shot": None,
-            "threshold": threshold, "counts": {"x_id": len(x_id), "x_ood_query": len(x_ood), "x_ood_support": 0},
-            "benchmark": config.benchmark, "crop_top1": crop_top1(teacher, x_id + x_ood, data, pos, cache)}
+    row = {"name": f"teacher ({train_config.teacher.model}, whole frame)", "zero_shot": zero, "few_shot": None,
+           "threshold": threshold, "counts": {"x_id": len(x_id), "x_ood_query": len(x_ood), "x_ood_support": 0},
+           "benchmark": config.benchmark,
+           "crop_top1": crop_top1(teacher, x_id + x_ood, id_objects, ood_objects, pos, cache)}
+    if threshold is None:
+        row["note"] = (f"ROC AUC only: its threshold is calibrated on the training dataset {train_config.data.root}, "
+                       f"which is missing ({render_hint(train_config.data.root)})")
+    return row
 
 
-def crop_top1(teacher: Teacher, episodes: list[Episode], data: ClutterData, text: torch.Tensor, cache: str
-              ) -> dict[str, float]:
+def crop_top1(teacher: Teacher, episodes: list[Episode], id_objects: list[str], ood_objects: list[str],
+              text: torch.Tensor, cache: str, desc: str = "teacher region features (benchmark)") -> dict[str, float]:
     """How well the teacher knows the objects as the cameras see them: top-1 accuracy of each visible object's
-    crop (training.grasp.regions) against the names of its own part (Y_id among Y_id, Y_ood among Y_ood)."""
-    regions = teacher_region_features(teacher, episodes, cache, desc="teacher region features (benchmark)")
-    names = data.id_objects + data.ood_objects
-    n_id = len(data.id_objects)
-    hits: dict[str, list[bool]] = {"id": [], "ood": []}
+    crop (training.grasp.regions) against the names of its own part (`id`: Y_id among Y_id, `ood`: Y_ood among
+    Y_ood) and against all names (`id_all`, `ood_all`), and the crops counted (`crops_id`, `crops_ood`); `text`
+    holds one row per name, Y_id then Y_ood."""
+    regions = teacher_region_features(teacher, episodes, cache, desc=desc)
+    names = id_objects + ood_objects
+    n_id = len(id_objects)
+    truth: dict[str, list[int]] = {"id": [], "ood": [], "id_all": [], "ood_all": []}
+    guess: dict[str, list[int]] = {key: [] for key in truth}
     for i, ep in enumerate(episodes):
         for k, name in enumerate(ep.objects):
             if not bool(regions.valid[i, k]):
                 continue
             j = names.index(name)
             part, lo, hi = ("id", 0, n_id) if j < n_id else ("ood", n_id, len(names))
-            hits[part].append(int((regions.features[i, k] @ text[lo:hi].T).argmax()) == j - lo)
-    return {part: sum(v) / len(v) if v else float("nan") for part, v in hits.items()}
+            sims = regions.features[i, k] @ text.T
+            truth[part].append(j)
+            guess[part].append(lo + int(sims[lo:hi].argmax()))
+            truth[part + "_all"].append(j)
+            guess[part + "_all"].append(int(sims.argmax()))
+    result = {key: float(metrics.accuracy_score(truth[key], guess[key])) if truth[key] else float("nan")
+              for key in truth}
+    return {**result, "crops_id": float(len(truth["id"])), "crops_ood": float(len(truth["ood"]))}
 
 
 def _object_thresholds(student: Student, gm: GraspModelDir, pos: torch.Tensor, neg: torch.Tensor | None,
@@ -356,6 +437,8 @@ def table_markdown(result: dict[str, Any]) -> str:
                  "dataset's X_ood). After the finetune each Y_ood object is decided at its own threshold "
                  "(fewshot.object_fpr), as objects added at run time are.")
     for r in result["rows"]:
+        if r.get("note"):
+            lines.append(f"{r['name']}: {r['note']}.")
         if r.get("fewshot_raised_f1"):
             raised = r["fewshot_raised_f1"]
             lines.append(f"{r['name']}: the {k}-shot finetune raised the F1 (over all frames) of "
@@ -363,5 +446,6 @@ def table_markdown(result: dict[str, Any]) -> str:
         if r.get("crop_top1"):
             lines.append(f"{r['name']} on each visible object's crop instead of the whole frame: top-1 "
                          f"{pct(r['crop_top1']['id'])}% among Y_id names, {pct(r['crop_top1']['ood'])}% among Y_ood "
+                         f"names, {pct(r['crop_top1']['id_all'])}% / {pct(r['crop_top1']['ood_all'])}% among all "
                          "names (what region distillation passes on).")
     return "\n".join(lines) + "\n"

@@ -1,4 +1,4 @@
-"""`vlkd pretrain-teacher`, `vlkd demo`, `vlkd reproduce`: the offline mini-world."""
+"""`vlkd pretrain-teacher`, `vlkd eval-teacher`, `vlkd demo`, `vlkd reproduce`: the offline mini-world."""
 from __future__ import annotations
 
 import argparse
@@ -19,6 +19,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                                           "ROC AUC of 'object X is in this scene' (needs --eval-data)")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. epochs=10")
     p.set_defaults(func=run_pretrain)
+
+    t = sub.add_parser("eval-teacher", help="what a teacher knows zero-shot, each figure beside chance",
+                       description="On a clutter dataset: top-1 naming of each visible object's crop (among its "
+                                   "part's names and among all names) and whole-frame presence ROC AUC; on a "
+                                   "classification dataset: zero-shot accuracy. Example: vlkd eval-teacher "
+                                   "data/clutter_heldout data/miniworld/classification --teacher vlkd-offline")
+    t.add_argument("datasets", nargs="+", help="clutter (`vlkd collect clutter`) or classification dataset dirs")
+    t.add_argument("--teacher", default="vlkd-offline",
+                   help="a shipped teacher name, a local-dir:/hf-hub: name or a folder holding open_clip_config.json "
+                        "and weights (default vlkd-offline)")
+    t.add_argument("--cache-dir", default="runs/cache", help="teacher feature cache (default runs/cache)")
+    t.add_argument("--out", help="also write the figures to this JSON file and the table beside it (.md)")
+    t.set_defaults(func=run_eval_teacher)
 
     from vlkd_ros.pipeline import MiniWorldConfig, ReproduceConfig
 
@@ -68,6 +81,25 @@ def run_pretrain(args: argparse.Namespace) -> int:
         write_teacher_card(out, zero_shot, args.eval_data, "vlkd " + shlex.join(sys.argv[1:]), presence,
                            args.eval_clutter)
     print(f"teacher: {out} (use teacher.model=local-dir:{out} teacher.pretrained=null)")
+    return 0
+
+
+def run_eval_teacher(args: argparse.Namespace) -> int:
+    """Evaluate the teacher on each dataset and print the table (and write it with --out)."""
+    from pathlib import Path
+
+    from training.teacher_eval import evaluate_teacher, teacher_table
+    from vlkd_formats.atomic_io import atomic_write_json, atomic_write_text
+
+    logging.basicConfig(level=logging.WARNING)
+    result = evaluate_teacher(args.teacher, args.datasets, args.cache_dir)
+    table = teacher_table(result)
+    print(table)
+    if args.out:
+        out = Path(args.out)
+        atomic_write_json(out, result)
+        atomic_write_text(out.with_suffix(".md"), table)
+        print(f"written: {out}, {out.with_suffix('.md')}")
     return 0
 
 
