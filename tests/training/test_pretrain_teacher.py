@@ -12,9 +12,11 @@ from grasp_fixtures import OBJECTS, make_clutter_dataset, render_scene
 from shapes_data import COLOURS, SHAPES, draw_sample, make_dataset
 from training.data import DatasetError
 from training.evaluate import teacher_presence_auc, teacher_zero_shot
-from training.pretrain_teacher import (PresenceLoss, PretrainConfig, captions_for, pretrain_teacher, scene_caption,
-                                       write_teacher_card)
+from training.pretrain_teacher import (PresenceLoss, PretrainConfig, captions_for, contrastive_loss, pretrain_teacher,
+                                       scene_caption, write_teacher_card)
 from training.teacher import Teacher, TeacherConfig
+from training.teacher_eval import evaluate_teacher
+from vlkd_formats.dataset_dir import read_manifest
 
 
 def test_captions_use_name_and_description():
@@ -44,9 +46,10 @@ def test_pretrained_teacher_loads_like_any_open_clip_model(tmp_path):
     data = make_dataset(tmp_path / "eval", n_train=2, n_id=2, n_ood=2)
     zero_shot = teacher_zero_shot(f"local-dir:{out}", str(data), str(tmp_path / "cache"))
     assert set(zero_shot) == {"id", "ood"} and all(0 <= v <= 1 for v in zero_shot.values())
-    write_teacher_card(out, zero_shot, str(data), "vlkd pretrain-teacher ...")
-    assert json.loads((out / "card.json").read_text())["zero_shot"] == zero_shot
-    assert "Zero-shot accuracy" in (out / "CARD.md").read_text()
+    write_teacher_card(out, evaluate_teacher(str(out), [str(data)], str(tmp_path / "cache")), "vlkd pretrain-teacher",
+                       config)
+    assert json.loads((out / "card.json").read_text())["figures"][0]["zero_shot"] == zero_shot
+    assert "| zero-shot accuracy" in (out / "CARD.md").read_text()
 
 
 def test_scene_caption_lists_every_object_once():
@@ -89,9 +92,11 @@ def test_scene_pretraining_teaches_the_teacher_which_objects_a_scene_holds(tmp_p
     auc = teacher_presence_auc(f"local-dir:{out}", str(tiny_clutter), str(tmp_path / "cache"),
                                prompt="there is a {} in this image.")
     assert auc["id"] > 0.85 and auc["ood"] > 0.85, auc
-    write_teacher_card(out, {"id": 0.5, "ood": 0.5}, "renders", "vlkd ...", auc, str(tiny_clutter))
+    result = evaluate_teacher(str(out), [str(tiny_clutter)], str(tmp_path / "cache"))
+    write_teacher_card(out, result, "vlkd ...", config)
     card = (out / "CARD.md").read_text()
-    assert "96 cluttered table scenes" in card and f"X_ood {auc['ood']:.3f}" in card
+    presence = result["datasets"][0]["presence_auc"]
+    assert "96 of its samples come from clutter scenes" in card and f"| {presence['ood']:.3f} |" in card
 
 
 def test_scenes_may_skip_the_contrastive_loss_even_in_batches_without_a_render(tmp_path, tiny_clutter,
@@ -112,4 +117,46 @@ def test_scenes_of_objects_without_renders_are_refused(tmp_path, tiny_clutter):
                                   renders / "train" / "red_circle" / "0.png")
     config = PretrainConfig(data_root=str(renders), clutter_root=str(tiny_clutter), model="VLKD-Tiny", device="cpu")
     with pytest.raises(DatasetError, match="renders lack"):
+        pretrain_teacher(config)
+
+
+def test_samples_of_one_object_are_each_others_positives_in_the_multi_positive_loss():
+    image = torch.nn.functional.normalize(torch.randn(4, 8, generator=torch.Generator().manual_seed(0)), dim=-1)
+    swapped = image[[1, 0, 2, 3]]  # samples 0 and 1 show one object: each image lies on the other's caption
+    scale, groups = torch.tensor(10.0), torch.tensor([0, 0, 1, 2])
+    assert contrastive_loss(image, swapped, scale) > contrastive_loss(image, image, scale) + 1.0
+    assert torch.isclose(contrastive_loss(image, swapped, scale, groups), contrastive_loss(image, image, scale, groups))
+    assert torch.isclose(contrastive_loss(image, image, scale, torch.arange(4)), contrastive_loss(image, image, scale))
+
+
+def test_crops_and_held_out_selection_with_resume(tmp_path, torch_single_thread):
+    renders = object_renders(tmp_path / "renders", per_object=2)
+    scenes = make_clutter_dataset(tmp_path / "scenes", n_train=12, n_id=6, n_ood=6, seed=3)
+    config = PretrainConfig(data_root=str(renders), output_dir=str(tmp_path / "teacher"), clutter_root=str(scenes),
+                            model="VLKD-Tiny", epochs=2, batch_size=8, warmup_steps=2, device="cpu", crops=True,
+                            multi_positive=True, name_weight=1.0, presence_weight=0.3, select_split="val_on_train")
+    pretrain_teacher(config)
+    first = json.loads((tmp_path / "teacher.run" / "history.json").read_text())
+    config.epochs = 3
+    out = pretrain_teacher(config, resume=True)
+    history = json.loads((tmp_path / "teacher.run" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1, 2, 3] and history[:2] == first  # resumed, not restarted
+    made = json.loads((out / "labels.json").read_text())
+    assert made["selected"] == max(history, key=lambda h: h["score"])
+    rows = [r for r in read_manifest(scenes) if r["split"] != "val_on_train"]
+    crops = sum(1 for r in rows for o in r["objects"] if o["bbox"] and
+                (o["bbox"][2] - o["bbox"][0] + 1) * (o["bbox"][3] - o["bbox"][1] + 1) >= config.min_crop_pixels)
+    assert made["scenes"] == len(rows) + crops  # no held-out scene is trained on
+    weights = f"epoch-{made['selected']['epoch']:04d}"
+    assert (out / "open_clip_model.safetensors").read_bytes() == (
+        tmp_path / "teacher.run" / "selection" / weights / "open_clip_model.safetensors").read_bytes()
+
+
+def test_crops_need_scenes_and_selection_needs_its_split(tmp_path, tiny_clutter):
+    with pytest.raises(ValueError, match="need clutter_root"):
+        PretrainConfig(crops=True).validate()
+    renders = object_renders(tmp_path / "renders", per_object=1)
+    config = PretrainConfig(data_root=str(renders), clutter_root=str(tiny_clutter), select_split="test",
+                            model="VLKD-Tiny", device="cpu")
+    with pytest.raises(DatasetError, match="no 'test' scenes to select on"):
         pretrain_teacher(config)

@@ -16,7 +16,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--config", help="YAML (training.pretrain_teacher.PretrainConfig)")
     p.add_argument("--eval-data", help="dataset dir with val_on_train/ and val/ to record zero-shot accuracy")
     p.add_argument("--eval-clutter", help="clutter dataset dir (not the one pretrained on) to record the zero-shot "
-                                          "ROC AUC of 'object X is in this scene' (needs --eval-data)")
+                                          "crop top-1 and ROC AUC of 'object X is in this scene' (needs --eval-data)")
+    p.add_argument("--resume", action="store_true", help="continue from the run dir's last checkpoint")
     p.add_argument("overrides", nargs="*", help="dotted overrides, e.g. epochs=10")
     p.set_defaults(func=run_pretrain)
 
@@ -68,18 +69,14 @@ def run_pretrain(args: argparse.Namespace) -> int:
         raise CLIError("--eval-clutter needs --eval-data (the card records both)")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     config = load_config(PretrainConfig, args.config, args.overrides)
-    out = pretrain_teacher(config)
+    out = pretrain_teacher(config, resume=args.resume)
     if args.eval_data:
-        from training.evaluate import teacher_presence_auc, teacher_zero_shot
+        from training.teacher_eval import evaluate_teacher, teacher_table
 
-        zero_shot = teacher_zero_shot(f"local-dir:{out}", args.eval_data)
-        print(f"teacher zero-shot: X_id {100 * zero_shot['id']:.1f}%, X_ood {100 * zero_shot['ood']:.1f}%")
-        presence = None
-        if args.eval_clutter:
-            presence = teacher_presence_auc(f"local-dir:{out}", args.eval_clutter)
-            print(f"teacher zero-shot 'X in scene' ROC AUC: X_id {presence['id']:.3f}, X_ood {presence['ood']:.3f}")
-        write_teacher_card(out, zero_shot, args.eval_data, "vlkd " + shlex.join(sys.argv[1:]), presence,
-                           args.eval_clutter)
+        result = evaluate_teacher(str(out), [args.eval_data] + ([args.eval_clutter] if args.eval_clutter else []),
+                                  str(config.run_path() / "eval_cache"))
+        print(teacher_table(result))
+        write_teacher_card(out, result, "vlkd " + shlex.join(sys.argv[1:]), config)
     print(f"teacher: {out} (use teacher.model=local-dir:{out} teacher.pretrained=null)")
     return 0
 
