@@ -225,7 +225,7 @@ def ros_env() -> dict:
 def test_the_ros_quick_start_runs_as_written(tmp_path):
     """The quick start's camera and node started as written, then its `vlkd ask` and the README's Python blocks
     answer every name they ask about."""
-    cwd, env = make_mirror(tmp_path), ros_env()
+    cwd, env, before = make_mirror(tmp_path), ros_env(), shipped_models_status()
     quick = [c for c in readme_commands() if (s := vlkd_subcommand(pieces(c)[0][0])) and s[1] in QUICK_START]
     servers = [c for c in quick if vlkd_subcommand(pieces(c)[0][0])[1] != "ask"]
     asks = [c for c in quick if c not in servers]
@@ -250,6 +250,7 @@ def test_the_ros_quick_start_runs_as_written(tmp_path):
             for name in re.findall(r'object_names=\[([^\]]*)\]', block)[0].replace('"', "").split(", "):
                 assert f"{name}:" in proc.stdout, proc.stdout
         assert all(p.poll() is None for p in started), "a quick-start server ended early"
+        assert shipped_models_status() == before, "the quick start wrote into the shipped model dir"
     finally:
         for p in started:
             if p.poll() is None:
@@ -267,7 +268,7 @@ def test_the_ros_quick_start_runs_as_written(tmp_path):
 def test_the_readme_long_commands_run_as_written(tmp_path):
     """Every other long `vlkd` command, as written and in README order in one directory (each one's prerequisites
     come before it there)."""
-    cwd = make_mirror(tmp_path)
+    cwd, before = make_mirror(tmp_path), shipped_models_status()
     for cmd in readme_commands():
         parts, _ = pieces(cmd)
         subs = [s[1] for p in parts if (s := vlkd_subcommand(p)) is not None]
@@ -275,3 +276,10 @@ def test_the_readme_long_commands_run_as_written(tmp_path):
             continue  # fast commands: test_every_readme_command_runs; the demo and quick start: their own tests
         proc = run_line(cmd, cwd, timeout=3 * 3600)
         assert proc.returncode == 0, f"{cmd}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
+    assert shipped_models_status() == before, "a README command wrote into the shipped model dir"
+
+
+def shipped_models_status() -> str:
+    """`git status` of the shipped model dirs (untracked files included): what a README command must leave alone."""
+    return subprocess.run(["git", "status", "--porcelain", "--untracked-files=all", "--", "vlkd_ros/models"],
+                          cwd=ROOT, capture_output=True, text=True, check=True).stdout
