@@ -44,7 +44,7 @@ FASTDDS_PROFILE = "fastdds_large_frames.xml"
 OVERRIDES = {"camera_topic": "image_topic", "model_dir": "model_dir", "state_dir": "state_dir", "device": "device"}
 # `vlkd sim-camera` flags: SimCameraConfig fields (`--depth-topic` sets depth_topic), with their help texts.
 SIM_CAMERA_FLAGS = ("source", "env_id", "images", "topic", "depth_topic", "camera_info_topic", "hand_topic",
-                    "hand_depth_topic", "rate", "image_size", "camera", "seed", "scene_period", "sim_backend",
+                    "hand_depth_topic", "rate", "image_size", "camera", "seed", "scene_period", "sway", "sim_backend",
                     "reliability", "frames")
 SIM_CAMERA_HELP = {
     "source": "env: render scenes of the clutter env; images: cycle over recorded frames",
@@ -61,6 +61,8 @@ SIM_CAMERA_HELP = {
     "camera": "env camera to publish (default: its first)",
     "seed": "first scene seed",
     "scene_period": "seconds between new scenes (0: one scene)",
+    "sway": "env: the camera sways over the scene by this fraction of the frame side (one slow circle every 4 s), so "
+            "successive frames are distinct views as from a moving camera (take_next_frames needs them); 0: still",
     "frames": "stop after this many frames (0: run until Ctrl-C)",
 }
 

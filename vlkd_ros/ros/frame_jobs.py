@@ -1,7 +1,7 @@
-"""~/add_object calls with take_next_frames: `FrameJobs` queues them, hands them the next camera frames that are
+"""~/add_object goals with take_next_frames: `FrameJobs` queues them, hands them the next camera frames that are
 distinct views (near-duplicates and degenerate frames are skipped by the shot rules of
 `vlkd_ros.inference.shots`), and fails those whose distinct frames do not come in time, saying why (a static
-scene: move the object or the camera); the node starts the model's job of each ready one.
+scene: move the object or the camera); each goal starts the model's job once its job is complete.
 """
 from __future__ import annotations
 
@@ -17,12 +17,9 @@ if TYPE_CHECKING:  # importing vlkd_ros.inference loads torch; the node does tha
     from vlkd_ros.inference.protocol import GraspJob
     from vlkd_ros.inference.shots import ShotRules
 
-HISTORY = 100  # finished frame jobs kept for ~/get_job_status and ~/list_jobs
-
-
 @dataclass
 class FrameJob:
-    """An ~/add_object call waiting for its next distinct camera frames before the model's few-shot job starts."""
+    """An ~/add_object goal waiting for its next distinct camera frames before the model's few-shot job starts."""
 
     job_id: str
     name: str
@@ -46,9 +43,9 @@ class FrameJob:
         return self.state == "queued" and self.model_job is None
 
     @property
-    def active(self) -> bool:
-        """Whether the job is collecting or its model job is queued or running."""
-        return self.collecting or (self.model_job is not None and self.model_job.state in ("queued", "running"))
+    def complete(self) -> bool:
+        """Whether the job is collecting and has all its frames (its model job is to be started)."""
+        return self.collecting and len(self.frames) >= self.needed
 
     def progress_note(self) -> str:
         """'collecting camera frames: 2/5 distinct (40 near-duplicates skipped)'."""
@@ -59,7 +56,7 @@ class FrameJob:
 
 
 class FrameJobs:
-    """The frame jobs of one node, by id; thread-safe (camera, service and timer callbacks use it)."""
+    """The collecting frame jobs of one node, by id; thread-safe (camera, action and timer callbacks use it)."""
 
     def __init__(self, rules: ShotRules | None = None) -> None:
         self._jobs: dict[str, FrameJob] = {}
@@ -67,27 +64,21 @@ class FrameJobs:
         self._rules = rules
 
     def __bool__(self) -> bool:
-        """Whether any frame job was ever queued (the camera callback's fast path)."""
+        """Whether any frame job is kept (the camera callback's fast path)."""
         return bool(self._jobs)
 
     def queue(self, name: str, description: str, take: int, timeout: float) -> FrameJob:
-        """Register a job that starts once `take` more distinct camera frames have arrived within `timeout` s."""
+        """Register a job that starts once `take` more distinct camera frames have arrived within `timeout` s (the
+        jobs done collecting are forgotten: their goals hold them)."""
         job = FrameJob(job_id=f"frames-{uuid.uuid4().hex[:12]}", name=name, description=description, needed=take,
                        deadline=time.monotonic() + timeout, timeout=timeout)
         with self._lock:
-            finished = [j for j in self._jobs.values() if not j.active]
-            for old in finished[:max(0, len(finished) - HISTORY + 1)]:
-                del self._jobs[old.job_id]
+            self._jobs = {job_id: j for job_id, j in self._jobs.items() if j.collecting}
             self._jobs[job.job_id] = job
         return job
 
-    def get(self, job_id: str) -> FrameJob | None:
-        """The frame job `job_id`, or None."""
-        with self._lock:
-            return self._jobs.get(job_id)
-
     def all(self) -> list[FrameJob]:
-        """Every frame job kept (active ones and the latest finished), oldest first."""
+        """Every frame job kept (the collecting ones and those done since the latest `queue`), oldest first."""
         with self._lock:
             return list(self._jobs.values())
 
@@ -117,11 +108,6 @@ class FrameJobs:
                     job.thumbs.append(thumb)
                     ready |= len(job.frames) == job.needed
         return ready
-
-    def ready(self) -> list[FrameJob]:
-        """Collecting jobs that have all their frames (their model job is to be started)."""
-        with self._lock:
-            return [job for job in self._jobs.values() if job.collecting and len(job.frames) >= job.needed]
 
     def waiting(self) -> int:
         """How many jobs are still collecting frames."""

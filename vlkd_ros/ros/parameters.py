@@ -94,7 +94,7 @@ PARAMETERS = (
               "on ~/results; 0: publish only the answers of ~/is_graspable", "runtime", float_range=(0.0, 30.0)),
     ParamSpec("publish_debug_image", False, "publish the judged frame with scores drawn on ~/debug_image",
               "runtime"),
-    ParamSpec("max_fewshot_images", 50, "most images (or next frames) one ~/add_object call may use", "runtime",
+    ParamSpec("max_fewshot_images", 50, "most images (or next frames) one ~/add_object goal may use", "runtime",
               int_range=(1, 1000)),
     ParamSpec("fewshot_frame_timeout", 10.0, "seconds ~/add_object waits for its next distinct camera frames",
               "runtime", float_range=(0.1, 600.0)),

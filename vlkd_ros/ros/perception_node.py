@@ -9,8 +9,7 @@ import sys
 import threading
 import time
 from concurrent.futures import Future as WorkerFuture, ThreadPoolExecutor
-from functools import lru_cache
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -28,35 +27,35 @@ from rclpy.task import Future
 from sensor_msgs.msg import CameraInfo, Image
 
 from vlkd_formats.errors import VlkdError
-from vlkd_formats.object_registry import normalize_description, normalize_name
 from vlkd_interfaces.msg import GraspResult, ObjectLocation
-from vlkd_interfaces.srv import AddObject, CancelJob, GetJobStatus, IsGraspable, ListJobs, ListObjects, QueryObjects
+from vlkd_interfaces.srv import IsGraspable, ListObjects, QueryObjects, RemoveObject
 from vlkd_ros.ros import log_bridge
 from vlkd_ros.ros.debug_image import annotate
 from vlkd_ros.ros.diagnostics import NodeReport, QueryStats, RateMeter, diagnostic_status
 from vlkd_ros.ros.frame_cache import CacheEntry, EmbeddingCache, Prefetcher, observation_key
-from vlkd_ros.ros.frame_jobs import FrameJob, FrameJobs
+from vlkd_ros.ros.frame_jobs import FrameJobs
 from vlkd_ros.ros.image_msgs import ImageFormatError, image_to_depth, image_to_rgb, numpy_to_image
 from vlkd_ros.inference.locations import frame_location
+from vlkd_ros.ros.object_learning import ObjectLearning
 from vlkd_ros.ros.parameters import (PARAMETERS, PREFETCH_WHILE_QUERIED_S, RELIABILITIES, VIEW_TOPICS,
                                      accepted_changes, check_choices, configure_values, served_views)
+from vlkd_ros.ros.requests import QueryError, registry_name
 
 if TYPE_CHECKING:  # importing vlkd_ros.inference loads torch: done only when the model is loaded (on activate)
-    from vlkd_ros.inference.protocol import GraspEmbedding, GraspJob, GraspModel
+    from vlkd_ros.inference.protocol import GraspEmbedding, GraspModel
 
 NODE_NAME = "vlkd_perception"
 MODEL_WORKERS = 2  # threads that run the model for queries (request images, a missing embedding): two at once
 JOB_DRAIN_S = 60.0
 SHUTDOWN_WAIT_S = 10.0  # how long Ctrl-C waits for running callbacks before their node is destroyed
 SHOT_SIDE = 128  # take_next_frames: frames are judged (flat, noise, near-duplicate) at most this big
-MODEL_JOB_HISTORY = 100  # finished model jobs kept for ~/get_job_status
 # `run` refuses to start when the ROS graph shows another node of the same fully qualified name within this many
 # seconds, before it spins (so before any service answers or the model loads). Discovery takes time: on one host a
 # running node showed in the graph after 0.1-1.7 s, and after up to 2.5 s with both cores busy. It also reaches only
 # the node's discovery range: a twin that discovery has not shown by then (a slow network, another host not yet
 # discovered, a discovery server that is down) is not refused, and two nodes started within the same seconds can
 # each see the other and both refuse. Whatever its name, a second node learning into the same model or state dir
-# is refused by that dir's writer lock (at its first ~/add_object job).
+# is refused by that dir's writer lock (at its first ~/add_object goal).
 TWIN_WAIT_S = 5.0
 TWIN_POLL_S = 0.05
 
@@ -71,10 +70,6 @@ class Frame:
 
 class StartError(VlkdError):
     """The node cannot start: a node of its name already runs, or autostart cannot load its model dir."""
-
-
-class QueryError(Exception):
-    """A query that cannot be answered; its text becomes the reply's message."""
 
 
 @dataclass
@@ -116,13 +111,13 @@ class PerceptionNode(LifecycleNode):
         super().__init__(kwargs.pop("node_name", NODE_NAME), **kwargs)
         self._log_handler = log_bridge.attach(self.get_logger())
         # before the parameter checks: destroy_node() (also after a refused parameter) stops them
-        self._prefetcher = Prefetcher(self._prefetch, lambda: float(self._params["prefetch_rate"]),
-                                      lambda: float(self._params["prefetch_busy_share"]))
+        self._prefetcher = Prefetcher(self._prefetch, lambda: float(self.params["prefetch_rate"]),
+                                      lambda: float(self.params["prefetch_busy_share"]))
         self._workers = ThreadPoolExecutor(MODEL_WORKERS, thread_name_prefix="vlkd-model")
         for spec in PARAMETERS:
             self.declare_parameter(spec.name, spec.default, spec.descriptor())
-        self._params = {spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS}
-        check_choices(self._params)
+        self.params = {spec.name: self.get_parameter(spec.name).value for spec in PARAMETERS}
+        check_choices(self.params)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self._state = "unconfigured"
@@ -137,16 +132,14 @@ class PerceptionNode(LifecycleNode):
         self._views_latest: dict[str, Frame] = {}
         self._camera_info: CameraInfo | None = None
         self._frame_count = 0
-        self._frame_jobs = FrameJobs()
+        self.frame_jobs = FrameJobs()
         self._embeddings = EmbeddingCache()
         self._last_query = 0.0  # monotonic time of the latest latest-frame query (prefetch runs while queried)
-        self._model_jobs: dict[str, GraspJob] = {}
         self._stats = QueryStats()
         self._camera_rate = RateMeter()
         self._subs: list = []
         self._results_pub = None
         self._debug_pub = None
-        self._starting_frame_jobs = False
 
         # `run` spins the node on one thread: every callback is short (frames are only stored, queries answer from
         # cached embeddings); whatever runs the model for a query awaits a model worker (`_in_worker`) while the
@@ -162,15 +155,11 @@ class PerceptionNode(LifecycleNode):
                             qos_profile=request_qos, callback_group=self._query_group)
         self.create_service(QueryObjects, "~/query_objects", self._on_query_objects,
                             qos_profile=request_qos, callback_group=self._query_group)
-        self.create_service(AddObject, "~/add_object", self._on_add_object, callback_group=self._admin_group)
         self.create_service(ListObjects, "~/list_objects", self._on_list_objects, callback_group=self._admin_group)
-        self.create_service(GetJobStatus, "~/get_job_status", self._on_get_job_status,
-                            callback_group=self._admin_group)
-        self.create_service(ListJobs, "~/list_jobs", self._on_list_jobs, callback_group=self._admin_group)
-        self.create_service(CancelJob, "~/cancel_job", self._on_cancel_job, callback_group=self._admin_group)
-        self._frames_ready = self.create_guard_condition(self._start_frame_jobs, callback_group=self._admin_group)
+        self.create_service(RemoveObject, "~/remove_object", self._on_remove_object, callback_group=self._admin_group)
+        self._learning = ObjectLearning(self, self._admin_group)
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._diag_timer = self.create_timer(float(self._params["diagnostics_period"]), self._publish_diagnostics,
+        self._diag_timer = self.create_timer(float(self.params["diagnostics_period"]), self._publish_diagnostics,
                                              callback_group=self._diag_group)
         self._results_timer = None
         self._schedule_results()
@@ -179,6 +168,7 @@ class PerceptionNode(LifecycleNode):
         """Stop the prefetch thread and the model workers, detach the logging bridge, then destroy the node."""
         self._prefetcher.stop()
         self._workers.shutdown(wait=True, cancel_futures=True)
+        self._learning.destroy()
         log_bridge.detach(self._log_handler)
         return super().destroy_node()
 
@@ -194,7 +184,7 @@ class PerceptionNode(LifecycleNode):
             changes = accepted_changes({param.name: param.value for param in params}, self._state)
         except ValueError as err:
             return SetParametersResult(successful=False, reason=str(err))
-        self._params.update(changes)
+        self.params.update(changes)
         for name, value in changes.items():
             self.get_logger().info(f"parameter {name} set to {value!r}")
         if "results_rate" in changes:
@@ -206,7 +196,7 @@ class PerceptionNode(LifecycleNode):
         if self._results_timer is not None:
             self.destroy_timer(self._results_timer)
             self._results_timer = None
-        rate = float(self._params["results_rate"])
+        rate = float(self.params["results_rate"])
         if rate > 0:
             self._results_timer = self.create_timer(1.0 / rate, self._on_results_tick,
                                                     callback_group=self._results_group)
@@ -215,7 +205,7 @@ class PerceptionNode(LifecycleNode):
 
     def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
         """Read the configure-time parameters, resolve the model and state dirs, and create the publishers."""
-        config = configure_values(self._params)
+        config = configure_values(self.params)
         try:
             paths = model_paths(config["model_dir"], config["state_dir"])
         except Exception as err:  # noqa: BLE001 - no model dir there: stay unconfigured, saying why
@@ -268,8 +258,8 @@ class PerceptionNode(LifecycleNode):
         self.get_logger().info(
             f"active: model {model.model_version} loaded in {time.monotonic() - start:.1f} s, {len(names)} objects, "
             f"camera {cfg['image_topic']} ({cfg['image_reliability']}), services "
-            f"{self.get_fully_qualified_name()}/{{is_graspable,query_objects,add_object,list_objects,get_job_status,"
-            "list_jobs,cancel_job}")
+            f"{self.get_fully_qualified_name()}/{{is_graspable,query_objects,list_objects,remove_object}}, action "
+            f"{self.get_fully_qualified_name()}/add_object")
         return super().on_activate(state)
 
     def _fail(self, reason: str, load: bool = False) -> TransitionCallbackReturn:
@@ -312,9 +302,8 @@ class PerceptionNode(LifecycleNode):
         self._frame = None
         self._views_latest = {}
         self._camera_info = None
-        self._frame_jobs.fail_collecting("the node was deactivated before the frames arrived")
+        self.frame_jobs.fail_collecting("the node was deactivated before the frames arrived")
         self.release_model()
-        self._model_jobs.clear()
         self.get_logger().info("inactive: camera unsubscribed, model freed")
         return super().on_deactivate(state)
 
@@ -331,7 +320,7 @@ class PerceptionNode(LifecycleNode):
         """Let the model's running few-shot jobs commit to its registry before the model is dropped."""
         if model is None:
             return
-        running = [job_id for job_id, job in self._model_jobs.items() if job.state in ("queued", "running")]
+        running = [job.job_id for job in model.jobs() if job.state in ("queued", "running")]
         if running:
             self.get_logger().info(f"waiting up to {JOB_DRAIN_S:.0f} s for few-shot jobs {', '.join(running)} "
                                    "to finish so the object registry stays consistent")
@@ -356,20 +345,20 @@ class PerceptionNode(LifecycleNode):
     # ----- camera callbacks: store only, never run the model here -----------------------------------------
 
     def _on_image(self, msg: Image) -> None:
-        """Keep the latest colour frame; wake the prefetch while queried; hand it to ~/add_object calls that wait
+        """Keep the latest colour frame; wake the prefetch while queried; hand it to ~/add_object goals that wait
         for frames."""
         self._frame = Frame(msg, self.get_clock().now().nanoseconds)
         self._frame_count += 1
-        if self._params["prefetch_rate"] > 0 and time.monotonic() - self._last_query < PREFETCH_WHILE_QUERIED_S:
+        if self.params["prefetch_rate"] > 0 and time.monotonic() - self._last_query < PREFETCH_WHILE_QUERIED_S:
             self._prefetcher.wake()
-        if not self._frame_jobs or not self._frame_jobs.waiting():
+        if not self.frame_jobs or not self.frame_jobs.waiting():
             return
         try:
-            rgb, problem = image_to_rgb(msg, max_pixels=int(self._params["max_image_pixels"]), shrink_to=SHOT_SIDE), ""
+            rgb, problem = image_to_rgb(msg, max_pixels=int(self.params["max_image_pixels"]), shrink_to=SHOT_SIDE), ""
         except ImageFormatError as err:
             rgb, problem = None, f"could not be read: {err}"
-        if self._frame_jobs.offer(msg, {view: f.msg for view, f in self._views_latest.items()}, rgb, problem):
-            self._frames_ready.trigger()
+        if self.frame_jobs.offer(msg, {view: f.msg for view, f in self._views_latest.items()}, rgb, problem):
+            self._learning.frames_ready()
 
     def _view_callback(self, view: str) -> Callable[[Image], None]:
         """A subscription callback that keeps the latest frame of one more view (depth, wrist camera)."""
@@ -389,7 +378,7 @@ class PerceptionNode(LifecycleNode):
         start = time.perf_counter()
         self._stats.begin()
         try:
-            model = self._require_model()
+            model = self.require_model()
             name = request.object_name.strip()
             if not name:
                 raise QueryError("object_name is empty: give the name of a known object (see ~/list_objects)")
@@ -422,7 +411,7 @@ class PerceptionNode(LifecycleNode):
         start = time.perf_counter()
         self._stats.begin()
         try:
-            model = self._require_model()
+            model = self.require_model()
             names = [name.strip() for name in request.object_names]
             if not names:
                 names = [name for name, _ in model.objects()]
@@ -458,7 +447,7 @@ class PerceptionNode(LifecycleNode):
 
     def _decide(self, result: dict) -> tuple[float, bool]:
         """(score, graspable) of one model answer under the `threshold` parameter."""
-        score, threshold = float(result["score"]), float(self._params["threshold"])
+        score, threshold = float(result["score"]), float(self.params["threshold"])
         return score, (bool(result["graspable"]) if threshold < 0 else score >= threshold)
 
     def _check_names(self, model: GraspModel, names: list[str]) -> list[str]:
@@ -466,7 +455,7 @@ class PerceptionNode(LifecycleNode):
         known_objects_only is set)."""
         known = {known_name for known_name, _ in model.objects()}
         unregistered = [name for name in names if registry_name(name) not in known]
-        if unregistered and self._params["known_objects_only"]:
+        if unregistered and self.params["known_objects_only"]:
             what = ", ".join(map(repr, unregistered))
             raise QueryError(f"unknown object {what}; known objects: {', '.join(sorted(known)) or 'none'}; "
                              "teach it with ~/add_object (or set known_objects_only to false for zero-shot)")
@@ -481,7 +470,7 @@ class PerceptionNode(LifecycleNode):
             if model.views != ["base_rgb"]:
                 raise QueryError(f"model {model.model_version} stacks views {model.views}; a request image "
                                  "gives only base_rgb: leave image empty to judge the cameras' latest frames")
-            embedding = await self._in_worker(lambda: self._embed(model, self._views(model, image)))
+            embedding = await self.in_worker(lambda: self._embed(model, self.model_input(model, image)))
             stamp, frame_id, size = image.header.stamp, image.header.frame_id, (image.width, image.height)
             note = f"request image, {image.width}x{image.height} {image.encoding}"
         else:
@@ -500,7 +489,7 @@ class PerceptionNode(LifecycleNode):
             raise QueryError(str(err)) from err
         return Judged(results, stamp, frame_id, str(embedding.model_version), note, *size)
 
-    async def _in_worker(self, work: Callable[[], Any]) -> Any:
+    async def in_worker(self, work: Callable[[], Any]) -> Any:
         """Run `work` on a model worker thread while the executor serves other callbacks; its result (or its
         exception) once done."""
         done = Future(executor=self.executor)
@@ -535,7 +524,7 @@ class PerceptionNode(LifecycleNode):
 
     def _fresh_enough(self, model: GraspModel, now_ns: int) -> Callable[[CacheEntry], bool]:
         """Whether a cached entry may answer a query now: same weights, every frame within max_frame_age."""
-        version, limit = str(model.model_version), float(self._params["max_frame_age"])
+        version, limit = str(model.model_version), float(self.params["max_frame_age"])
         return lambda entry: entry.key[0] == version and (limit <= 0 or all(self._age(f, now_ns) <= limit
                                                                              for f in entry.meta.values()))
 
@@ -544,8 +533,8 @@ class PerceptionNode(LifecycleNode):
         the latest observation's, computed on a model worker."""
         key, _ = self._observation(model, now_ns)
         entry = self._embeddings.lookup(key, self._fresh_enough(model, now_ns),
-                                        prefer_fallback=float(self._params["prefetch_rate"]) > 0)
-        return entry if entry is not None else await self._in_worker(lambda: self._latest_embedding(model, now_ns))
+                                        prefer_fallback=float(self.params["prefetch_rate"]) > 0)
+        return entry if entry is not None else await self.in_worker(lambda: self._latest_embedding(model, now_ns))
 
     def _latest_embedding(self, model: GraspModel, now_ns: int | None = None, prefetch: bool = False
                           ) -> CacheEntry:
@@ -559,12 +548,12 @@ class PerceptionNode(LifecycleNode):
         key, frames = self._observation(model, now_ns)
 
         def compute() -> GraspEmbedding:
-            return self._embed(model, self._views(model, frames["base_rgb"].msg,
+            return self._embed(model, self.model_input(model, frames["base_rgb"].msg,
                                                   {view: f.msg for view, f in frames.items() if view != "base_rgb"}))
 
         entry, _ = self._embeddings.get(key, compute, frames,
                                         fallback=None if prefetch else self._fresh_enough(model, now_ns),
-                                        prefer_fallback=float(self._params["prefetch_rate"]) > 0)
+                                        prefer_fallback=float(self.params["prefetch_rate"]) > 0)
         return entry
 
     def _prefetch(self) -> None:
@@ -580,7 +569,7 @@ class PerceptionNode(LifecycleNode):
         except Exception as err:  # noqa: BLE001 - a bad frame must not stop prefetching
             self.get_logger().warning(f"prefetch: cannot embed the latest frame: {err}", throttle_duration_sec=10.0)
 
-    def _require_model(self) -> GraspModel:
+    def require_model(self) -> GraspModel:
         """The loaded model, or QueryError saying which lifecycle state the node is in."""
         model = self._model
         if self._state != "active" or model is None:
@@ -588,12 +577,17 @@ class PerceptionNode(LifecycleNode):
                              f"({self.get_fully_qualified_name()}/change_state) to load the model")
         return model
 
+    @property
+    def image_topic(self) -> str:
+        """The colour camera topic the node reads (configured; "" before configure)."""
+        return str(self._config.get("image_topic", ""))
+
     def _fresh(self, frame: Frame | None, topic: str, what: str, now_ns: int | None = None) -> Frame:
         """Return `frame` if there is one and it is recent enough (at `now_ns`, default now), else QueryError."""
         if frame is None:
             raise QueryError(f"no {what} frame received yet on {topic} (QoS {self._config['image_reliability']}); "
                              "is the camera publishing?")
-        age, limit = self._age(frame, now_ns), float(self._params["max_frame_age"])
+        age, limit = self._age(frame, now_ns), float(self.params["max_frame_age"])
         if limit > 0 and age > limit:
             raise QueryError(f"latest {what} frame on {topic} is {age:.2f} s old, older than max_frame_age "
                              f"{limit:.2f} s; is the camera still publishing?")
@@ -607,12 +601,12 @@ class PerceptionNode(LifecycleNode):
         now = self.get_clock().now().nanoseconds if now_ns is None else now_ns
         return max(0.0, (now - taken) / 1e9)
 
-    def _views(self, model: GraspModel, msg: Image, extra: dict[str, Image] | None = None
+    def model_input(self, model: GraspModel, msg: Image, extra: dict[str, Image] | None = None
                ) -> np.ndarray | dict[str, np.ndarray]:
         """The model's input: the colour frame `msg` as an RGB array, or a dict of every view the model stacks
         (other views from `extra`, else the latest fresh frame of their topic)."""
-        side = int(self._params["image_size"]) or int(model.image_size or 0)
-        limit = int(self._params["max_image_pixels"])
+        side = int(self.params["image_size"]) or int(model.image_size or 0)
+        limit = int(self.params["max_image_pixels"])
         views = model.views
         out = {}
         for view in views:
@@ -629,134 +623,6 @@ class PerceptionNode(LifecycleNode):
                 raise QueryError(f"{'image' if view == 'base_rgb' else view + ' frame'}: {err}") from err
         return out["base_rgb"] if views == ["base_rgb"] else out
 
-    async def _on_add_object(self, request: AddObject.Request, response: AddObject.Response) -> AddObject.Response:
-        """Start a few-shot job from the given images (converted and checked on a model worker) or the next distinct
-        camera frames; answers once it started. Refused (accepted false, the reason in message) before anything is
-        queued: a name or description the registry refuses, too few or too many shots, a full job queue, shots
-        that are no distinct views of an object."""
-        try:
-            model = self._require_model()
-            name = request.name.strip()
-            if not name:
-                raise QueryError("name is empty: give the new object's name")
-            key = registry_name(name)
-            try:
-                description = normalize_description(request.description)
-            except ValueError as err:
-                raise QueryError(str(err)) from err
-            take, images = int(request.take_next_frames), list(request.images)
-            limit, least = int(self._params["max_fewshot_images"]), int(self._params["fewshot_min_shots"])
-            if take and images:
-                raise QueryError(f"give either images ({len(images)} given) or take_next_frames ({take}), not both")
-            if not take and not images:
-                raise QueryError("give example images or take_next_frames > 0")
-            if max(take, len(images)) > limit:
-                raise QueryError(f"{max(take, len(images))} images asked for; the limit is {limit} "
-                                 "(parameter max_fewshot_images)")
-            if max(take, len(images)) < least:
-                given = max(take, len(images))
-                what = ("frame" if take else "image") + ("" if given == 1 else "s")
-                raise QueryError(f"{given} {what} given; a few-shot job needs at least {least} distinct views "
-                                 "(parameter fewshot_min_shots)")
-            self._check_job_room(model, key)
-            if take:
-                job: FrameJob | GraspJob = self._frame_jobs.queue(
-                    key, description, take, float(self._params["fewshot_frame_timeout"]))
-                response.job_id = job.job_id
-                response.message = f"collecting the next {take} distinct frames from {self._config['image_topic']}"
-            else:
-                if model.views != ["base_rgb"]:
-                    raise QueryError(f"model {model.model_version} stacks views {model.views}: use "
-                                     "take_next_frames to take them from the cameras")
-                job = self._remember(await self._in_worker(lambda: self._add_images(model, key, description, images)))
-                response.job_id = job.job_id
-                response.message = f"few-shot job started with {len(images)} images; {job.message}"
-            response.accepted = True
-            self.get_logger().info(f"add_object({key!r}): job {response.job_id}: {response.message}")
-        except (QueryError, ValueError, VlkdError) as err:  # VlkdError: e.g. another writer holds the model dir
-            response.accepted, response.message = False, str(err).replace("image[", "images[")
-        except Exception as err:  # noqa: BLE001
-            self.get_logger().error(f"add_object({request.name[:100]!r}) failed: {type(err).__name__}: {err}")
-            response.accepted, response.message = False, f"add_object failed: {type(err).__name__}: {err}"
-        if not response.accepted:
-            self.get_logger().debug(f"add_object({request.name[:100]!r}) refused: {response.message}")
-        return response
-
-    def _check_job_room(self, model: GraspModel, key: str) -> None:
-        """QueryError unless another few-shot job may start: one per name at a time, at most max_fewshot_jobs
-        collecting frames, queued or running in all."""
-        frame_jobs = [j for j in self._frame_jobs.all() if j.collecting]
-        active = [(j.job_id, j.name) for j in frame_jobs] + [(j.job_id, j.name) for j in model.jobs() if
-                                                              j.state in ("queued", "running")]
-        same = [job_id for job_id, job_name in active if job_name == key]
-        if same:
-            raise QueryError(f"a few-shot job for {key!r} is already collecting frames, queued or running "
-                             f"({', '.join(same)}): wait for it (~/get_job_status) or cancel it (~/cancel_job)")
-        most = int(self._params["max_fewshot_jobs"])
-        if len(active) >= most:
-            raise QueryError(f"{len(active)} few-shot jobs are collecting frames, queued or running, the most allowed "
-                             "(parameter max_fewshot_jobs): wait for one to finish (~/list_jobs) or cancel one "
-                             "(~/cancel_job)")
-
-    def _add_images(self, model: GraspModel, name: str, description: str, images: list[Image]) -> GraspJob:
-        """The model's few-shot job from request images (a model worker runs this: conversion and shot checks)."""
-        views = []
-        for i, img in enumerate(images):
-            try:
-                views.append(self._views(model, img))
-            except QueryError as err:
-                raise QueryError(f"images[{i}]: {err}") from err
-        return self._add_views(model, name, description, views)
-
-    def _add_views(self, model: GraspModel, name: str, description: str, views: list) -> GraspJob:
-        """The model's few-shot job from converted views (at least fewshot_min_shots distinct ones)."""
-        model.fewshot = replace(model.fewshot, min_heldout_auc=float(self._params["fewshot_min_heldout_auc"]))
-        return model.add_object(name, views, description=description or None, k=int(self._params["fewshot_min_shots"]))
-
-    def _remember(self, job: GraspJob) -> GraspJob:
-        """Keep a started model job for ~/get_job_status (the latest MODEL_JOB_HISTORY finished ones with it)."""
-        finished = [job_id for job_id, j in self._model_jobs.items() if j.state not in ("queued", "running")]
-        for job_id in finished[:max(0, len(finished) - MODEL_JOB_HISTORY + 1)]:
-            del self._model_jobs[job_id]
-        self._model_jobs[job.job_id] = job
-        return job
-
-    async def _start_frame_jobs(self) -> None:
-        """Start the model jobs of ~/add_object calls whose frames have all arrived (guard-condition callback; the
-        frames are converted and checked on a model worker). One call at a time starts them all: a trigger while
-        it awaits a worker leaves the new jobs to it."""
-        if self._starting_frame_jobs:
-            return
-        self._starting_frame_jobs = True
-        try:
-            while ready := self._frame_jobs.ready():
-                for job in ready:
-                    await self._start_frame_job(job)
-        finally:
-            self._starting_frame_jobs = False
-
-    async def _start_frame_job(self, job: FrameJob) -> None:
-        """Start one frame job's model job (a failure fails the job, saying why; a job cancelled meanwhile cancels
-        the model job it got)."""
-        frames, extra = job.frames, job.extra
-        try:
-            model = self._require_model()
-
-            def start() -> GraspJob:
-                views = [self._views(model, msg, other) for msg, other in zip(frames, extra)]
-                return self._add_views(model, job.name, job.description, views)
-
-            job.model_job = self._remember(await self._in_worker(start))
-            if job.state == "cancelled":
-                model.cancel(job.model_job.job_id)
-        except (QueryError, ValueError, VlkdError) as err:
-            job.state, job.message = "failed", str(err).replace("image[", "frame[")
-        except Exception as err:  # noqa: BLE001
-            job.state, job.message = "failed", f"add_object failed: {type(err).__name__}: {err}"
-        job.frames, job.extra, job.thumbs = [], [], []
-        if job.state == "failed":
-            self.get_logger().error(f"job {job.job_id} ({job.name!r}) failed: {job.message}")
-
     def _on_list_objects(self, request: ListObjects.Request, response: ListObjects.Response) -> ListObjects.Response:
         """Names and descriptions the model knows; empty while no model is loaded."""
         model = self._model
@@ -767,71 +633,26 @@ class PerceptionNode(LifecycleNode):
             response.model_version = str(model.model_version)
         return response
 
-    def _on_get_job_status(self, request: GetJobStatus.Request,
-                           response: GetJobStatus.Response) -> GetJobStatus.Response:
-        """State of an ~/add_object job."""
-        job_id = request.job_id
-        frame_job = self._frame_jobs.get(job_id)
-        model_job = frame_job.model_job if frame_job else self._model_jobs.get(job_id)
-        if model_job is None and frame_job is None and self._model is not None:
-            model_job = self._model.job(job_id)
-        if model_job is not None:
-            response.found, response.state = True, str(model_job.state)
-            response.progress, response.message = float(model_job.progress), str(model_job.message)
-        elif frame_job is not None:
-            response.found, response.state = True, frame_job.state
-            response.message = frame_job.message or frame_job.progress_note()
-        else:
-            response.message = f"no job {job_id[:100]!r}"
-        return response
-
-    def _on_list_jobs(self, request: ListJobs.Request, response: ListJobs.Response) -> ListJobs.Response:
-        """Every few-shot job kept: frame jobs (under their frames-... id, with their model job's state once it
-        started), then the model's other jobs; each kind oldest first."""
-        rows, started = [], set()
-        for job in self._frame_jobs.all():
-            model_job = job.model_job
-            if model_job is not None:
-                started.add(model_job.job_id)
-                rows.append((job.job_id, job.name, model_job.state, model_job.progress, model_job.message))
-            else:
-                rows.append((job.job_id, job.name, job.state, len(job.frames) / max(job.needed, 1) * 0.05,
-                             job.message or job.progress_note()))
-        model = self._model
-        for job in model.jobs() if model is not None else []:
-            if job.job_id not in started:
-                rows.append((job.job_id, job.name, job.state, job.progress, job.message))
-        response.job_ids = [str(r[0]) for r in rows]
-        response.names = [str(r[1]) for r in rows]
-        response.states = [str(r[2]) for r in rows]
-        response.progress = [float(r[3]) for r in rows]
-        response.messages = [str(r[4]) for r in rows]
-        return response
-
-    def _on_cancel_job(self, request: CancelJob.Request, response: CancelJob.Response) -> CancelJob.Response:
-        """Cancel a few-shot job that is collecting frames, queued or running; a cancelled job changes nothing."""
-        job_id = request.job_id
-        frame_job = self._frame_jobs.cancel(job_id)
-        job = frame_job.model_job if frame_job is not None and frame_job.model_job is not None else frame_job
-        model = self._model
-        if frame_job is None or frame_job.model_job is not None:
-            model_id = frame_job.model_job.job_id if frame_job is not None else job_id
-            job = model.cancel(model_id) if model is not None else None
-            if job is None and frame_job is not None:  # its model was unloaded since
-                job = frame_job.model_job
-        if job is None:
-            response.message = f"no job {job_id[:100]!r}"
-            return response
-        response.found, response.state = True, str(job.state)
-        response.cancelled = response.state == "cancelled"
-        if response.cancelled:
-            response.message = str(job.message)
-        elif response.state == "running":
-            response.message = f"job {job_id} is running: cancel requested, it stops at its next step unless committing"
-        else:
-            response.message = f"job {job_id} is {job.state}: finished already, nothing to cancel"
-        if response.cancelled:
-            self.get_logger().info(f"job {job_id}: cancelled")
+    async def _on_remove_object(self, request: RemoveObject.Request,
+                                response: RemoveObject.Response) -> RemoveObject.Response:
+        """Forget an object ~/add_object taught (on a model worker: it writes the registry); refused, nothing
+        changed and the reason in message, for any other name; never raises."""
+        try:
+            model = self.require_model()
+            name = request.name.strip()
+            if not name:
+                raise QueryError("name is empty: give the name of an object ~/add_object taught")
+            key = registry_name(name)
+            response.model_version = str(await self.in_worker(lambda: model.remove_object(key)))
+            response.success, response.message = True, f"removed {key!r}"
+            self.get_logger().info(f"remove_object({key!r}): serving {response.model_version}")
+        except (QueryError, ValueError, VlkdError) as err:  # NotRemovable, another writer holds the model dir
+            response.success, response.message = False, str(err)
+        except Exception as err:  # noqa: BLE001 - a service must answer, whatever the model does
+            self.get_logger().error(f"remove_object({request.name[:100]!r}) failed: {type(err).__name__}: {err}")
+            response.success, response.message = False, f"remove_object failed: {type(err).__name__}: {err}"
+        if not response.success and self._model is not None:
+            response.model_version = str(self._model.model_version)
         return response
 
     # ----- publishing -----------------------------------------------------------------------------------
@@ -852,12 +673,12 @@ class PerceptionNode(LifecycleNode):
     async def _on_results_tick(self) -> None:
         """At `results_rate` (its timer's period), judge the latest fresh observation for every known object and
         publish it (from the embedding the queries share)."""
-        if float(self._params["results_rate"]) <= 0 or self._state != "active":
+        if float(self.params["results_rate"]) <= 0 or self._state != "active":
             return
         model, frame = self._model, self._frame
         if model is None or frame is None:
             return
-        limit = float(self._params["max_frame_age"])
+        limit = float(self.params["max_frame_age"])
         names = [name for name, _ in model.objects()]
         if not names or (limit > 0 and self._age(frame) > limit):
             return
@@ -872,10 +693,10 @@ class PerceptionNode(LifecycleNode):
         scores, graspable = zip(*(self._decide(result[name]) for name in names))
         self._publish_result(msg.header.stamp, msg.header.frame_id, names, list(scores), list(graspable),
                              str(entry.value.model_version))
-        if self._params["publish_debug_image"] and self._debug_pub is not None:
+        if self.params["publish_debug_image"] and self._debug_pub is not None:
             try:
-                rgb = image_to_rgb(msg, max_pixels=int(self._params["max_image_pixels"]),
-                                   shrink_to=int(self._params["image_size"]) or int(model.image_size or 0))
+                rgb = image_to_rgb(msg, max_pixels=int(self.params["max_image_pixels"]),
+                                   shrink_to=int(self.params["image_size"]) or int(model.image_size or 0))
             except ImageFormatError:
                 return
             self._debug_pub.publish(numpy_to_image(annotate(rgb, names, scores, graspable), "rgb8",
@@ -883,7 +704,7 @@ class PerceptionNode(LifecycleNode):
 
     def _publish_diagnostics(self) -> None:
         """Publish model version, latency, frame age, camera rate and queue lengths on /diagnostics."""
-        for job in self._frame_jobs.expire(str(self._config.get("image_topic"))):
+        for job in self.frame_jobs.expire(str(self._config.get("image_topic"))):
             self.get_logger().warning(f"job {job.job_id} ({job.name!r}): {job.message}")
         array = DiagnosticArray(status=[diagnostic_status(self.report())])
         array.header.stamp = self.get_clock().now().to_msg()
@@ -898,7 +719,7 @@ class PerceptionNode(LifecycleNode):
         if self._paths is not None:  # resolved by configure; the state dir is where few-shot learning writes
             model_dir, state_dir = str(self._paths[0]), str(self._paths[1] or self._paths[0])
         else:  # unconfigured: the parameters as set
-            model_dir, state_dir = str(self._params["model_dir"]), str(self._params["state_dir"])
+            model_dir, state_dir = str(self.params["model_dir"]), str(self.params["state_dir"])
         return NodeReport(
             name=self.get_fully_qualified_name().lstrip("/"), state=self._state, error=self._error,
             model_version=str(model.model_version) if model else None,
@@ -907,9 +728,9 @@ class PerceptionNode(LifecycleNode):
             frames_received=count, other_views=list(self._views_latest),
             camera_info=f"{info.width}x{info.height} {info.header.frame_id}" if info else "none",
             camera_rate_hz=rate, frame_age_s=self._age(frame) if frame else None,
-            max_frame_age=float(self._params["max_frame_age"]), latencies=latencies, counts=counts,
-            jobs_waiting=self._frame_jobs.waiting(), embeddings=self._embeddings.stats(),
-            jobs_running=sum(1 for j in self._model_jobs.values() if j.state in ("queued", "running")))
+            max_frame_age=float(self.params["max_frame_age"]), latencies=latencies, counts=counts,
+            jobs_waiting=self.frame_jobs.waiting(), embeddings=self._embeddings.stats(),
+            jobs_running=sum(1 for j in model.jobs() if j.state in ("queued", "running")) if model else 0)
 
 
 def freeze_heap() -> None:
@@ -917,17 +738,6 @@ def freeze_heap() -> None:
     ~290 ms and a middle one ~1.5 ms on this VM, and either would otherwise land inside a query."""
     gc.collect()
     gc.freeze()
-
-
-def registry_name(name: str) -> str:
-    """`name` as the object registry spells it, or QueryError when the registry refuses it."""
-    try:
-        return _normalized(name)
-    except ValueError as err:
-        raise QueryError(str(err)) from err
-
-
-_normalized = lru_cache(maxsize=4096)(normalize_name)  # queries name the same few objects over and over
 
 
 def _has_image(img: Image) -> bool:

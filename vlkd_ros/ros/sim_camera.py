@@ -2,14 +2,16 @@
 
 A background thread renders (or reads) frames; a timer publishes the newest one at the requested rate with a
 fresh stamp, so slow rendering or a scene reset never stalls the stream. `env` source: each scene is rendered
-once (the table is static) and a new scene is drawn every `scene_period` seconds.
+once (the table is static), the camera sways over it (`sway`: a slow circle of small pans, so successive frames are
+distinct views), and a new scene is drawn every `scene_period` seconds.
 """
 from __future__ import annotations
 
+import math
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -26,6 +28,7 @@ from vlkd_ros.ros.image_msgs import numpy_to_image
 from vlkd_ros.ros.sim_camera_config import CLUTTER_ENV_ID, SOURCES, SimCameraConfig  # noqa: F401 (re-exported)
 
 RELIABILITIES = {"best_effort": ReliabilityPolicy.BEST_EFFORT, "reliable": ReliabilityPolicy.RELIABLE}
+SWAY_PERIOD_S = 4.0  # one turn of the camera's sway circle
 
 
 @dataclass
@@ -180,10 +183,16 @@ class SimCameraNode(Node):
             return
         if self.config.source == "images":
             self._next_scene.set()
-        if self._messages[0] is not shot:  # convert each shot once; later publishes only restamp it
-            self._messages = (shot, shot_messages(shot, self.config.frame_id, self.config.hand_frame_id))
+        if self.config.source == "env" and self.config.sway > 0:  # a new view per publish
+            turn = (time.monotonic() - self._started) / SWAY_PERIOD_S if self.published else 0.0
+            seen = swayed(shot, self.config.sway, turn)
+            messages = shot_messages(seen, self.config.frame_id, self.config.hand_frame_id)
+        else:  # convert each shot once; later publishes only restamp it
+            if self._messages[0] is not shot:
+                self._messages = (shot, shot_messages(shot, self.config.frame_id, self.config.hand_frame_id))
+            messages = self._messages[1]
         stamp = self.get_clock().now().to_msg()
-        for stream, msg in self._messages[1].items():
+        for stream, msg in messages.items():
             if stream in self._pubs:
                 msg.header.stamp = stamp
                 self._pubs[stream].publish(msg)
@@ -205,6 +214,25 @@ class SimCameraNode(Node):
 
 class _Done(Exception):
     """Raised by the timer after the requested number of frames."""
+
+
+def swayed(shot: Shot, sway: float, turn: float) -> Shot:
+    """The base camera's view of `shot` panned along a circle of radius `sway` (a fraction of the frame side) at
+    `turn` turns: its frame cropped to (1 - 2 sway) of each side around the shifted centre and resized back (depth
+    by nearest pixel), the intrinsics moved and scaled to match; the wrist camera's views unchanged."""
+    h, w = shot.rgb.shape[:2]
+    dx, dy = sway * w * math.cos(2 * math.pi * turn), sway * h * math.sin(2 * math.pi * turn)
+    box = (sway * w + dx, sway * h + dy, (1 - sway) * w + dx, (1 - sway) * h + dy)
+    sx, sy = w / (box[2] - box[0]), h / (box[3] - box[1])
+    rgb = np.asarray(PILImage.fromarray(shot.rgb).resize((w, h), PILImage.BILINEAR, box=box))
+    depth = None if shot.depth is None else np.asarray(
+        PILImage.fromarray(shot.depth).resize((w, h), PILImage.NEAREST, box=box)).astype(np.uint16)
+    k = shot.intrinsics
+    if k is not None:
+        k = np.array(k, dtype=float)
+        k[0, 0], k[0, 2] = k[0, 0] * sx, (k[0, 2] - box[0]) * sx
+        k[1, 1], k[1, 2] = k[1, 1] * sy, (k[1, 2] - box[1]) * sy
+    return replace(shot, rgb=rgb, depth=depth, intrinsics=k)
 
 
 def shot_messages(shot: Shot, frame_id: str, hand_frame_id: str) -> dict:

@@ -32,6 +32,7 @@ class SimCameraConfig:
     hand_camera: str = "hand_camera"
     seed: int = 0
     scene_period: float = 0.0
+    sway: float = 0.03
     sim_backend: str = "cpu"
     reliability: str = "best_effort"
     frames: int = 0
@@ -46,6 +47,8 @@ class SimCameraConfig:
             raise ValueError(f"rate {self.rate} Hz must be in (0, 1000]")
         if not 16 <= self.image_size <= 4096:
             raise ValueError(f"image_size {self.image_size} px must be in 16..4096")
+        if not 0 <= self.sway <= 0.2:
+            raise ValueError(f"sway {self.sway} must be in [0, 0.2] (a fraction of the frame side; 0: a still camera)")
         if self.scene_period < 0 or self.frames < 0:
             raise ValueError(f"scene_period ({self.scene_period}) and frames ({self.frames}) must be >= 0")
         if self.reliability not in RELIABILITY_NAMES:

@@ -2,10 +2,11 @@
 
 Usage: python hostile_driver.py CONFIG_JSON. Prints one JSON line per check ({"check": ..., ...}).
 It fires CONFIG["calls"] calls, a seeded mix of valid queries and hostile strings, images and shot lists on every
-field of every service (a static camera streams meanwhile, so take_next_frames jobs see one view only), waits for
-the jobs they started to end, fingerprints the model dir (registry and every weights file), then makes one valid
-~/add_object and, when CONFIG["second_node_cmd"] is given, starts a second node on the same model dir and asks
-it to learn too. CONFIG: {"node", "known", "calls", "in_flight", "model_dir", "shots_dir", "camera_cmd",
+field of every service and of the ~/add_object action (goals; cancel and result requests for random, real and
+all-goal ids), while a static camera streams (so take_next_frames goals see one view only); each call counts once
+it is answered (a goal: once it ended). Then it fingerprints the model dir (registry and every weights file), makes
+one valid ~/add_object goal and, when CONFIG["second_node_cmd"] is given, starts a second node on the same model dir
+and asks it to learn too. CONFIG: {"node", "known", "calls", "in_flight", "model_dir", "shots_dir", "camera_cmd",
 "second_node_cmd", "second_node"}.
 """
 from __future__ import annotations
@@ -21,17 +22,16 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
-from sensor_msgs.msg import Image
+from action_msgs.msg import GoalInfo
+from action_msgs.srv import CancelGoal
+from sensor_msgs.msg import Image, RegionOfInterest
+from unique_identifier_msgs.msg import UUID
 
-from node_driver import Driver, emit, load_shots, start_camera, wait_until
-from vlkd_interfaces.srv import AddObject, CancelJob, GetJobStatus, IsGraspable, ListJobs, ListObjects
+from node_driver import STATUS, Driver, emit, load_shots, start_camera, wait_until
+from vlkd_interfaces.action import AddObject
+from vlkd_interfaces.srv import IsGraspable, ListObjects, QueryObjects
 from vlkd_ros.ros.client import PerceptionClient, interrupt
 from vlkd_ros.ros.image_msgs import numpy_to_image
-
-try:  # the batched query service (added alongside this test); hostile calls go to it too when it exists
-    from vlkd_interfaces.srv import QueryObjects
-except ImportError:  # pragma: no cover
-    QueryObjects = None
 
 CALL_TIMEOUT_S = 90.0
 STRINGS = ["../../etc/passwd", "物体 ☃ \u202e", "drop table objects;", "ob\x00ject", "", "   ", "\t\n\r",
@@ -87,17 +87,17 @@ class Hostile:
     def __init__(self, d: Driver, cfg: dict, rng: random.Random) -> None:
         self.d, self.cfg, self.rng = d, cfg, rng
         self.np_rng = np.random.default_rng(rng.randrange(2**32))
-        self.list_jobs = d.node.create_client(ListJobs, f"{d.ns}/list_jobs")
-        self.cancel = d.node.create_client(CancelJob, f"{d.ns}/cancel_job")
-        self.query = d.node.create_client(QueryObjects, f"{d.ns}/query_objects") if QueryObjects else None
+        # the action's own services, called as raw services with any goal id
+        self.cancel = d.node.create_client(CancelGoal, f"{d.ns}/add_object/_action/cancel_goal")
+        self.get_result = d.node.create_client(AddObject.Impl.GetResultService, f"{d.ns}/add_object/_action/get_result")
         self.shots = load_shots(cfg["shots_dir"])
         self.camera_ok = [image(f) for f in (self.np_rng.integers(0, 256, (48, 64, 3), dtype=np.uint8),)]
-        self.job_ids: list[str] = []
+        self.goal_ids: list[bytes] = []
         self.lock = threading.Lock()
         self.results: list[dict] = []
 
     def clients(self) -> tuple:
-        return tuple(c for c in (self.list_jobs, self.cancel, self.query) if c is not None)
+        return (self.cancel, self.get_result)
 
     # ----- one call of each kind ------------------------------------------------------------------------
 
@@ -111,7 +111,7 @@ class Hostile:
         return image(self.rng.choice(junk_frames(self.np_rng)))
 
     def shot_list(self) -> tuple[str, list[Image], int]:
-        """(kind, images, take_next_frames) of a hostile add_object payload; none is a set of distinct views."""
+        """(kind, images, take_next_frames) of a hostile add_object goal; none is a set of distinct views."""
         rng, frames = self.rng, junk_frames(self.np_rng)
         real = self.rng.choice(self.shots)
         kinds = {
@@ -135,7 +135,8 @@ class Hostile:
         return kind, images, take
 
     def plan(self, n: int) -> list[tuple]:
-        """(kind, client, request, valid query?) x n: a third valid queries, the rest hostile on every service."""
+        """(kind, client, request, valid query?) x n: a third valid queries, the rest hostile on every service and
+        the action (client None: an AddObject goal)."""
         calls = []
         known = self.cfg["known"]
         for i in range(n):
@@ -157,52 +158,79 @@ class Hostile:
                 if kind == "add_take_static" or self.rng.random() < 0.3:  # names the node accepts ("ob" via NUL)
                     name = self.rng.choice(["drop table objects;", "ob\x00ject", "toy block", "red circle", "物体 ☃"])
                 desc = self.rng.choice(["", "a\x00b", "overwritten description", "x" * 600, "\u202eevil", "ok"])
-                req = AddObject.Request(name=name, description=desc, images=images, take_next_frames=take)
-                calls.append((kind, self.d.add, req, False))
-            elif r < 0.78 and self.query is not None:
+                goal = AddObject.Goal(name=name, description=desc, images=images, take_next_frames=take)
+                if images and self.rng.random() < 0.3:  # regions of interest that lie
+                    goal.rois = [self.roi() for _ in range(self.rng.choice([len(images), 1, 60]))]
+                calls.append((kind, None, goal, False))
+            elif r < 0.78:
                 names = [self.string() for _ in range(self.rng.randint(0, 6))]
                 req = QueryObjects.Request(object_names=names)
                 if self.rng.random() < 0.5:
                     req.image = self.any_image()
-                calls.append(("hostile_query_objects", self.query, req, False))
+                calls.append(("hostile_query_objects", self.d.objects, req, False))
             elif r < 0.84:
-                calls.append(("status", self.d.job, GetJobStatus.Request(job_id=self.job_id()), False))
-            elif r < 0.90:
-                calls.append(("cancel", self.cancel, CancelJob.Request(job_id=self.job_id()), False))
-            elif r < 0.95:
-                calls.append(("list_jobs", self.list_jobs, ListJobs.Request(), False))
+                req = AddObject.Impl.GetResultService.Request(goal_id=self.goal_id())
+                calls.append(("result", self.get_result, req, False))
+            elif r < 0.92:
+                req = CancelGoal.Request(goal_info=GoalInfo(goal_id=self.goal_id()))
+                calls.append(("cancel", self.cancel, req, False))
             else:
                 calls.append(("list_objects", self.d.list, ListObjects.Request(), False))
         return calls
 
-    def job_id(self) -> str:
+    def roi(self) -> RegionOfInterest:
+        """A region of interest anywhere, of any size (most reach outside a shot)."""
+        big = 2**32 - 1
+        pick = lambda: self.rng.choice([0, 1, 7, 47, 48, 4000, big])  # noqa: E731
+        return RegionOfInterest(x_offset=pick(), y_offset=pick(), width=pick(), height=pick(),
+                                do_rectify=self.rng.random() < 0.5)
+
+    def goal_id(self) -> UUID:
+        """A goal id: one of a goal sent before, or random, or all zeros (for a cancel: every goal)."""
         with self.lock:
-            ids = list(self.job_ids)
-        return self.rng.choice(ids) if ids and self.rng.random() < 0.5 else self.string()
+            ids = list(self.goal_ids)
+        r = self.rng.random()
+        if ids and r < 0.4:
+            return UUID(uuid=list(self.rng.choice(ids)))
+        return UUID(uuid=[0] * 16 if r < 0.5 else [self.rng.randrange(256) for _ in range(16)])
 
     # ----- firing ---------------------------------------------------------------------------------------
 
     def fire(self, calls: list[tuple], in_flight: int) -> None:
+        """Send the calls with up to `in_flight` unanswered (a goal: until its result came)."""
         slots = threading.Semaphore(in_flight)
         for kind, client, request, valid in calls:
             slots.acquire()
             sent = time.perf_counter()
 
-            def done(future, kind=kind, valid=valid, sent=sent) -> None:
-                reply = future.result()
-                row = {"kind": kind, "valid": valid, "seconds": time.perf_counter() - sent}
-                if isinstance(reply, AddObject.Response):
-                    row.update(accepted=reply.accepted, message=reply.message)
-                    if reply.accepted:
-                        with self.lock:
-                            self.job_ids.append(reply.job_id)
-                elif hasattr(reply, "success"):
-                    row.update(success=reply.success, message=reply.message)
+            def record(row: dict, kind=kind, valid=valid, sent=sent) -> None:
+                row.update(kind=kind, valid=valid, seconds=time.perf_counter() - sent)
                 with self.lock:
                     self.results.append(row)
                 slots.release()
 
-            client.call_async(request).add_done_callback(done)
+            def answered(future, record=record) -> None:
+                reply = future.result()
+                record({"success": reply.success, "message": reply.message} if hasattr(reply, "success") else {})
+
+            def ended(future, record=record) -> None:
+                reply = future.result()
+                record({"status": STATUS.get(reply.status, str(reply.status)), "success": reply.result.success,
+                        "message": reply.result.message})
+
+            def taken(future, record=record, ended=ended) -> None:
+                handle = future.result()
+                if not handle.accepted:
+                    record({"status": "rejected", "message": ""})
+                    return
+                with self.lock:
+                    self.goal_ids.append(bytes(handle.goal_id.uuid))
+                handle.get_result_async().add_done_callback(ended)
+
+            if client is None:
+                self.d.learn.send_goal_async(request).add_done_callback(taken)
+            else:
+                client.call_async(request).add_done_callback(answered)
         end = time.monotonic() + CALL_TIMEOUT_S
         while len(self.results) < len(calls) and time.monotonic() < end:
             time.sleep(0.05)
@@ -213,23 +241,18 @@ class Hostile:
         kinds: dict[str, int] = {}
         for kind, *_ in calls:
             kinds[kind] = kinds.get(kind, 0) + 1
-        accepted = sorted({r["kind"] for r in rows if r.get("accepted")})
+        goals = [r for r in rows if r["kind"].startswith("add_")]
         return {"sent": len(calls), "answered": len(rows), "seconds": round(seconds, 1), "kinds": kinds,
                 "valid": sum(1 for r in rows if r["valid"]),
                 "valid_ok": sum(1 for r in rows if r["valid"] and r.get("success")),
                 "valid_failures": sorted({r["message"][:120] for r in rows if r["valid"] and not r.get("success")}),
-                "add_accepted_kinds": accepted,
-                "add_refusals": sorted({r["message"][:90] for r in rows if r.get("accepted") is False})[:80],
+                "goal_statuses": sorted({r["status"] for r in goals}),
+                "add_succeeded_kinds": sorted({r["kind"] for r in goals if r.get("success")}),
+                "add_refusals": sorted({r["message"][:90] for r in goals if r["status"] == "aborted"})[:80],
+                "static_timeouts": sorted({r["message"] for r in goals if r["kind"] == "add_take_static"
+                                           and "distinct frames arrived" in r.get("message", "")})[:5],
                 "hostile_query_ok": sum(1 for r in rows if r["kind"] == "hostile_query" and r.get("success")),
                 "slowest_s": round(max((r["seconds"] for r in rows), default=0.0), 2)}
-
-
-def jobs_listing(h: Hostile) -> dict:
-    reply = h.d.call(h.list_jobs, ListJobs.Request())
-    if reply is None:
-        return {"answered": False}
-    return {"answered": True, "ids": list(reply.job_ids), "names": list(reply.names), "states": list(reply.states),
-            "messages": list(reply.messages)}
 
 
 def main() -> int:
@@ -253,28 +276,16 @@ def main() -> int:
         start = time.monotonic()
         h.fire(calls, int(cfg.get("in_flight", 8)))
         emit("hostile", **h.summary(calls, time.monotonic() - start))
-
-        def quiet() -> bool:
-            listing = jobs_listing(h)
-            return listing["answered"] and not {"queued", "running"} & set(listing["states"])
-
-        emit("jobs_settled", ok=wait_until(quiet, 120.0, 0.5), **jobs_listing(h))
-        static = [h.d.call(h.d.job, GetJobStatus.Request(job_id=j)) for j in h.job_ids[:3]]
-        emit("static_jobs", replies=[{"state": r.state, "message": r.message} for r in static if r is not None])
         listing = d.call(d.list, ListObjects.Request())
         emit("objects_after_hostile", names=list(listing.names), descriptions=list(listing.descriptions),
              model_version=listing.model_version)
         emit("fingerprint_after_hostile", files=fingerprint(model_dir))
         registry_before = json.loads((model_dir / "registry.json").read_text())
 
-        request = AddObject.Request(name="Orange Square", description="a small square that is plain orange",
-                                    images=h.shots)
-        reply = d.call(d.add, request)
-        emit("valid_add", accepted=reply.accepted, job_id=reply.job_id, message=reply.message)
-        wait_until(lambda: d.call(d.job, GetJobStatus.Request(job_id=reply.job_id)).state
-                   in ("succeeded", "failed", "cancelled"), 150.0, 0.5)
-        status = d.call(d.job, GetJobStatus.Request(job_id=reply.job_id))
-        emit("valid_job", state=status.state, message=status.message)
+        goal = AddObject.Goal(name="Orange Square", description="a small square that is plain orange", images=h.shots)
+        ended = d.add_object(goal, timeout=150.0)
+        emit("valid_add", ended=ended is not None, status=STATUS.get(ended[0]) if ended else None,
+             message=ended[1].message if ended else "timeout")
         emit("registry", before=registry_before, after=json.loads((model_dir / "registry.json").read_text()))
 
         if cfg.get("second_node_cmd"):
@@ -284,9 +295,9 @@ def main() -> int:
                 ok = other.wait_for_services(90.0)
                 ok = ok and wait_until(lambda: (r := other.call(other.list, ListObjects.Request(), 5.0)) is not None
                                        and r.model_version != "", 60.0, 0.5)
-                reply = other.call(other.add, AddObject.Request(name="mystery box", images=h.shots), 60.0)
-                emit("second_node", ok=ok, accepted=bool(reply and reply.accepted),
-                     message=reply.message if reply else "timeout")
+                ended = other.add_object(AddObject.Goal(name="mystery box", images=h.shots), timeout=60.0)
+                emit("second_node", ok=ok, status=STATUS.get(ended[0]) if ended else None,
+                     message=ended[1].message if ended else "timeout")
             finally:
                 other.close()
                 interrupt(second, 15.0)

@@ -1,9 +1,11 @@
-"""Client process for test_perception_node.py: drives a running vlkd_perception node through its services over DDS.
+"""Client process for test_perception_node.py: drives a running vlkd_perception node through its services and its
+~/add_object action over DDS.
 
 Usage: python node_driver.py SCENARIO CONFIG_JSON. Prints one JSON line per check ({"check": ..., ...}); the
-test asserts on them. Scenarios: `reliability` (errors, 4K, a 30 Hz camera + few-shot job + 200 queries,
+test asserts on them. Scenarios: `reliability` (errors, 4K, a 30 Hz camera + few-shot goals + 200 queries,
 stale frame, run-time parameters, lifecycle), `rgbd` (a four-view model, its missing topics fixed through the
-lifecycle) and `sim` (answers about sim-camera frames).
+lifecycle), `learn` (AddObject goals: images with rois, feedback, refusals, cancels) and `sim` (answers about
+sim-camera frames, an object learnt from its next frames).
 CONFIG_JSON: {"node": "/vlkd_perception", "known": [...], "camera_cmd": [...], "camera_topic": "..."}.
 """
 from __future__ import annotations
@@ -16,16 +18,18 @@ from pathlib import Path
 
 import numpy as np
 import rclpy
+from action_msgs.msg import GoalStatus
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState
 from rcl_interfaces.msg import Parameter as ParameterMsg
 from rcl_interfaces.msg import ParameterType, ParameterValue
 from rcl_interfaces.srv import SetParameters
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import Image, RegionOfInterest
 
+from vlkd_interfaces.action import AddObject
 from vlkd_interfaces.msg import GraspResult
-from vlkd_interfaces.srv import AddObject, GetJobStatus, ListObjects
+from vlkd_interfaces.srv import ListObjects, RemoveObject
 from vlkd_ros.ros.client import PerceptionClient, interrupt
 from vlkd_ros.ros.image_msgs import numpy_to_image
 
@@ -107,31 +111,45 @@ def stress(d: Driver, names: list[str], total: int, in_flight: int, hooks: dict 
             "p95_ms": round(1000 * float(np.percentile(rtts, 95)), 1) if rtts else None}
 
 
-class JobWatch:
-    """Starts an images AddObject during the stress and samples job states without blocking it."""
+STATUS = {GoalStatus.STATUS_SUCCEEDED: "succeeded", GoalStatus.STATUS_ABORTED: "aborted",
+          GoalStatus.STATUS_CANCELED: "canceled"}
 
-    def __init__(self, d: Driver, shots: list, frames_job: str) -> None:
-        self.d, self.shots, self.ids = d, shots, [frames_job]
-        self.states: list[tuple[str, str]] = []
-        self.added: dict = {}
 
-    def add_from_images(self) -> None:
-        """AddObject with example images (the given-images path), answered asynchronously."""
-        request = AddObject.Request(name="green triangle", description="a small green triangle", images=self.shots)
+class Goal:
+    """One ~/add_object goal sent without blocking: its feedback as it comes, its end once asked for."""
 
-        def done(f) -> None:
-            reply = f.result()
-            self.added = {"accepted": reply.accepted, "job_id": reply.job_id, "message": reply.message}
-            if reply.accepted:
-                self.ids.append(reply.job_id)
+    def __init__(self, d: Driver, goal: AddObject.Goal) -> None:
+        self.d, self.feedback, self.handle = d, [], None
+        self.accepted: bool | None = None
+        d.learn.send_goal_async(goal, feedback_callback=self._on_feedback).add_done_callback(self._on_response)
 
-        self.d.add.call_async(request).add_done_callback(done)
+    def _on_feedback(self, msg) -> None:
+        fb = msg.feedback
+        self.feedback.append({"stage": fb.stage, "progress": round(float(fb.progress), 3),
+                              "distinct_frames": int(fb.distinct_frames)})
 
-    def sample(self) -> None:
-        """Ask for every job's state; the replies land in self.states."""
-        for job_id in list(self.ids):
-            self.d.job.call_async(GetJobStatus.Request(job_id=job_id)).add_done_callback(
-                lambda f, job_id=job_id: self.states.append((job_id, f.result().state)))
+    def _on_response(self, future) -> None:
+        self.handle = future.result()
+        self.accepted = bool(self.handle.accepted)
+
+    def end(self, timeout: float = 90.0) -> dict:
+        """Wait for the goal's end: {"status": succeeded | aborted | canceled | timeout, "success", "message",
+        "model_version", "feedback": [...]}."""
+        wait_until(lambda: self.accepted is not None, timeout, 0.05)
+        done = self.d.result(self.handle, timeout) if self.accepted else None
+        if done is None:
+            return {"status": "timeout" if self.accepted is None else f"accepted {self.accepted}",
+                    "feedback": self.feedback}
+        status, result = done
+        return {"status": STATUS.get(status, str(status)), "success": result.success, "message": result.message,
+                "model_version": result.model_version, "feedback": list(self.feedback)}
+
+    def cancel(self) -> dict:
+        """Cancel the goal; the cancel response's code and the goals it cancels."""
+        wait_until(lambda: self.accepted is not None, 30.0, 0.05)
+        reply = self.d.cancel(self.handle)
+        return {"answered": reply is not None, "code": int(reply.return_code) if reply else -1,
+                "canceling": len(reply.goals_canceling) if reply else 0}
 
 
 def load_shots(folder: str) -> list:
@@ -140,6 +158,12 @@ def load_shots(folder: str) -> list:
 
     return [numpy_to_image(np.asarray(PILImage.open(p).convert("RGB")), "rgb8")
             for p in sorted(Path(folder).glob("*.png"))]
+
+
+def load_rois(folder: str) -> list[RegionOfInterest]:
+    """The folder's rois.json (inclusive boxes, one per shot) as RegionOfInterest messages."""
+    return [RegionOfInterest(x_offset=x0, y_offset=y0, width=x1 - x0 + 1, height=y1 - y0 + 1)
+            for x0, y0, x1, y1 in json.loads((Path(folder) / "rois.json").read_text())]
 
 
 def reliability(d: Driver, cfg: dict) -> None:
@@ -174,31 +198,18 @@ def reliability(d: Driver, cfg: dict) -> None:
     emit("frame_4k", seconds=round(time.perf_counter() - t0, 2), **reply_fields(d.ask(known[0], huge)))
 
     new_name = "test gadget"
-    reply = d.call(d.add, AddObject.Request(name=new_name, description="a small test gadget", take_next_frames=5))
-    emit("add_object", accepted=bool(reply and reply.accepted), job_id=reply.job_id if reply else "",
-         message=reply.message if reply else "timeout")
-    job_id = reply.job_id if reply else ""
-    refused = d.call(d.add, AddObject.Request(name="", take_next_frames=3))
-    emit("add_object_refused", accepted=bool(refused and refused.accepted), message=refused.message if refused else "")
+    frames_goal = Goal(d, AddObject.Goal(name=new_name, description="a small test gadget", take_next_frames=5))
+    emit("add_object_refused", **Goal(d, AddObject.Goal(name="", take_next_frames=3)).end())
 
-    # 200 queries while the camera streams at 30 Hz and few-shot jobs run (frames job + an images job at call 20).
-    watch = JobWatch(d, load_shots(cfg["shots_dir"]), job_id)
-    hooks = {i: [watch.sample] for i in range(0, 200, 10)}
-    hooks[20].insert(0, watch.add_from_images)
+    # 200 queries while the camera streams at 30 Hz and few-shot goals run (next frames + images at call 20).
+    goals = [frames_goal]
+    shots = load_shots(cfg["shots_dir"])
+    hooks = {20: [lambda: goals.append(Goal(d, AddObject.Goal(name="green triangle", images=shots,
+                                                              description="a small green triangle")))]}
     emit("stress", **stress(d, [*known, new_name, "flying saucer"], 200, 8, hooks))
-    emit("add_object_images", **watch.added)
-    emit("job_states_during_stress", states=watch.states)
-
-    def jobs_done() -> bool:
-        replies = [d.call(d.job, GetJobStatus.Request(job_id=j)) for j in watch.ids]
-        return all(r is not None and r.state in ("succeeded", "failed") for r in replies)
-
-    finished = wait_until(jobs_done, 90.0, 0.5)
-    for name, job in zip(("job", "job_images"), watch.ids):
-        status = d.call(d.job, GetJobStatus.Request(job_id=job))
-        emit(name, finished=finished, found=status.found, state=status.state, progress=status.progress,
-             message=status.message)
-    emit("job_unknown", found=d.call(d.job, GetJobStatus.Request(job_id="nope")).found)
+    emit("feedback_during_stress", stages=sorted({f["stage"] for g in goals for f in g.feedback}))
+    for name, goal in zip(("job", "job_images"), goals):
+        emit(name, accepted=goal.accepted, **goal.end())
     listing = d.call(d.list, ListObjects.Request())
     emit("list_objects", names=list(listing.names), descriptions=list(listing.descriptions),
          model_version=listing.model_version)
@@ -251,26 +262,59 @@ def rgbd(d: Driver, cfg: dict) -> None:
     emit("rgbd_answer", ok=got, **reply_fields(d.ask(known[-1])))
     rgb = np.zeros((48, 64, 3), np.uint8)
     emit("request_image_refused", **reply_fields(d.ask(known[0], numpy_to_image(rgb, "rgb8"))))
-    reply = d.call(d.add, AddObject.Request(name="test gadget", take_next_frames=3))
-    emit("add_object", accepted=bool(reply and reply.accepted), message=reply.message if reply else "timeout")
-
-    def job_done() -> bool:
-        status = d.call(d.job, GetJobStatus.Request(job_id=reply.job_id))
-        return status is not None and status.state in ("succeeded", "failed")
-
-    finished = wait_until(job_done, 90.0, 0.5)
-    status = d.call(d.job, GetJobStatus.Request(job_id=reply.job_id))
-    emit("job", finished=finished, state=status.state, message=status.message)
+    emit("job", **Goal(d, AddObject.Goal(name="test gadget", take_next_frames=3)).end())
     emit("camera_stopped", stderr_tail=interrupt(camera, 10.0)[-500:])
 
 
+def learn(d: Driver, cfg: dict) -> None:
+    """AddObject goals on a node without a camera: images with rois (feedback, result, listed after), refusals
+    (aborted, saying why), a take_next_frames goal cancelled while it collects, an images goal cancelled while it
+    runs (cancelled, or succeeded when the cancel came after its commit); then ~/remove_object undoes the learnt
+    object and refuses the others."""
+    wait_until(lambda: (r := d.call(d.list, ListObjects.Request(), 5.0)) is not None and r.model_version, 120.0)
+    shots, rois = load_shots(cfg["shots_dir"]), load_rois(cfg["shots_dir"])
+    goal = AddObject.Goal(name="Green Triangle", description="a small green triangle", images=shots, rois=rois)
+    emit("images_rois", **Goal(d, goal).end())
+    listing = d.call(d.list, ListObjects.Request())
+    emit("listed", names=list(listing.names), descriptions=list(listing.descriptions),
+         model_version=listing.model_version)
+    emit("rois_mismatch", **Goal(d, AddObject.Goal(name="mug", images=shots, rois=rois[:2])).end())
+    outside = [RegionOfInterest(x_offset=40, y_offset=0, width=20, height=10)] + rois[1:]
+    emit("roi_outside", **Goal(d, AddObject.Goal(name="mug", images=shots, rois=outside)).end())
+    emit("too_few", **Goal(d, AddObject.Goal(name="mug", images=shots[:2])).end())
+
+    waiting = Goal(d, AddObject.Goal(name="purple ring", take_next_frames=3))
+    wait_until(lambda: bool(waiting.feedback), 30.0, 0.05)
+    emit("collecting_cancel", **waiting.cancel())
+    emit("collecting_cancelled", **waiting.end())
+
+    running = Goal(d, AddObject.Goal(name="orange square", images=shots))
+    wait_until(lambda: bool(running.feedback), 30.0, 0.01)
+    emit("running_cancel", **running.cancel())
+    emit("running_cancelled", **running.end())
+    emit("listed_after", names=list(d.call(d.list, ListObjects.Request()).names))
+
+    def remove(name: str) -> dict:
+        reply = d.call(d.remove, RemoveObject.Request(name=name))
+        return {"success": reply.success, "message": reply.message, "model_version": reply.model_version}
+
+    emit("remove_learnt", **remove("GREEN  triangle"))
+    listing = d.call(d.list, ListObjects.Request())
+    emit("listed_removed", names=list(listing.names), model_version=listing.model_version)
+    emit("remove_again", **remove("green triangle"))
+    emit("remove_trained", **remove(cfg["known"][0]))
+    emit("remove_empty", **remove("  "))
+
+
 def sim(d: Driver, cfg: dict) -> None:
-    """Start the sim camera, wait for a frame, ask about every known object."""
+    """Start the sim camera, wait for a frame, ask about every known object; then learn a new one from its next
+    frames (the camera sways, so a still scene gives distinct views)."""
     camera = start_camera(cfg["camera_cmd"])
     known = cfg["known"]
     got = wait_until(lambda: (r := d.ask(known[0], timeout=5.0)) is not None and r.success, 90.0, 0.5)
     answers = {name: reply_fields(d.ask(name)) for name in known}
     emit("sim_answers", ok=got, answers=answers)
+    emit("take_next_frames", **Goal(d, AddObject.Goal(name="table clutter", take_next_frames=5)).end(120.0))
     emit("camera_stopped", stderr_tail=interrupt(camera, 10.0)[-500:])
 
 
@@ -293,7 +337,7 @@ def run_scenario(scenario, cfg: dict) -> int:
 def main() -> int:
     """Run one scenario."""
     name, cfg = sys.argv[1], json.loads(sys.argv[2])
-    return run_scenario({"reliability": reliability, "rgbd": rgbd, "sim": sim}[name], cfg)
+    return run_scenario({"reliability": reliability, "rgbd": rgbd, "learn": learn, "sim": sim}[name], cfg)
 
 
 if __name__ == "__main__":

@@ -1,11 +1,11 @@
-"""vlkd_ros.ros.frame_jobs: ~/add_object jobs that collect the next distinct camera frames, become ready, expire
-(saying the scene did not change), or are cancelled."""
+"""vlkd_ros.ros.frame_jobs: ~/add_object goals' jobs that collect the next distinct camera frames, become complete,
+expire (saying the scene did not change), or are cancelled."""
 import time
 
 import numpy as np
 
 from vlkd_ros.inference.jobs import FewShotJob
-from vlkd_ros.ros.frame_jobs import HISTORY, FrameJobs
+from vlkd_ros.ros.frame_jobs import FrameJobs
 
 
 def view(i: int, size: int = 48) -> np.ndarray:
@@ -16,13 +16,13 @@ def view(i: int, size: int = 48) -> np.ndarray:
     return rgb
 
 
-def test_frames_are_collected_until_the_job_is_ready() -> None:
+def test_frames_are_collected_until_the_job_is_complete() -> None:
     """Each new distinct frame (with the other views' latest messages) goes to the job until it has all it needs."""
     jobs = FrameJobs()
-    assert not jobs and jobs.ready() == [] and jobs.waiting() == 0
+    assert not jobs and jobs.waiting() == 0
     job = jobs.queue("test gadget", "a gadget", take=2, timeout=10.0)
-    assert jobs and job.job_id.startswith("frames-") and jobs.get(job.job_id) is job
-    assert job.collecting and jobs.waiting() == 1 and job.deadline > time.monotonic() + 9
+    assert jobs and job.job_id.startswith("frames-") and jobs.all() == [job]
+    assert job.collecting and not job.complete and jobs.waiting() == 1 and job.deadline > time.monotonic() + 9
 
     extra = {"base_depth": "depth 1"}
     assert not jobs.offer("frame 1", extra, view(1))
@@ -31,7 +31,7 @@ def test_frames_are_collected_until_the_job_is_ready() -> None:
     assert not jobs.offer("frame 3", extra, view(3)), "a complete job takes no more frames"
     assert job.frames == ["frame 1", "frame 2"]
     assert job.extra == [{"base_depth": "depth 1"}, {"base_depth": "depth 2"}]
-    assert jobs.ready() == [job] and jobs.all() == [job]
+    assert job.complete and jobs.all() == [job]
 
 
 def test_a_static_camera_gives_one_frame_and_the_job_says_to_move_something() -> None:
@@ -58,17 +58,17 @@ def test_a_static_camera_gives_one_frame_and_the_job_says_to_move_something() ->
     moved = jobs.queue("mug", "", take=3, timeout=10.0)
     for i in range(3):  # the object moves between frames: every one counts
         jobs.offer("frame", {}, view(i))
-    assert jobs.ready() == [moved] and moved.duplicates == 0
+    assert moved.complete and moved.duplicates == 0
 
 
-def test_jobs_with_a_model_job_take_no_frames_and_are_not_ready() -> None:
+def test_jobs_with_a_model_job_take_no_frames_and_are_not_complete() -> None:
     """Once the node started the model's job, the frame job is done collecting."""
     jobs = FrameJobs()
     job = jobs.queue("mug", "", take=1, timeout=10.0)
     other = jobs.queue("cup", "", take=3, timeout=10.0)
     assert jobs.offer("frame", {}, view(0))
     job.model_job, job.frames, job.extra = FewShotJob("abc", "mug"), [], []
-    assert jobs.ready() == [] and jobs.waiting() == 1
+    assert not job.complete and not other.complete and jobs.waiting() == 1
     jobs.offer("frame", {}, view(1))
     assert job.frames == [] and len(other.frames) == 2
 
@@ -84,7 +84,7 @@ def test_late_jobs_expire_with_what_arrived() -> None:
     assert late.state == "failed" and late.frames == [] and late.extra == []
     assert late.message == ("only 1 of 3 distinct frames arrived on /camera/image_raw within fewshot_frame_timeout "
                             "(0.5 s)")
-    assert full.state == "queued" and jobs.ready() == [full], "a complete job does not expire"
+    assert full.state == "queued" and full.complete, "a complete job does not expire"
     assert jobs.expire("/camera/image_raw", now=late.deadline + 1.0) == []
 
 
@@ -98,21 +98,23 @@ def test_deactivation_fails_the_collecting_jobs_and_cancel_stops_one() -> None:
     jobs.fail_collecting("the node was deactivated before the frames arrived")
     assert (waiting.state, waiting.message) == ("failed", "the node was deactivated before the frames arrived")
     assert started.state == "queued" and jobs.waiting() == 0
-    assert jobs.get("frames-unknown") is None and jobs.cancel("frames-unknown") is None
+    assert jobs.cancel("frames-unknown") is None
+    assert jobs.cancel(started.job_id) is started and started.state == "queued"
 
     collecting = jobs.queue("bowl", "", take=2, timeout=10.0)
     jobs.offer("frame", {}, view(0))
     assert jobs.cancel(collecting.job_id) is collecting
     assert (collecting.state, collecting.frames) == ("cancelled", [])
     assert collecting.message == "cancelled while collecting frames; nothing changed"
-    assert jobs.cancel(started.job_id) is started and started.state == "queued"
 
 
-def test_finished_jobs_are_forgotten_beyond_the_history() -> None:
-    """However many calls came, only the latest HISTORY finished frame jobs are kept (and every active one)."""
+def test_jobs_done_collecting_are_forgotten() -> None:
+    """However many goals came, only the collecting frame jobs are kept past the next `queue` (a goal holds its own
+    job to its end)."""
     jobs = FrameJobs()
     active = jobs.queue("keep", "", take=5, timeout=100.0)
-    for i in range(HISTORY + 20):
+    for i in range(120):
         jobs.cancel(jobs.queue(f"object {i}", "", take=1, timeout=10.0).job_id)
-    kept = jobs.all()
-    assert active in kept and len(kept) <= HISTORY + 1
+    assert len(jobs.all()) == 2 and jobs.all()[0] is active
+    last = jobs.queue("last", "", take=1, timeout=10.0)
+    assert jobs.all() == [active, last]

@@ -1,9 +1,10 @@
 """A hostile client against a real vlkd_perception node over DDS (`vlkd serve` on a tiny model dir, a static
 `vlkd sim-camera`, hostile_driver.py, each in its own process): hostile strings, images and shot lists on every
-field of every service, mixed with valid queries. Every call is answered, the valid ones succeed, and the
-registry and every weights file are byte-identical afterwards; then one valid ~/add_object succeeds and changes
-only its own entry, and a second node on the same model dir is refused, naming the first one's pid. Plus the
-node's add_object refusals, job listing and cancel, called directly on a node in this process."""
+field of every service and of the ~/add_object action, mixed with valid queries. Every call is answered (every
+goal ends), the valid ones succeed, and the registry and every weights file are byte-identical afterwards; then one
+valid ~/add_object goal succeeds and changes only its own entry, and a second node on the same model dir is refused,
+naming the first one's pid. Plus the node's add_object refusals and job bounds, called directly on a node in this
+process."""
 from __future__ import annotations
 
 import hashlib
@@ -79,22 +80,20 @@ def test_a_hostile_client_changes_nothing_the_node_serves(ros_env, procs, grasp_
     print(json.dumps({k: v for k, v in hostile.items() if k != "add_refusals"}))
     assert hostile["answered"] == hostile["sent"] == calls, hostile
     assert hostile["valid_ok"] == hostile["valid"] > calls // 5, hostile["valid_failures"]
-    assert set(hostile["add_accepted_kinds"]) <= {"add_take_static"}, hostile  # no hostile shot list got a job
+    assert hostile["add_succeeded_kinds"] == [], hostile  # no hostile goal learnt anything
+    assert set(hostile["goal_statuses"]) <= {"aborted", "canceled"}, hostile
     assert len(hostile["kinds"]) >= 10, hostile["kinds"]
     refusals = " | ".join(hostile["add_refusals"])
-    for reason in ("path separator", "U+202E", "near-uniform", "is empty"):
+    for reason in ("path separator", "U+202E", "near-uniform", "is empty", "reaches outside images[0]"):
         assert reason in refusals, refusals
-    settled = c["jobs_settled"]
-    assert settled["ok"] and set(settled["states"]) <= {"failed", "cancelled"}, settled
-    if "failed" in settled["states"]:  # the static camera's frame jobs: one distinct view, and why
-        assert any("move the object or the camera" in m for m in settled["messages"]), settled["messages"]
+    for message in hostile["static_timeouts"]:  # the static camera's frames: one distinct view, and why
+        assert "move the object or the camera" in message, hostile["static_timeouts"]
 
     assert c["fingerprint_before"]["files"] == before == c["fingerprint_after_hostile"]["files"]
     assert c["objects_after_hostile"]["names"] == known  # no junk name, no pending entry left
     assert c["objects_after_hostile"]["descriptions"] == [o["description"] for o in registry["objects"]]
 
-    assert c["valid_add"]["accepted"], c["valid_add"]
-    assert c["valid_job"]["state"] == "succeeded", c["valid_job"]
+    assert c["valid_add"]["status"] == "succeeded", c["valid_add"]
     old, new = c["registry"]["before"], c["registry"]["after"]
     assert old == registry
     assert new["objects"][:-1] == old["objects"] and new["objects"][-1]["name"] == "orange square"
@@ -104,35 +103,43 @@ def test_a_hostile_client_changes_nothing_the_node_serves(ros_env, procs, grasp_
     assert {k for k in new if new[k] != old[k]} == {"objects", "revision"}  # a query vector: the weights stay
 
     second = c["second_node"]
-    assert second["ok"] and not second["accepted"], second
+    assert second["ok"] and second["status"] == "aborted", second
     assert f"is locked by another writer (pid {node.popen.pid} on " in second["message"], second
     assert node.popen.poll() is None, f"node died:\n{log[-3000:]}"
     assert node.stop() == 0
     assert "Traceback" not in node.output(), node.output()[-3000:]
 
 
-# ----- the node in this process: its add_object refusals, ~/list_jobs and ~/cancel_job ---------------------
+# ----- the node in this process: its add_object refusals and job bounds ----------------------------------------
 
 
-def test_add_object_refusals_list_and_cancel(local_node, grasp_model_dir: Path) -> None:
-    """Each refusal names the reason before anything is queued; a take_next_frames job is listed, cancelled, and
-    the queue is bounded per name and in total."""
-    from vlkd_interfaces.srv import AddObject, CancelJob, GetJobStatus, ListJobs
+def test_add_object_refusals_and_job_bounds(local_node, grasp_model_dir: Path) -> None:
+    """Each refusal of an ~/add_object goal names the reason before anything is queued or written; the jobs are
+    bounded per name and in total, and a cancelled one frees its slot."""
+    from vlkd_interfaces.action import AddObject
+    from sensor_msgs.msg import RegionOfInterest
 
     from vlkd_ros.ros.image_msgs import numpy_to_image
+    from vlkd_ros.ros.requests import QueryError
 
     node = local_node(model_dir=str(grasp_model_dir), max_fewshot_jobs=2)
     assert node.autostart()
+    model, learning = node._model, node._learning
     before = fingerprint(grasp_model_dir)
 
-    def add(**fields):
-        return finish(node._on_add_object(AddObject.Request(**fields), AddObject.Response()))
+    def refusal(**fields) -> str:
+        goal = AddObject.Goal(**fields)
+        with pytest.raises(QueryError) as err:
+            key, description = learning.check(model, goal)
+            learning.start_from_images(model, key, description, list(goal.images), list(goal.rois))
+        return str(err.value)
 
     grey = numpy_to_image(np.full((48, 48, 3), 128, np.uint8), "rgb8")
     rng = np.random.default_rng(0)
     noise = [numpy_to_image(rng.integers(0, 256, (48, 48, 3), dtype=np.uint8), "rgb8") for _ in range(5)]
     bad = numpy_to_image(np.zeros((48, 48, 3), np.uint8), "rgb8")
     bad.encoding = "yuv422"
+    roi = RegionOfInterest(x_offset=8, y_offset=8, width=48, height=8)
     cases = [
         (dict(name="../../etc/passwd", take_next_frames=3), "holds the path separator '/'"),
         (dict(name="物体 ☃ \u202e", take_next_frames=3), "U+202E"),
@@ -143,36 +150,23 @@ def test_add_object_refusals_list_and_cancel(local_node, grasp_model_dir: Path) 
         (dict(name="mug", images=noise), "images[0] looks like noise"),
         (dict(name="mug", images=[noise[0], bad, noise[1]]), "images[1]: image: unsupported colour encoding 'yuv422'"),
         (dict(name="mug", take_next_frames=4294967295), "the limit is 50 (parameter max_fewshot_images)"),
+        (dict(name="mug", images=noise, take_next_frames=3), "give either images (5 given) or take_next_frames (3)"),
+        (dict(name="mug", take_next_frames=3, rois=[roi]), "1 rois given with take_next_frames: rois name regions "
+                                                           "of the goal's images"),
+        (dict(name="mug", images=noise, rois=[roi] * 5), "rois[0] (x_offset 8, y_offset 8, 48x8) reaches outside "
+                                                         "images[0] (48x48)"),
     ]
     for fields, reason in cases:
-        reply = add(**fields)
-        assert not reply.accepted and reason in reply.message, (fields.get("name"), reply.message)
-    assert not node._frame_jobs.all() and node._model.jobs() == []
+        message = refusal(**fields)
+        assert reason in message, (fields.get("name"), message)
+    assert not node.frame_jobs.all() and model.jobs() == []
 
-    first = add(name="Test_Gadget", take_next_frames=3)
-    assert first.accepted and first.job_id.startswith("frames-"), first.message
-    again = add(name="test gadget", take_next_frames=3)
-    assert not again.accepted and f"already collecting frames, queued or running ({first.job_id})" in again.message
-    mug = add(name="mug", take_next_frames=3)
-    assert mug.accepted
-    full = add(name="bowl", take_next_frames=3)
-    assert not full.accepted and "2 few-shot jobs are collecting frames, queued or running, the most allowed " \
-                                 "(parameter max_fewshot_jobs)" in full.message
-
-    listing = node._on_list_jobs(ListJobs.Request(), ListJobs.Response())
-    assert listing.names == ["test gadget", "mug"] and listing.states == ["queued", "queued"]
-    assert listing.messages[0] == "collecting camera frames: 0/3 distinct"
-    cancelled = node._on_cancel_job(CancelJob.Request(job_id=first.job_id), CancelJob.Response())
-    assert cancelled.found and cancelled.cancelled and cancelled.state == "cancelled"
-    assert cancelled.message == "cancelled while collecting frames; nothing changed"
-    status = node._on_get_job_status(GetJobStatus.Request(job_id=first.job_id), GetJobStatus.Response())
-    assert status.state == "cancelled"
-    twice = node._on_cancel_job(CancelJob.Request(job_id=first.job_id), CancelJob.Response())
-    assert twice.found and twice.cancelled  # idempotent
-    node._frame_jobs.expire("/camera/image_raw", now=time.monotonic() + 3600)  # the mug job failed: no frames
-    late = node._on_cancel_job(CancelJob.Request(job_id=mug.job_id), CancelJob.Response())
-    assert late.found and not late.cancelled and late.state == "failed" and "finished already" in late.message
-    unknown = node._on_cancel_job(CancelJob.Request(job_id="x" * 5000), CancelJob.Response())
-    assert not unknown.found and len(unknown.message) < 200
-    assert add(name="bowl", take_next_frames=3).accepted  # the cancelled job freed its slot
+    first = node.frame_jobs.queue("test gadget", "", 3, 10.0)
+    assert f"already collecting frames, queued or running ({first.job_id})" in refusal(name="Test_Gadget",
+                                                                                       take_next_frames=3)
+    node.frame_jobs.queue("mug", "", 3, 10.0)
+    assert "2 few-shot jobs are collecting frames, queued or running, the most allowed (parameter " \
+           "max_fewshot_jobs)" in refusal(name="bowl", take_next_frames=3)
+    node.frame_jobs.cancel(first.job_id)
+    assert learning.check(model, AddObject.Goal(name="Bowl", take_next_frames=3)) == ("bowl", "")
     assert fingerprint(grasp_model_dir) == before
