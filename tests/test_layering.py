@@ -53,3 +53,13 @@ def test_an_upward_import_breaks_the_contract(tmp_path, low, upward):
     report = result.stdout.split("Broken contracts", 1)[-1]
     assert "Data flows one way" in report and "is not allowed to import" in report, result.stdout[-4000:]
     assert Path(low).with_suffix("").as_posix().replace("/", ".") in report
+
+
+def test_the_runtime_never_imports_torch(tmp_path):
+    """What a serving process imports of vlkd_runtime needs no torch: even a lazy torch import there is refused."""
+    _copy_packages(tmp_path)
+    (tmp_path / "vlkd_runtime" / "_torch.py").write_text("def f():\n    import torch\n")
+    result = _lint(tmp_path, tmp_path)
+    assert result.returncode != 0, result.stdout[-4000:]
+    report = result.stdout.split("Broken contracts", 1)[-1]
+    assert "imports no torch" in report and "vlkd_runtime._torch -> torch" in report, result.stdout[-4000:]

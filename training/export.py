@@ -64,12 +64,13 @@ def export_model(model_dir: str | os.PathLike, out_dir: str | os.PathLike | None
     return report
 
 
-def write_onnx(module: nn.Module, example: torch.Tensor, path: str | os.PathLike, output_names: list[str]) -> Path:
-    """Write `module` as ONNX (opset ONNX_OPSET) with torch.export's exporter: one input `images` shaped like
+def write_onnx(module: nn.Module, example: torch.Tensor, path: str | os.PathLike, output_names: list[str],
+               input_name: str = "images") -> Path:
+    """Write `module` as ONNX (opset ONNX_OPSET) with torch.export's exporter: one input `input_name` shaped like
     `example` but for a dynamic batch size, outputs `output_names` (batch first); the file appears atomically."""
     batch = torch.export.Dim("batch", min=1)
     with torch.no_grad():
-        program = torch.onnx.export(module, (example,), None, input_names=["images"], output_names=output_names,
+        program = torch.onnx.export(module, (example,), None, input_names=[input_name], output_names=output_names,
                                     dynamic_shapes=({0: batch},), dynamo=True, opset_version=ONNX_OPSET,
                                     verbose=False)
     return atomic_write(path, lambda tmp: program.save(tmp))

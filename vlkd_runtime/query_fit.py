@@ -17,7 +17,8 @@ from typing import Sequence
 
 import numpy as np
 from scipy.optimize import minimize
-from sklearn.metrics import roc_auc_score
+
+from vlkd_runtime.scoring import sigmoid
 
 Box = tuple[float, float, float, float]  # x_min, y_min, x_max, y_max, normalised to [0, 1] of the square input
 
@@ -156,13 +157,21 @@ def fpr_threshold(negative_scores: np.ndarray, false_positive_rate: float) -> fl
 
 
 def ranking_auc(positive_scores: np.ndarray, negative_scores: np.ndarray) -> float:
-    """ROC AUC of positives against negatives (scikit-learn); NaN without both."""
-    if not len(positive_scores) or not len(negative_scores):
+    """ROC AUC of positives against negatives: the share of (positive, negative) pairs the positive outscores, ties
+    counted half (the Mann-Whitney statistic, as scikit-learn's roc_auc_score); NaN without both."""
+    pos, neg = np.asarray(positive_scores, np.float64).ravel(), np.asarray(negative_scores, np.float64).ravel()
+    if not len(pos) or not len(neg):
         return float("nan")
-    labels = np.concatenate([np.ones(len(positive_scores)), np.zeros(len(negative_scores))])
-    return float(roc_auc_score(labels, np.concatenate([positive_scores, negative_scores]).astype(np.float64)))
+    ranks = average_ranks(np.concatenate([pos, neg]))
+    return float((ranks[:len(pos)].sum() - len(pos) * (len(pos) + 1) / 2) / (len(pos) * len(neg)))
 
 
-def sigmoid(z: np.ndarray | float) -> np.ndarray:
-    """The logistic function, without overflow warnings."""
-    return 0.5 * (1 + np.tanh(0.5 * np.asarray(z, dtype=np.float64)))
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks of `values`, tied values sharing the mean of their ranks."""
+    order = np.argsort(values, kind="mergesort")
+    ordered = values[order]
+    starts = np.flatnonzero(np.concatenate([[True], ordered[1:] != ordered[:-1]]))
+    ends = np.append(starts[1:], len(values))  # each tie group is ordered[start:end], ranks start+1 .. end
+    ranks = np.empty(len(values))
+    ranks[order] = np.repeat((starts + ends + 1) / 2, ends - starts)
+    return ranks

@@ -1,15 +1,27 @@
-"""ONNX export of the grasp student's image encoder (object text stays open-vocabulary, so it is not baked in),
-verified against PyTorch with onnxruntime."""
+"""ONNX export of what a grasp model serves, verified against PyTorch with onnxruntime: the student's image encoder
+(object text stays open-vocabulary, so it is not baked in) and the teacher's text tower with its tokenizer as a
+Hugging Face `tokenizers` file (`vlkd_runtime.text` runs both without torch)."""
 from __future__ import annotations
 
 import copy
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from training.export import ExportError, write_onnx
+from training.grasp.text import TextTower
 from training.students import Student
+from vlkd_formats.atomic_io import atomic_write, atomic_write_json
+from vlkd_runtime.text import (SPLIT_PATTERN, TEXT_CARD, TEXT_FORMAT, TEXT_ONNX, TEXT_VERSION, TOKENIZER_FILE,
+                               OnnxTextEncoder)
+
+# Prompts the text export is checked on: plain, described, long (cut at the context length), and text the cleaning
+# and BPE must treat as open_clip does (entities, odd spacing, accents, digits, punctuation, a special token).
+PROBE_TEXTS = ["a photo of a dog.", "You can find a red brick in this image, except a robot arm. a small clay block",
+               "a photo of a " + "very " * 40 + "long object.", "Tom &amp; Jerry's  mug\t(2nd), naïve café!",
+               "ÆØÅ 物体 ☃ 12.5cm <start_of_text>", "don't you've we'll it's I'm they'd"]
 
 
 def export_student_onnx(student: Student, image_size: int, path: str | os.PathLike, atol: float = 1e-4) -> float:
@@ -30,3 +42,45 @@ def export_student_onnx(student: Student, image_size: int, path: str | os.PathLi
         path.unlink(missing_ok=True)
         raise ExportError(f"ONNX export {path} differs from PyTorch by {diff:.2e} (> {atol:.0e})")
     return diff
+
+
+def export_text_encoder(tower: TextTower, folder: str | os.PathLike, atol: float = 1e-5) -> float:
+    """Write the text tower as `folder/text.onnx` (`tokens (B, context) -> features (B, D)`), its tokenizer as
+    `tokenizer.json` and `text_encoder.json`; return the max deviation of `OnnxTextEncoder` from the tower's label
+    features on PROBE_TEXTS. ExportError when a probe tokenises differently from open_clip or the features deviate
+    by more than `atol`."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    simple = tower.tokenizer
+    atomic_write(folder / TOKENIZER_FILE, lambda tmp: clip_tokenizer(simple).save(tmp))
+    module = copy.deepcopy(tower.module).cpu().eval()
+    write_onnx(module, simple(PROBE_TEXTS[:2]), folder / TEXT_ONNX, ["features"], input_name="tokens")
+    atomic_write_json(folder / TEXT_CARD, {
+        "format": TEXT_FORMAT, "version": TEXT_VERSION, "embed_dim": tower.embed_dim,
+        "context_length": int(simple.context_length), "sot_token_id": int(simple.sot_token_id),
+        "eot_token_id": int(simple.eot_token_id)})
+    encoder = OnnxTextEncoder(folder)
+    tokens = encoder.tokenizer(PROBE_TEXTS)
+    if not np.array_equal(tokens, simple(PROBE_TEXTS).numpy()):
+        raise ExportError(f"{folder / TOKENIZER_FILE} tokenises {PROBE_TEXTS} differently from open_clip")
+    probes = [[t] for t in PROBE_TEXTS] + [PROBE_TEXTS[:2]]
+    diff = float(np.abs(encoder.encode(probes) - tower.encode(probes).numpy()).max())
+    if not np.isfinite(diff) or diff > atol:
+        raise ExportError(f"ONNX text encoder {folder} differs from PyTorch by {diff:.2e} (> {atol:.0e})")
+    return diff
+
+
+def clip_tokenizer(simple) -> "tokenizers.Tokenizer":  # noqa: F821 (imported below)
+    """open_clip's SimpleTokenizer `simple` as a `tokenizers` BPE (the text cleaned beforehand by
+    `vlkd_runtime.text.clean_text`): its vocab and merges, its split pattern, bytes mapped as GPT-2 does, '</w>' at
+    each word's end, and its special tokens matched in the text."""
+    from tokenizers import AddedToken, Regex, Tokenizer, models, pre_tokenizers
+
+    merges = sorted(simple.bpe_ranks, key=simple.bpe_ranks.get)
+    tok = Tokenizer(models.BPE(vocab=dict(simple.encoder), merges=merges, end_of_word_suffix="</w>"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(SPLIT_PATTERN), behavior="removed", invert=True),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    specials = [simple.decoder[i] for i in simple.all_special_ids]
+    tok.add_special_tokens([AddedToken(t, normalized=False) for t in specials])
+    return tok

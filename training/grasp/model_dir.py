@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -17,7 +16,7 @@ from safetensors.torch import save_file
 
 from training.checkpoint import load_weights_into
 from training.grasp.data import ObservationTransform
-from training.grasp.export import export_student_onnx
+from training.grasp.export import export_student_onnx, export_text_encoder
 from training.grasp.model import GraspScorer
 from training.grasp.text import GraspTextConfig, TextTower
 from training.model_dir import ModelCard, load_model_dir, write_model_dir
@@ -25,31 +24,21 @@ from training.students import Student
 from training.teacher import file_sha256
 from vlkd_formats.atomic_io import atomic_write, atomic_write_json
 from vlkd_formats.model_dir import (GRASP_FILE, GRASP_FORMAT, GRASP_VERSION, KIND_GRASP, REPLAY_FILE,
-                                    TEXT_ENCODER_DIR, WEIGHTS_FILE, ModelDirError, onnx_file, read_card,
-                                    resolve_model_dir)
-from vlkd_formats.object_registry import ObjectEntry, ObjectRegistry, read_registry, write_registry
-from vlkd_formats.state_dir import ModelFiles, StateCard, check_state_dir, model_name
+                                    TEXT_ENCODER_DIR, WEIGHTS_FILE, onnx_file, read_card, resolve_model_dir)
+from vlkd_formats.object_registry import ObjectEntry, ObjectRegistry, write_registry
+from vlkd_formats.state_dir import ModelFiles
+from vlkd_runtime.grasp_dir import GraspCard as RuntimeGraspCard
+from vlkd_runtime.grasp_dir import read_grasp_card as read_card_as
+from vlkd_runtime.grasp_dir import served_registry
+from vlkd_runtime.text import TEXT_CARD
 
 FORMAT, VERSION = GRASP_FORMAT, GRASP_VERSION
 
 
 @dataclass
-class GraspCard:
-    """Grasp-specific settings of a model dir."""
-
-    views: list[str]
-    image_size: int
-    depth_max_m: float
-    text: dict[str, Any]
-    logit_scale: float
-    logit_bias: float
-    threshold: float
-    calibration: dict[str, Any]
-    objects: dict[str, Any]
-    fewshot: dict[str, Any] = field(default_factory=dict)
-    local_weight: float | None = None  # a dense model's local-aggregation weight (None: global features only)
-    format: str = FORMAT
-    version: int = VERSION
+class GraspCard(RuntimeGraspCard):
+    """Grasp-specific settings of a model dir (`vlkd_runtime.grasp_dir.GraspCard`), with the trainer's prompt
+    config."""
 
     def text_config(self) -> GraspTextConfig:
         """The prompt config the model was trained with."""
@@ -109,10 +98,6 @@ class GraspModelDir:
         """The trained scorer (scale and bias)."""
         return GraspScorer(self.grasp.logit_scale, self.grasp.logit_bias, self.grasp.local_weight)
 
-    def text_tower(self, device: str | torch.device = "cpu") -> TextTower:
-        """The teacher's text tower saved with the model."""
-        return TextTower.load(self.root / TEXT_ENCODER_DIR, device)
-
     def replay(self) -> ReplayBuffer:
         """The replay/validation buffer."""
         return ReplayBuffer.load(self.root / REPLAY_FILE)
@@ -129,7 +114,7 @@ def write_grasp_model_dir(out: str | os.PathLike, student: Student, card: ModelC
     export of the weights among them (what backend "onnx", the node's default, runs); the registry (objects +
     current weights), then the card go last, so a dir with a readable card is complete."""
     def grasp_parts(root: Path) -> None:
-        tower.save(root / TEXT_ENCODER_DIR)
+        export_text_encoder(tower, root / TEXT_ENCODER_DIR)
         replay.save(root / REPLAY_FILE)
         atomic_write_json(root / GRASP_FILE, asdict(grasp))
         registry = ObjectRegistry(weights=WEIGHTS_FILE, weights_sha256=file_sha256(root / WEIGHTS_FILE))
@@ -147,19 +132,7 @@ def write_grasp_model_dir(out: str | os.PathLike, student: Student, card: ModelC
 
 def read_grasp_card(model_dir: str | os.PathLike) -> GraspCard:
     """Read and check `grasp.json` of a grasp model dir (or of the run dir holding it)."""
-    root = resolve_model_dir(model_dir)
-    path = root / GRASP_FILE
-    if not path.is_file():
-        read_card(root, KIND_GRASP)  # says what the dir is instead, when it is not a grasp model dir
-        raise ModelDirError(f"{path} not found: {root} is an incomplete grasp model dir")
-    raw = json.loads(path.read_text())
-    try:
-        card = GraspCard(**raw)
-    except TypeError as err:
-        raise ModelDirError(f"{path} is not a valid grasp card: {err}") from err
-    if card.format != FORMAT or card.version != VERSION:
-        raise ModelDirError(f"{path}: format {card.format!r} v{card.version} is not {FORMAT!r} v{VERSION}")
-    return card
+    return read_card_as(model_dir, GraspCard)
 
 
 def load_grasp_model_dir(model_dir: str | os.PathLike, device: str | torch.device = "cpu",
@@ -178,25 +151,16 @@ def load_grasp_model_dir(model_dir: str | os.PathLike, device: str | torch.devic
     return GraspModelDir(root, student.to(device).eval(), card, grasp, registry, text, files)
 
 
-def base_state_card(root: Path) -> StateCard:
-    """What a state dir overlaying the model dir `root` records of it: its name, and the weights its registry names
-    (ModelDirError naming what `root` is when it is not a grasp model dir)."""
-    read_card(root, KIND_GRASP)
-    registry = read_registry(root)
-    return StateCard(model_name(root), registry.weights_sha256, registry.model_version)
-
-
-def served_registry(files: ModelFiles) -> ObjectRegistry:
-    """The registry a model serves: its state dir's once that holds one, else the model dir's; StateDirError when
-    the state dir belongs to another model."""
-    if files.state is not None:
-        check_state_dir(files.state, files.root, base_state_card(files.root))
-    return read_registry(files.registry_dir())
-
-
 def export_onnx(model_dir: str | os.PathLike) -> tuple[Path, float]:
     """`vlkd export` of a grasp model dir: write the image encoder of the registry's current weights to
-    `onnx/student-<sha16>.onnx`, where backend "onnx" loads it; returns (path, max deviation from PyTorch)."""
+    `onnx/student-<sha16>.onnx`, where backend "onnx" loads it, and the ONNX text encoder when the dir has only the
+    text tower's weights (`text_encoder/text.safetensors`, which it then drops); returns (path, max deviation from
+    PyTorch)."""
     gm = load_grasp_model_dir(model_dir)
+    text = gm.root / TEXT_ENCODER_DIR
+    if not (text / TEXT_CARD).is_file():
+        export_text_encoder(TextTower.load(text), text)
+        for old in (TextTower.WEIGHTS, TextTower.CONFIG):
+            (text / old).unlink()
     path = gm.onnx_path()
     return path, export_student_onnx(gm.student, gm.grasp.image_size, path)

@@ -7,10 +7,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from training.grasp.model_dir import base_state_card
 from vlkd_formats.errors import VlkdError
 from vlkd_formats.model_dir import CARD_FILE, REGISTRY_FILE
 from vlkd_formats.state_dir import default_state_dir
+from vlkd_runtime.grasp_dir import base_state_card
 
 DEFAULT_MODEL_ENV = "VLKD_DEFAULT_MODEL_DIR"
 SHIPPED_MODEL_DIR = Path(__file__).resolve().parents[1] / "models" / "grasp_default"

@@ -34,7 +34,7 @@ def test_answer_of_embed_is_query(tiny_grasp_model, frames, backend) -> None:
     assert len(one) == 1 and list(model.answer(one, NAMES)[0]) == NAMES
     for name in NAMES:
         assert model.answer(one, NAMES)[0][name]["score"] == pytest.approx(expected[1][name]["score"], abs=1e-6)
-    assert np.allclose(one.features.numpy(), embedding.features[1:2].numpy(), atol=1e-6)
+    assert np.allclose(one.features, embedding.features[1:2], atol=1e-6)
 
 
 def test_answer_checks_its_inputs(tiny_grasp_model, frames) -> None:
@@ -59,7 +59,7 @@ def test_answer_checks_its_inputs(tiny_grasp_model, frames) -> None:
 def test_onnx_threads_set_the_session(tiny_grasp_model) -> None:
     """threads > 0 sets onnxruntime's intra-op threads (the node's inference_threads)."""
     model = GraspFeasibility.from_checkpoint(tiny_grasp_model, backend="onnx", threads=1)
-    options = model._serving.encoder.session.get_session_options()
+    options = model.encoder.session.get_session_options()
     assert options.intra_op_num_threads == 1 and options.inter_op_num_threads == 1
 
 

@@ -19,7 +19,7 @@ from training.grasp.data import GraspDataConfig, load_clutter_data, read_view
 from vlkd_formats.dir_lock import DirLockedError
 from vlkd_formats.object_registry import read_registry
 from vlkd_ros.inference import GraspFeasibility
-from vlkd_ros.inference import grasp as grasp_module
+from vlkd_ros.inference import learner as grasp_module
 from vlkd_ros.inference.grasp import FewShotError, JobQueueFull
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
@@ -178,7 +178,7 @@ def test_the_queue_is_bounded_per_name_and_in_total_and_jobs_can_be_listed_and_c
 CHILD = textwrap.dedent("""
     import sys, threading
     from training.grasp.data import read_view
-    from vlkd_ros.inference import GraspFeasibility, grasp
+    from vlkd_ros.inference import GraspFeasibility, learner as grasp
     grasp.fit_query = lambda *args, **kwargs: threading.Event().wait()  # a job that holds the lock until killed
     model_dir, *shots = sys.argv[1:]
     model = GraspFeasibility.from_checkpoint(model_dir)

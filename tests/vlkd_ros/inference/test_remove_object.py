@@ -14,7 +14,7 @@ from vlkd_formats.dir_lock import DirLockedError
 from vlkd_formats.errors import VlkdError
 from vlkd_formats.object_registry import read_registry
 from vlkd_ros.inference import GraspFeasibility
-from vlkd_ros.inference import grasp as grasp_module
+from vlkd_ros.inference import learner as grasp_module
 from vlkd_ros.inference.grasp import NotRemovable
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
