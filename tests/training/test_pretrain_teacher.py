@@ -160,3 +160,25 @@ def test_crops_need_scenes_and_selection_needs_its_split(tmp_path, tiny_clutter)
                             model="VLKD-Tiny", device="cpu")
     with pytest.raises(DatasetError, match="no 'test' scenes to select on"):
         pretrain_teacher(config)
+
+
+def test_the_cli_trains_then_writes_a_card_with_every_figure_beside_chance(tmp_path, tiny_clutter, capsys,
+                                                                           torch_single_thread):
+    from vlkd_ros.cli import main as cli
+
+    renders = object_renders(tmp_path / "renders", per_object=2)
+    data = make_dataset(tmp_path / "eval", n_train=2, n_id=2, n_ood=2)
+    out = tmp_path / "teacher"
+    args = ["pretrain-teacher", f"data_root={renders}", f"output_dir={out}", "model=VLKD-Tiny", "epochs=1",
+            "batch_size=8", "warmup_steps=1", "device=cpu", "--eval-data", str(data), "--eval-clutter", str(tiny_clutter)]
+    assert cli(args) == 0
+    weights = (out / "open_clip_model.safetensors").read_bytes()
+    assert cli(args + ["--resume"]) == 0  # the run is complete: nothing retrained, the card rewritten
+    assert (out / "open_clip_model.safetensors").read_bytes() == weights
+    assert [h["epoch"] for h in json.loads((tmp_path / "teacher.run" / "history.json").read_text())] == [1]
+    assert "| whole-frame presence ROC AUC |" in capsys.readouterr().out
+    card = json.loads((out / "card.json").read_text())
+    assert [d["kind"] for d in card["figures"]] == ["classification", "clutter"]
+    assert card["data"] == {str(renders): {}} and card["reproduce"].startswith("vlkd ")
+    text = (out / "CARD.md").read_text()
+    assert "| crop top-1 among all names |" in text and "| 12.5% / 12.5% |" in text and "Reproduce: `vlkd" in text
