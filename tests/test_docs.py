@@ -111,11 +111,25 @@ def make_mirror(folder: Path) -> Path:
     return folder
 
 
+def fresh_env() -> dict:
+    """The environment of a new terminal: none of this test's venv, ROS or bootstrap variables (a line that
+    sources another distro's environment must not inherit this one's); PYTHONPATH stays (env.sh drops the other
+    distro's builds from it)."""
+    keep = ("HOME", "USER", "LANG", "TMPDIR", "TERM", "PYTHONPATH")
+    return {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            **{k: os.environ[k] for k in keep if k in os.environ}}
+
+
+def shell_line(line: str) -> str:
+    """A README line as typed in a new terminal: after `source scripts/env.sh`, unless it sources an env itself."""
+    return line if "source scripts/env.sh" in line else f"source scripts/env.sh >/dev/null && {line}"
+
+
 def run_line(line: str, cwd: Path, timeout: float = TIMEOUT_S, env: dict | None = None
              ) -> subprocess.CompletedProcess:
-    """Run one README line with bash in `cwd`, after `source scripts/env.sh` as the README says."""
-    return subprocess.run(["bash", "-c", f"source scripts/env.sh >/dev/null && {line}"], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    """Run one README line with bash in `cwd`, in a new terminal's environment (or `env`)."""
+    return subprocess.run(["bash", "-c", shell_line(line)], cwd=cwd, env=env or fresh_env(), capture_output=True,
+                          text=True, timeout=timeout)
 
 
 def test_the_readme_starts_with_the_two_commands_ci_runs():
@@ -133,18 +147,20 @@ def test_the_readme_starts_with_the_two_commands_ci_runs():
 
 
 def test_every_readme_command_runs(mirror):
-    cmds = readme_commands()
+    cmds, failed = readme_commands(), []
     assert cmds, "no bash blocks found in the README"
     for cmd in cmds:
         parts, subshell = pieces(cmd)
         if any(p[:1] == ["VLKD_ROS_DISTRO=jazzy"] for p in parts) and not (ROOT / ".venv-jazzy").is_dir():
             continue  # the Jazzy environment is installed by `./install.sh --ros jazzy` (.ci/run does)
-        line = as_line([fast_form(p) for p in parts], subshell)
-        proc = run_line(line, mirror)
-        assert proc.returncode == 0, f"README: {cmd}\nran: {line}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}"
         for piece in parts:  # flags and their values as the CLI parses them, without running the command
             if vlkd_subcommand(piece) is not None:
                 build_parser().parse_args(piece[1:])
+        line = as_line([fast_form(p) for p in parts], subshell)
+        proc = run_line(line, mirror)
+        if proc.returncode != 0:
+            failed.append(f"README: {cmd}\nran: {line}\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    assert not failed, "\n\n".join(failed)
 
 
 def test_every_readme_python_block_compiles():
@@ -211,8 +227,9 @@ def test_the_demo_prints_the_readme_results_table(tmp_path):
 
 
 def ros_env() -> dict:
-    """This environment with a ROS domain of its own on loopback (the quick start runs with the default names)."""
-    env = {k: v for k, v in os.environ.items() if k != "_ROS_WHEELS_BOOTSTRAP_COMPLETE"}
+    """A new terminal's environment with a ROS domain of its own on loopback (the quick start runs with the default
+    names)."""
+    env = fresh_env()
     env.update(ROS_DOMAIN_ID=str(random.randint(1, 100)), ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST",
                ROS_STATIC_PEERS="", PYTHONUNBUFFERED="1")
     return env
@@ -229,7 +246,7 @@ def test_the_ros_quick_start_runs_as_written(tmp_path):
     servers = [c for c in quick if vlkd_subcommand(pieces(c)[0][0])[1] != "ask"]
     asks = [c for c in quick if c not in servers]
     assert servers and asks
-    started = [subprocess.Popen(["bash", "-c", f"source scripts/env.sh >/dev/null && exec {c}"], cwd=cwd, env=env,
+    started = [subprocess.Popen(["bash", "-c", shell_line(f"exec {c}")], cwd=cwd, env=env,
                                 stdout=open(tmp_path / f"server{i}.log", "w"), stderr=subprocess.STDOUT,
                                 start_new_session=True) for i, c in enumerate(servers)]
     try:
