@@ -8,7 +8,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Iterator, TypeVar
 
 import numpy as np
 from safetensors import safe_open
@@ -22,6 +22,8 @@ from vlkd_formats.state_dir import ModelFiles, StateCard, check_state_dir, model
 from vlkd_runtime.observation import ObservationTransform
 from vlkd_runtime.scoring import Scorer
 from vlkd_runtime.text import PromptConfig
+
+HELD_OUT_INPUTS = "val_inputs"  # the held-out frames' key in replay.safetensors (their targets: "val_targets")
 
 
 @dataclass
@@ -85,12 +87,19 @@ def served_registry(files: ModelFiles) -> ObjectRegistry:
 
 @dataclass
 class HeldOut:
-    """Held-out training frames (transformed inputs (N, C, S, S) float32) and which trained objects are graspable in
-    each (`targets` (N, len(names)) in {0, 1})."""
+    """Held-out training frames of a model dir: which trained objects are graspable in each (`targets` (N,
+    len(names)) in {0, 1}), and their transformed inputs, read from `path` a few at a time (`batches`)."""
 
     names: list[str]
-    inputs: np.ndarray
     targets: np.ndarray
+    path: Path
+
+    def batches(self, size: int) -> Iterator[np.ndarray]:
+        """The inputs (n <= size, C, S, S) float32, in order: never all of them in memory at once."""
+        with safe_open(str(self.path), "np") as f:
+            frames, n = f.get_slice(HELD_OUT_INPUTS), len(self.targets)
+            for start in range(0, n, size):
+                yield frames[start:min(start + size, n)].astype(np.float32)  # a slice past the end is refused
 
 
 @dataclass
@@ -130,10 +139,9 @@ class ServedModelDir:
 
     def held_out(self) -> HeldOut:
         """The held-out training frames of `replay.safetensors` (its validation part)."""
-        with safe_open(str(self.root / REPLAY_FILE), "np") as f:
-            names = json.loads(f.metadata()["names"])
-            return HeldOut(names, f.get_tensor("val_inputs").astype(np.float32),
-                           f.get_tensor("val_targets").astype(np.float32))
+        path = self.root / REPLAY_FILE
+        with safe_open(str(path), "np") as f:
+            return HeldOut(json.loads(f.metadata()["names"]), f.get_tensor("val_targets").astype(np.float32), path)
 
 
 def read_served_model_dir(model_dir: str | os.PathLike, state_dir: str | os.PathLike | None = None

@@ -97,7 +97,7 @@ class Answerer:
 
     def features(self, serving: Serving, inputs: np.ndarray, batch: int = 8) -> np.ndarray:
         """The serving encoder's features of transformed observations, float32, `batch` at a time (onnxruntime keeps
-        the memory its largest batch took: 64 frames at a time cost the process 70 MB more, and no time)."""
+        the memory its largest batch took: 64 frames at a time cost a process 70 MB more, and saved no time)."""
         return np.concatenate([serving.encoder(inputs[i:i + batch]).astype(np.float32, copy=False)
                                for i in range(0, len(inputs), batch)])
 

@@ -264,7 +264,8 @@ class Learner:
         serving; the frames themselves are not kept)."""
         if self._negatives is None:
             held = self._read_held_out()
-            self._negatives = (held.names, held.targets, self._answerer.features(serving, held.inputs))
+            feats = np.concatenate([self._answerer.features(serving, batch) for batch in held.batches(8)])
+            self._negatives = (held.names, held.targets, feats)
         names, targets, feats = self._negatives
         column = {normalize_name(n): i for i, n in enumerate(names)}.get(key)
         absent = feats if column is None else feats[targets[:, column] < 0.5]

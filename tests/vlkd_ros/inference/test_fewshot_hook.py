@@ -1,7 +1,8 @@
 """GraspFeasibility's few-shot hook against bad or careless callers: every refusal comes before a job and says why,
 nothing is persisted unless a job succeeds (registry and weights byte-identical otherwise), a success changes only
 its own object's answers (a query vector; the weights and every other object's scores bit-identical), a bounded
-queue with listing and cancel, and one writer per model dir (the lock names the other holder)."""
+queue with listing and cancel, one writer per model dir (the lock names the other holder), and remove_object, which
+undoes what add_object taught and nothing else."""
 import hashlib
 import os
 import subprocess
@@ -17,10 +18,11 @@ import pytest
 from grasp_fixtures import copy_model
 from training.grasp.data import GraspDataConfig, load_clutter_data, read_view
 from vlkd_formats.dir_lock import DirLockedError
+from vlkd_formats.errors import VlkdError
 from vlkd_formats.object_registry import read_registry
 from vlkd_ros.inference import GraspFeasibility
 from vlkd_ros.inference import learner as grasp_module
-from vlkd_ros.inference.grasp import FewShotError, JobQueueFull
+from vlkd_ros.inference.grasp import FewShotError, JobQueueFull, NotRemovable
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 REPO = Path(__file__).resolve().parents[3]
@@ -174,6 +176,68 @@ def test_the_queue_is_bounded_per_name_and_in_total_and_jobs_can_be_listed_and_c
     assert fingerprint(model_dir) == before
     model.close()
 
+
+
+def taught(model: GraspFeasibility, shots, name: str = NEW) -> None:
+    model.fewshot = replace(model.fewshot, min_heldout_auc=0.0)  # whatever the tiny model makes of the shots
+    job = model.add_object(name, shots)
+    assert job.wait(120) and job.state == "succeeded", job.message
+
+
+def test_a_taught_object_is_removed_and_every_other_answer_stays_bit_identical(model_dir, shots):
+    model = GraspFeasibility.from_checkpoint(model_dir)
+    names = [n for n, _ in model.objects()]
+    zero_shot = model.query(shots, [NEW])
+    taught(model, shots, "mystery box")
+    taught(model, shots)
+    others = names + ["mystery box"]
+    answers = model.query(shots, others)
+    added = read_registry(model_dir)
+    assert added.model_version.endswith(".r2") and (model_dir / added.get(NEW).query).is_file()
+
+    version = model.remove_object("Orange_Square")
+    after = read_registry(model_dir)
+    assert version == model.model_version == after.model_version == added.model_version[:-1] + "3"
+    assert after.get(NEW) is None and after.objects == tuple(o for o in added.objects if o.name != NEW)
+    assert not (model_dir / added.get(NEW).query).exists() and (model_dir / after.get("mystery box").query).is_file()
+    assert [n for n, _ in model.objects()] == others
+    assert model.query(shots, others) == answers  # bit-identical
+    assert model.query(shots, [NEW]) == zero_shot  # the name is answered as before it was taught
+    reloaded = GraspFeasibility.from_checkpoint(model_dir)
+    assert reloaded.model_version == version
+    assert reloaded.query(shots, others + [NEW]) == model.query(shots, others + [NEW])
+    model.close()
+
+
+def test_a_refused_removal_changes_nothing(model_dir, shots, hold_jobs):
+    model = GraspFeasibility.from_checkpoint(model_dir)
+    taught(model, shots)
+    before, version = fingerprint(model_dir), model.model_version
+    with pytest.raises(NotRemovable, match=r"cannot remove 'teapot': the model knows no such object \(objects added "
+                                           rf"with add_object: '{NEW}'\)"):
+        model.remove_object("teapot")
+    with pytest.raises(NotRemovable, match="cannot remove 'red circle': the model was trained on it"):
+        model.remove_object("Red Circle")
+    with pytest.raises(ValueError, match="holds the path separator"):
+        model.remove_object("../" + NEW)
+    assert issubclass(NotRemovable, VlkdError)
+    with pytest.MonkeyPatch.context() as patch:
+        hold_jobs(model, patch)
+        job = model.add_object(NEW, shots)
+        with pytest.raises(NotRemovable, match=rf"cannot remove '{NEW}': few-shot job {job.job_id} is learning it"):
+            model.remove_object(NEW)
+        assert model.cancel(job.job_id).wait(60) and job.state == "cancelled"
+    model.close()
+
+    other, holder = GraspFeasibility.from_checkpoint(model_dir), GraspFeasibility.from_checkpoint(model_dir)
+    holder.fewshot = replace(holder.fewshot, min_heldout_auc=2.0)  # refused by the job: it fails, holding the lock
+    assert holder.add_object("teapot", shots).wait(120)
+    with pytest.raises(DirLockedError, match="locked by another writer"):
+        other.remove_object(NEW)
+    assert fingerprint(model_dir) == before and model.model_version == other.model_version == version
+    holder.close()
+    assert other.remove_object(NEW) != version
+    other.close()
 
 CHILD = textwrap.dedent("""
     import sys, threading
