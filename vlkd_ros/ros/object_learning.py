@@ -1,7 +1,8 @@
-"""The node's object-learning action `~/add_object` (vlkd_interfaces/action/AddObject): a goal teaches the model one
-object from its images (each with an optional region of interest) or from the next distinct camera frames, reports
-its stage, progress and distinct frames as feedback, and ends with the model version serving after it. Cancelling
-the goal cancels its job, which then changes nothing; a refusal aborts the goal at once, saying why."""
+"""The node's object learning: the action `~/add_object` (vlkd_interfaces/action/AddObject), whose goal teaches the
+model one object from its images (each with an optional region of interest) or from the next distinct camera frames,
+reports its stage, progress and distinct frames as feedback, and ends with the model version serving after it
+(cancelling the goal cancels its job, which then changes nothing; a refusal aborts the goal at once, saying why);
+and the service `~/remove_object`, which undoes a taught object."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -15,6 +16,7 @@ from sensor_msgs.msg import Image, RegionOfInterest
 from vlkd_formats.errors import VlkdError
 from vlkd_formats.object_registry import normalize_description
 from vlkd_interfaces.action import AddObject
+from vlkd_interfaces.srv import RemoveObject
 from vlkd_ros.ros.frame_jobs import FrameJob
 from vlkd_ros.ros.requests import QueryError, registry_name
 
@@ -27,14 +29,14 @@ ACTIVE = ("queued", "running")
 
 
 class ObjectLearning:
-    """`~/add_object` of a PerceptionNode: checks each goal, starts its few-shot job (from the goal's images on a
-    model worker, or once its distinct camera frames arrived), follows it with feedback and ends the goal with the
-    job's outcome. It reads the node's `params`, `frame_jobs`, `require_model`, `in_worker`, `model_input` and
-    `image_topic`."""
+    """`~/add_object` and `~/remove_object` of a PerceptionNode: checks each goal, starts its few-shot job (from the
+    goal's images on a model worker, or once its distinct camera frames arrived), follows it with feedback and ends
+    the goal with the job's outcome. It reads the node's `params`, `model`, `frame_jobs`, `require_model`,
+    `in_worker`, `model_input` and `image_topic`."""
 
     def __init__(self, node: PerceptionNode, callback_group: Any) -> None:
-        """Create the action server, its feedback timer (running only while goals run) and the guard condition the
-        camera callback triggers when a goal has all its frames."""
+        """Create the action server, its feedback timer (running only while goals run), the guard condition the
+        camera callback triggers when a goal has all its frames, and ~/remove_object."""
         self._node = node
         self._waiting: list[Future] = []
         self._goals = 0
@@ -43,6 +45,7 @@ class ObjectLearning:
         self._frames_ready = node.create_guard_condition(self._wake, callback_group=callback_group)
         self._server = ActionServer(node, AddObject, "~/add_object", self._execute, callback_group=callback_group,
                                     cancel_callback=self._on_cancel)
+        node.create_service(RemoveObject, "~/remove_object", self.on_remove_object, callback_group=callback_group)
 
     def destroy(self) -> None:
         """Destroy the action server (before its node)."""
@@ -51,6 +54,29 @@ class ObjectLearning:
     def frames_ready(self) -> None:
         """Wake the goals now: one of them has all its camera frames (thread-safe)."""
         self._frames_ready.trigger()
+
+    async def on_remove_object(self, request: RemoveObject.Request,
+                               response: RemoveObject.Response) -> RemoveObject.Response:
+        """Forget an object ~/add_object taught (on a model worker: it writes the registry); refused, nothing
+        changed and the reason in message, for any other name; never raises."""
+        try:
+            model = self._node.require_model()
+            name = request.name.strip()
+            if not name:
+                raise QueryError("name is empty: give the name of an object ~/add_object taught")
+            key = registry_name(name)
+            response.model_version = str(await self._node.in_worker(lambda: model.remove_object(key)))
+            response.success, response.message = True, f"removed {key!r}"
+            self._node.get_logger().info(f"remove_object({key!r}): serving {response.model_version}")
+        except (QueryError, ValueError, VlkdError) as err:  # NotRemovable, another writer holds the model dir
+            response.success, response.message = False, str(err)
+        except Exception as err:  # noqa: BLE001 - a service must answer, whatever the model does
+            self._node.get_logger().error(f"remove_object({request.name[:100]!r}) failed: "
+                                          f"{type(err).__name__}: {err}")
+            response.success, response.message = False, f"remove_object failed: {type(err).__name__}: {err}"
+        if not response.success and self._node.model is not None:
+            response.model_version = str(self._node.model.model_version)
+        return response
 
     def _on_cancel(self, goal: ServerGoalHandle) -> CancelResponse:
         """Accept every cancel: the goal's job is cancelled at its next step (one that is committing succeeds)."""

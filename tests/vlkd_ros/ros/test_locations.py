@@ -61,7 +61,7 @@ def test_the_mapping_inverts_the_observation_transform(width: int, height: int) 
 def test_replies_carry_a_location_message() -> None:
     from builtin_interfaces.msg import Time
 
-    from vlkd_ros.ros.perception_node import Judged
+    from vlkd_ros.ros.queries import Judged
 
     results = {"mug": {"score": 0.9, "graspable": True,
                        "location": {"u": 0.5, "v": 0.5, "box": [0.25, 0.25, 0.75, 0.75], "confidence": 0.6}},
@@ -101,10 +101,10 @@ def test_a_dense_model_locates_the_objects_inside_the_judged_frame(local_node, d
     frame = np.full((48, 64, 3), 110, np.uint8)
     frame[10:30, 30:50] = (220, 40, 40)
     image = numpy_to_image(frame, "rgb8", "test")
-    one = finish(node._on_is_graspable(IsGraspable.Request(object_name="red circle", image=image),
-                                       IsGraspable.Response()))
-    many = finish(node._on_query_objects(QueryObjects.Request(object_names=["red circle", "teapot"], image=image),
-                                         QueryObjects.Response()))
+    one = finish(node.queries.on_is_graspable(IsGraspable.Request(object_name="red circle", image=image),
+                                              IsGraspable.Response()))
+    many = finish(node.queries.on_query_objects(
+        QueryObjects.Request(object_names=["red circle", "teapot"], image=image), QueryObjects.Response()))
     assert one.success and many.success, (one.message, many.message)
     for where in [one.location, *many.locations]:
         assert where.valid and 0.0 < where.confidence <= 1.0

@@ -134,16 +134,18 @@ def test_a_new_model_version_is_a_new_embedding(local_node, grasp_model_dir: Pat
     names = [name for name, _ in model.objects()]
 
     def ask_all() -> QueryObjects.Response:
-        return finish(node._on_query_objects(QueryObjects.Request(object_names=names), QueryObjects.Response()))
+        return finish(node.queries.on_query_objects(QueryObjects.Request(object_names=names),
+                                                    QueryObjects.Response()))
 
     first = ask_all()
     assert first.success and (first.frame_stamp.sec, first.frame_stamp.nanosec) == (1000, 5)
     assert first.model_version == model.model_version and counts() == 1
-    single = finish(node._on_is_graspable(IsGraspable.Request(object_name=names[0]), IsGraspable.Response()))
+    single = finish(node.queries.on_is_graspable(IsGraspable.Request(object_name=names[0]),
+                                                 IsGraspable.Response()))
     assert single.success and single.model_version == first.model_version and counts() == 1
     request = IsGraspable.Request(object_name=names[0])
     request.image = frame
-    by_request = finish(node._on_is_graspable(request, IsGraspable.Response()))
+    by_request = finish(node.queries.on_is_graspable(request, IsGraspable.Response()))
     assert by_request.score == pytest.approx(single.score, abs=1e-6)
     assert counts() == 1  # a request image is embedded for its own call, never cached
 

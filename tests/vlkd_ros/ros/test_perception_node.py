@@ -248,7 +248,7 @@ def ask(node, name: str, image=None):
     request = IsGraspable.Request(object_name=name)
     if image is not None:
         request.image = image
-    return finish(node._on_is_graspable(request, IsGraspable.Response()))
+    return finish(node.queries.on_is_graspable(request, IsGraspable.Response()))
 
 
 def test_real_model_satisfies_the_node_protocol(tiny_grasp_model: Path) -> None:
@@ -361,6 +361,6 @@ def test_an_empty_model_dir_serves_the_shipped_default_model(local_node, grasp_m
     image = numpy_to_image(np.full((48, 64, 3), 120, np.uint8), "rgb8", "test")
     reply = ask(node, "red circle", image)
     assert reply.success and not reply.location.valid and reply.location.u == reply.location.x_max == 0.0
-    many = finish(node._on_query_objects(QueryObjects.Request(object_names=["red circle", "teapot"], image=image),
-                                         QueryObjects.Response()))
+    many = finish(node.queries.on_query_objects(
+        QueryObjects.Request(object_names=["red circle", "teapot"], image=image), QueryObjects.Response()))
     assert many.success and [loc.valid for loc in many.locations] == [False, False]
