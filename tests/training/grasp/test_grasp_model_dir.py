@@ -1,10 +1,12 @@
 """The grasp model dir on disk: refused with what to do when of the other kind or incomplete, and exported to ONNX
-where backend onnx loads it (`vlkd export`)."""
+where backend onnx loads it (`vlkd export`), the text tower of a dir written before text_encoder/ held ONNX too."""
 import shutil
 
 import pytest
 
 from grasp_fixtures import copy_model
+from training.grasp.text import TextTower
+from training.teacher import Teacher, TeacherConfig
 from training.grasp.model_dir import export_onnx, load_grasp_model_dir
 from vlkd_formats.model_dir import ModelDirError, WrongKindError, onnx_file
 from vlkd_ros.cli import main as cli
@@ -37,3 +39,26 @@ def test_export_writes_the_onnx_file_of_the_current_weights(tiny_grasp_model, tm
     path, diff = export_onnx(model_dir)
     assert path == model_dir / onnx_file(load_grasp_model_dir(model_dir).registry.weights_sha256) and diff < 1e-4
     assert [p.name for p in (model_dir / "onnx").iterdir()] == [path.name]
+
+
+def test_export_converts_a_text_tower_saved_as_weights(tiny_grasp_model, tiny_teacher_file, tmp_path):
+    """A dir whose text_encoder/ holds the tower's weights (as model dirs did before the ONNX text encoder): `vlkd
+    export` writes the ONNX text encoder and tokenizer in their place, and serving encodes the labels' prompts as the
+    teacher did."""
+    import numpy as np
+    from safetensors.numpy import load_file
+
+    from vlkd_runtime.grasp_dir import read_served_model_dir
+    from vlkd_runtime.text import OnnxTextEncoder
+
+    model_dir = copy_model(tiny_grasp_model, tmp_path / "model")
+    text = model_dir / "text_encoder"
+    shutil.rmtree(text)
+    teacher = Teacher(TeacherConfig(model="VLKD-Tiny", pretrained=str(tiny_teacher_file), device="cpu"))
+    TextTower.from_teacher(teacher).save(text)
+    assert cli(["export", "--model", str(model_dir)]) == 0
+    assert sorted(p.name for p in text.iterdir()) == ["text.onnx", "text_encoder.json", "tokenizer.json"]
+    served = read_served_model_dir(model_dir)
+    teacher_features = load_file(str(model_dir / "text_features.safetensors"))
+    for part in ("id", "ood"):
+        assert np.abs(OnnxTextEncoder(text).encode(served.card.texts[part]) - teacher_features[part]).max() < 1e-5
