@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import subprocess
+import sys
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -11,7 +13,7 @@ import pytest
 
 from vlkd_formats.config import ConfigError, load_config, resolve_config_path
 from vlkd_formats.errors import VlkdError
-from vlkd_ros.cli import build_parser, main
+from vlkd_ros.cli import COMMAND_MODULES, build_parser, main
 from vlkd_ros.cli.flags import add_config_flags, flag_overrides, yaml_value
 
 
@@ -197,3 +199,25 @@ def test_a_multi_line_library_error_prints_one_line(capsys, monkeypatch):
     monkeypatch.setattr(tools, "run_split", boom)
     assert main(["split", "--source", "s", "--out", "o"]) == 2
     assert _one_error_line(capsys, "split") == "vlkd split: error: first line second line"
+
+
+@pytest.mark.parametrize("name", COMMAND_MODULES)
+def test_each_cli_module_names_the_subcommands_it_registers(name):
+    """build_parser(command) registers only the module whose COMMANDS has it: COMMANDS must be exactly its list."""
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers()
+    module = importlib.import_module(f"vlkd_ros.cli.{name}")
+    module.register(sub)
+    assert tuple(sub.choices) == module.COMMANDS
+    assert set(build_parser(module.COMMANDS[0])._subparsers._group_actions[0].choices) == set(module.COMMANDS)
+
+
+def test_serve_parses_without_loading_the_trainer():
+    """`vlkd serve`'s parser loads neither training nor sim (a serving process holds no trainer module); an unknown
+    command still gets the error that lists every command."""
+    code = ("import sys; from vlkd_ros.cli import build_parser; build_parser('serve').parse_args(['serve']); "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'training', 'sim'}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    with pytest.raises(SystemExit):
+        main(["no-such-command"])

@@ -17,6 +17,9 @@ KIND_FIELDS = {"classification": ("per_class",),
                            "views_per_scene", "split_seed")}
 
 
+COMMANDS = ("collect",)  # the subcommands `register` adds
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the collect command with its classification and clutter subcommands."""
     from sim.backend import SIM_BACKENDS

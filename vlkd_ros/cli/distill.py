@@ -7,6 +7,9 @@ import os
 from pathlib import Path
 
 
+COMMANDS = ("distill", "eval")  # the subcommands `register` adds
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the distill and eval subcommands."""
     p = sub.add_parser("distill", help="distil a CLIP teacher into a student (torchrun for multi-GPU)",

@@ -10,6 +10,9 @@ from pathlib import Path
 from vlkd_ros.cli.flags import add_config_flags, flag_overrides
 
 
+COMMANDS = ("train-grasp", "build-grasp-model", "eval-grasp", "add-object")  # the subcommands `register` adds
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the grasp subcommands."""
     t = sub.add_parser("train-grasp", help="train the grasp-feasibility student on a clutter dataset",

@@ -9,6 +9,9 @@ from vlkd_ros.cli import CLIError
 from vlkd_ros.cli.flags import add_config_flags, flag_overrides
 
 
+COMMANDS = ("pretrain-teacher", "eval-teacher", "demo", "reproduce")  # the subcommands `register` adds
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the mini-world subcommands."""
     p = sub.add_parser("pretrain-teacher", help="pretrain the small CLIP teacher on renders of all categories",

@@ -67,6 +67,9 @@ SIM_CAMERA_HELP = {
 }
 
 
+COMMANDS = ("serve", "sim-camera", "ask")  # the subcommands `register` adds
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the serve, sim-camera and ask subcommands."""
     p = sub.add_parser("serve", help="run the vlkd_perception ROS 2 node (what perception.launch.py starts)",

@@ -7,6 +7,9 @@ import json
 from vlkd_ros.cli import CLIError
 
 
+COMMANDS = ("export", "split", "describe", "students")  # the subcommands `register` adds
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the tool subcommands."""
     p = sub.add_parser("export", help="ONNX export of a model dir, verified against PyTorch",

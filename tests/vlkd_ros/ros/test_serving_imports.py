@@ -46,12 +46,7 @@ def node_args(entry: str, model_dir: Path, ns: str) -> list[str]:
             "-p", f"model_dir:={model_dir}", "-p", f"image_topic:={ns}/camera/image_raw", "-p", "results_rate:=2.0"]
 
 
-CLI_IMPORTS_TRAINER = pytest.mark.xfail(strict=True, reason=(
-    "the vlkd parser imports `training` and `sim` while it builds every subcommand (vlkd_ros/pipeline.py: `import "
-    "training`; vlkd_ros/cli/collect.py: sim.config for its flags)"))
-
-
-@pytest.mark.parametrize("entry", ["vlkd_perception", pytest.param("vlkd serve", marks=CLI_IMPORTS_TRAINER)])
+@pytest.mark.parametrize("entry", ["vlkd_perception", "vlkd serve"])
 def test_a_serving_node_holds_no_trainer_module(entry, ros_env, procs, grasp_model_dir: Path, camera_images: Path,
                                                  tmp_path: Path) -> None:
     env, ns = ros_env
