@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
@@ -63,16 +62,6 @@ def lifecycle_state(driver, node_name: str) -> str:
     return reply.current_state.label
 
 
-def wait_for(predicate, timeout: float) -> bool:
-    """Poll predicate every 0.2 s until true or timeout."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return False
-
-
 @pytest.mark.parametrize("damage", ["missing", "corrupt_weights"])
 def test_autostart_ends_on_a_model_dir_that_does_not_load(ros_env, grasp_model_dir: Path, tmp_path: Path,
                                                           damage: str) -> None:
@@ -98,6 +87,8 @@ def test_under_a_lifecycle_manager_a_model_dir_that_does_not_load_leaves_it_unco
     /diagnostics, and Ctrl-C ends it with status 0."""
     from lifecycle_msgs.msg import Transition
 
+    from node_driver import wait_until
+
     env, ns = ros_env
     model_dir, name = tmp_path / "missing", f"{ns}/vlkd_perception"
     node = procs(unconfigured_cmd(model_dir, ns), env, "node")
@@ -107,7 +98,7 @@ def test_under_a_lifecycle_manager_a_model_dir_that_does_not_load_leaves_it_unco
     assert not driver.transition(Transition.TRANSITION_CONFIGURE), node.output()[-3000:]
     assert lifecycle_state(driver, name) == "unconfigured"
     reason = f"cannot load the model from '{model_dir}': ModelDirError: "
-    assert wait_for(lambda: any(d["message"].startswith(f"node unconfigured: {reason}") for d in driver.diagnostics),
+    assert wait_until(lambda: any(d["message"].startswith(f"node unconfigured: {reason}") for d in driver.diagnostics),
                     10.0), driver.diagnostics[-3:]
     assert driver.diagnostics[-1]["model_dir"] == str(model_dir)
     assert node.popen.poll() is None, node.output()[-3000:]
@@ -121,6 +112,7 @@ def test_a_second_node_of_the_same_name_is_refused_and_paths_are_resolved(ros_en
     """The first node, given its run dir and a relative state dir, logs and publishes both resolved. A second
     `vlkd serve` under the same name ends with status 2 naming the first and the domain before it reads any model
     dir; the first goes on answering. A node of the same name in another namespace starts."""
+    from node_driver import wait_until
     from vlkd_interfaces.srv import ListObjects
 
     env, ns = ros_env
@@ -131,7 +123,7 @@ def test_a_second_node_of_the_same_name_is_refused_and_paths_are_resolved(ros_en
     first = procs([*cmd[:at], "--state-dir", str(state_dir), *cmd[at:]], env, "first")
     driver = client(name)
     assert driver.wait_for_services(START_TIMEOUT_S), first.output()[-3000:]
-    assert wait_for(lambda: bool(driver.diagnostics) and driver.diagnostics[-1]["state"] == "active",
+    assert wait_until(lambda: bool(driver.diagnostics) and driver.diagnostics[-1]["state"] == "active",
                     START_TIMEOUT_S), first.output()[-3000:]
     model_dir, resolved_state = grasp_model_dir.resolve(), (tmp_path / "state").resolve()
     assert f"configured: model_dir={model_dir} state_dir={resolved_state} " in first.output()
