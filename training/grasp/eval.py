@@ -432,10 +432,10 @@ def table_markdown(result: dict[str, Any]) -> str:
     c = result["rows"][0]["counts"]
     where = (f"the held-out benchmark {result['rows'][0]['benchmark']}" if result["rows"][0].get("benchmark")
              else "the training dataset's held-out splits")
-    lines.append(f"On {where}: X_id {c['x_id']} frames; X_ood {c['x_ood_query']} frames; {k}-shot columns after "
-                 f"finetuning on {c['x_ood_support']} support frames ({k} shots per Y_ood object, from the training "
-                 "dataset's X_ood). After the finetune each Y_ood object is decided at its own threshold "
-                 "(fewshot.object_fpr), as objects added at run time are.")
+    shots = (f"{k}-shot columns after finetuning on {c['x_ood_support']} support frames ({k} shots per Y_ood object, "
+             "from the training dataset's X_ood). After the finetune each Y_ood object is decided at its own threshold "
+             "(fewshot.object_fpr), as objects added at run time are.") if c["x_ood_support"] else "zero-shot only."
+    lines.append(f"On {where}: X_id {c['x_id']} frames; X_ood {c['x_ood_query']} frames; {shots}")
     for r in result["rows"]:
         if r.get("note"):
             lines.append(f"{r['name']}: {r['note']}.")

@@ -22,6 +22,7 @@ def test_a_model_dir_and_a_benchmark_are_enough_for_the_zero_shot_figures(tiny_g
     assert teacher["threshold"] is None and 0.0 <= teacher["crop_top1"]["id_all"] <= 1.0
     shown = capsys.readouterr().out
     assert f"vlkd collect clutter --config clutter_train --out {missing}" in shown and "n/a" in shown
+    assert "X_ood 30 frames; zero-shot only." in shown and "support frames" not in shown
     assert not missing.exists()
 
 
