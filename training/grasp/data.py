@@ -19,12 +19,10 @@ from training.data import DatasetError, ImageList
 from vlkd_formats.dataset_dir import DatasetInfo, read_dataset_info, read_manifest
 from vlkd_formats.image_codec import read_depth, read_label_png, read_rgb
 from vlkd_formats.split import split_labels
+from vlkd_runtime.observation import VIEWS, check_depth, check_rgb, view_channels
+from vlkd_runtime.observation import check_views as check_known_views
 
 log = logging.getLogger(__name__)
-
-# Camera views a clutter episode can hold: kind and channel count. A model stacks the views it uses, in order.
-VIEWS: dict[str, tuple[str, int]] = {"base_rgb": ("rgb", 3), "base_depth": ("depth", 1),
-                                     "hand_rgb": ("rgb", 3), "hand_depth": ("depth", 1)}
 
 MASK_VIEW = "base_seg"  # the per-object mask of the base view, written by `vlkd collect clutter`
 
@@ -80,19 +78,11 @@ class GraspDataConfig:
 
 
 def check_views(views: list[str]) -> None:
-    """Views must be known, unique, and include base_rgb (the view the teacher sees)."""
-    unknown = [v for v in views if v not in VIEWS]
-    if unknown or not views:
-        raise DatasetError(f"unknown or no views {unknown or views}; choose from {list(VIEWS)}")
-    if len(set(views)) != len(views):
-        raise DatasetError(f"views contain duplicates: {views}")
-    if "base_rgb" not in views:
-        raise DatasetError(f"views must include 'base_rgb' (the teacher's view), got {views}")
-
-
-def view_channels(views: list[str]) -> int:
-    """Number of stacked input channels for `views`."""
-    return sum(VIEWS[v][1] for v in views)
+    """Views must be known, unique, and include base_rgb (the view the teacher sees); a DatasetError if not."""
+    try:
+        check_known_views(views)
+    except ValueError as err:
+        raise DatasetError(str(err)) from err
 
 
 @dataclass
@@ -316,33 +306,6 @@ def resize_crop(t: torch.Tensor, size: int, mode: str) -> torch.Tensor:
         t = F.interpolate(t[None], size=(nh, nw), mode=mode, **kwargs)[0]
     top, left = (nh - size) // 2, (nw - size) // 2
     return t[:, top:top + size, left:left + size]
-
-
-def check_rgb(view: str, array: np.ndarray) -> np.ndarray:
-    """An RGB view must be a non-empty HxWx3 uint8 array."""
-    if not isinstance(array, np.ndarray) or array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3 \
-            or 0 in array.shape:
-        raise ValueError(f"view {view!r} must be an HxWx3 uint8 RGB array, got {_describe(array)}")
-    return array
-
-
-def check_depth(view: str, array: np.ndarray) -> np.ndarray:
-    """A depth view must be HxW (or HxWx1), uint16 millimetres or float32 metres; returned as int32 mm or float32 m."""
-    ok = isinstance(array, np.ndarray) and array.dtype in (np.uint16, np.float32) and 0 not in array.shape \
-        and (array.ndim == 2 or (array.ndim == 3 and array.shape[2] == 1))
-    if not ok:
-        raise ValueError(f"view {view!r} must be an HxW depth array, uint16 millimetres or float32 metres, "
-                         f"got {_describe(array)}")
-    array = array.reshape(array.shape[:2])
-    if array.dtype == np.float32 and not np.isfinite(array).all():
-        array = np.nan_to_num(array, nan=0.0, posinf=0.0, neginf=0.0)
-    return array.astype(np.int32) if array.dtype == np.uint16 else array
-
-
-def _describe(array: object) -> str:
-    if isinstance(array, np.ndarray):
-        return f"shape {array.shape} dtype {array.dtype}"
-    return f"a {type(array).__name__}"
 
 
 def read_view(view: str, path: str | os.PathLike) -> np.ndarray:

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from training.grasp.data import Episode, EpisodeDataset, ObservationTransform
 from training.losses import CLIP_TAU
 from training.students import Student
+from vlkd_runtime.scoring import peak_boxes
 
 
 class GraspScorer(nn.Module):
@@ -66,21 +67,9 @@ class GraspScorer(nn.Module):
 
 
 def _peak_boxes(attention: Tensor) -> Tensor:
-    """`GraspScorer.score_and_locate`'s boxes (B, N, 7) from the attention over a square map of locations (B, L, N),
-    in numpy: 0.08 ms for one name on a 3x3 map, where the same small torch ops took 0.3 ms (the scorer's cost per
-    new frame)."""
-    att = attention.detach().float().cpu().numpy().transpose(0, 2, 1)  # (B, N, L)
-    side = math.isqrt(att.shape[-1])
-    if side == 0 or side * side != att.shape[-1]:
-        raise ValueError(f"locating needs a square feature map of dense features, got {att.shape[-1]} locations")
-    peak, cell = att.max(-1), att.argmax(-1)
-    near = att.reshape(*att.shape[:2], side, side) >= 0.5 * peak[..., None, None]
-    rows, cols = near.any(-1), near.any(-2)  # (B, N, side): rows / columns holding a cell near the peak
-    y0, y1 = rows.argmax(-1), side - rows[..., ::-1].argmax(-1)
-    x0, x1 = cols.argmax(-1), side - cols[..., ::-1].argmax(-1)
-    u, v = cell % side + 0.5, cell // side + 0.5
-    boxes = np.stack([u, v, x0, y0, x1, y1], -1) / side
-    return torch.from_numpy(np.concatenate([boxes, peak[..., None]], -1).astype(np.float32))
+    """`GraspScorer.score_and_locate`'s boxes (B, N, 7) from the attention over a square map of locations (B, L, N):
+    vlkd_runtime.scoring.peak_boxes, the serving arithmetic, on a torch tensor."""
+    return torch.from_numpy(peak_boxes(attention.detach().float().cpu().numpy()))
 
 
 def _similarity(feats: Tensor, pos: Tensor, neg: Tensor | None) -> Tensor:
