@@ -2,6 +2,8 @@
 <- vlkd_ros.cli): the `.importlinter` contracts hold for the checkout, and they do catch an upward import."""
 from __future__ import annotations
 
+import ast
+import configparser
 import os
 import shutil
 import subprocess
@@ -63,3 +65,19 @@ def test_the_runtime_never_imports_torch(tmp_path):
     assert result.returncode != 0, result.stdout[-4000:]
     report = result.stdout.split("Broken contracts", 1)[-1]
     assert "imports no torch" in report and "vlkd_runtime._torch -> torch" in report, result.stdout[-4000:]
+
+
+def test_the_ignored_imports_are_annotations_only():
+    """Each import `.importlinter` tells the cycle check to ignore sits under `if TYPE_CHECKING:`, never run."""
+    config = configparser.ConfigParser()
+    config.read(REPO / ".importlinter")
+    ignored = [line.split(" -> ") for line in config["importlinter:contract:no-cycles"]["ignore_imports"].split("\n")
+               if line.strip()]
+    assert ignored
+    for importer, imported in ignored:
+        tree = ast.parse((REPO / (importer.replace(".", "/") + ".py")).read_text())
+        guarded = {id(node) for block in ast.walk(tree)
+                   if isinstance(block, ast.If) and ast.unparse(block.test) == "TYPE_CHECKING"
+                   for node in ast.walk(block)}
+        hits = [node for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module == imported]
+        assert hits and all(id(node) in guarded for node in hits), f"{importer} imports {imported} at run time"
