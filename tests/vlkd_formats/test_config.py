@@ -36,6 +36,7 @@ SHIPPED = {"miniworld_resnet18.yaml": "training.distill:DistillConfig",
            "paper_vitl14_resnet18.yaml": "training.distill:DistillConfig",
            "pretrain_teacher.yaml": "training.pretrain_teacher:PretrainConfig",
            "pretrain_teacher_scenes.yaml": "training.pretrain_teacher:PretrainConfig",
+           "pretrain_teacher_table.yaml": "training.pretrain_teacher:PretrainConfig",
            "grasp_offline.yaml": "training.grasp.train:GraspTrainConfig",
            "grasp_ycb_vitl14.yaml": "training.grasp.train:GraspTrainConfig",
            "grasp_table_offline.yaml": "training.grasp.eval:GraspTableConfig",
@@ -52,10 +53,16 @@ def test_every_shipped_config_loads_and_validates():
     for name, target in SHIPPED.items():
         module, cls = target.split(":")
         load_config(getattr(importlib.import_module(module), cls), configs / name)
-    from sim.config import ClutterConfig
+    from sim.config import ClassificationConfig, ClutterConfig
 
     for name in ("clutter_train", "clutter_heldout", "clutter_shift"):  # sim/configs, by their shipped names
         assert load_config(ClutterConfig, name).image_size == 96
+    sim_configs = {"teacher_clutter": ClutterConfig, "teacher_renders": ClassificationConfig,
+                   "teacher_renders_mini": ClassificationConfig}
+    assert sorted(p.stem for p in (configs.parents[1] / "sim" / "configs").glob("*.yaml")) == sorted(
+        ["clutter_train", "clutter_heldout", "clutter_shift", *sim_configs])
+    for name, cls in sim_configs.items():
+        load_config(cls, name)
     paper = load_config(DistillConfig, configs / "paper_vitl14_resnet18.yaml")
     assert (paper.teacher.model, paper.teacher.pretrained, paper.student.arch) == ("ViT-L-14", "openai", "resnet18")
 
