@@ -17,17 +17,19 @@ for the shipped model or a read-only model dir), into that dir, and the model di
       kind "grasp" only:
         grasp.json                   GraspCard (`vlkd-grasp` v2): views, input size, prompts, scorer scale/bias,
                                      calibrated threshold, few-shot settings
-        text_encoder/                the teacher's text tower (open_clip `local-dir:` config + weights): text
-                                     features of any new name without the teacher's image tower
+        text_encoder/                the teacher's text tower as ONNX (text.onnx), its BPE tokenizer
+                                     (tokenizer.json, HF `tokenizers`) and text_encoder.json (context length,
+                                     start / end tokens): text features of any new name without torch
         replay.safetensors           a sample of training observations for few-shot replay, and held-out ID ones
                                      for validating a finetune and setting added objects' thresholds
         registry.json (*)            ObjectRegistry: known objects and the current weights file (the commit point)
-        weights/vNNNN.safetensors (*)  weights written by few-shot learning (`add_object`)
-        objects/<slug>-vNNNN.safetensors (*)  an added object's shots
+        weights/vNNNN.safetensors (*)  finetuned weights, when registry.json names them instead of
+                                     model.safetensors (nothing writes them yet)
+        objects/<slug>-vNNNN.safetensors (*)  an object `add_object` taught: its shots and query vector
         .lock (*)                    the writer lock (`vlkd_formats.dir_lock`) a few-shot learner holds while it
                                      may commit; its pid and command are in it (no content otherwise)
         onnx/student-<sha16>.onnx (*)  the image encoder of the weights whose SHA-256 starts with <sha16>, written by
-                                     `vlkd train-grasp`, `vlkd export --model DIR` and every few-shot commit;
+                                     `vlkd train-grasp` and `vlkd export --model DIR` (few-shot commits write none);
                                      never while loading
       written on request (either kind): export/ (`vlkd export` of a distill model), eval/ (reports)
 
@@ -173,11 +175,6 @@ def _missing_card(given: Path, expect_kind: str | None) -> str:
 def onnx_file(weights_sha256: str) -> str:
     """Relative path of the ONNX image encoder of the weights with this SHA-256."""
     return f"{ONNX_DIR}/student-{weights_sha256[:16]}.onnx"
-
-
-def fewshot_weights_file(version: int) -> str:
-    """Relative path of the weights a few-shot commit number `version` writes."""
-    return f"{WEIGHTS_DIR}/v{version:04d}.safetensors"
 
 
 def shots_file(name: str, version: int) -> str:
