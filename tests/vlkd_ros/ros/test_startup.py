@@ -62,22 +62,26 @@ def lifecycle_state(driver, node_name: str) -> str:
     return reply.current_state.label
 
 
-@pytest.mark.parametrize("damage", ["missing", "corrupt_weights"])
+@pytest.mark.parametrize("damage", ["missing", "corrupt_encoder"])
 def test_autostart_ends_on_a_model_dir_that_does_not_load(ros_env, grasp_model_dir: Path, tmp_path: Path,
                                                           damage: str) -> None:
-    """A model dir that is not there (configure finds no card) or whose weights do not load (activate fails) ends
-    `vlkd serve` with exit status 2 and the reason on one line, stated once, no traceback."""
+    """A model dir that is not there (configure finds no card) or whose image encoder (the ONNX file the node serves)
+    does not load (activate fails) ends `vlkd serve` with exit status 2 and the reason on one line, stated once, no
+    traceback."""
     env, ns = ros_env
     model_dir = tmp_path / "missing"
-    if damage == "corrupt_weights":
+    if damage == "corrupt_encoder":
         model_dir = grasp_model_dir
-        (model_dir / "model.safetensors").write_bytes(b"not a safetensors file")
+        encoders = list((model_dir / "onnx").glob("*.onnx"))
+        assert encoders
+        for encoder in encoders:
+            encoder.write_bytes(b"not an onnx file")
     status, lines = refused(serve_cmd(model_dir, ns), env)
     assert status == 2, lines[-20:]
     assert lines[-1].startswith(f"vlkd serve: error: cannot load the model from '{model_dir}': "), lines[-20:]
     assert [line for line in lines if "cannot load the model" in line] == lines[-1:], lines
     assert not any("Traceback" in line for line in lines), lines
-    if damage == "corrupt_weights":  # configure passed, resolving the dirs, and logged them before activate failed
+    if damage == "corrupt_encoder":  # configure passed, resolving the dirs, and logged them before activate failed
         assert any(f"configured: model_dir={model_dir.resolve()} " in line for line in lines), lines
 
 
