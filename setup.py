@@ -14,7 +14,8 @@ setup(
     # `--config configs/NAME.yaml` from any directory), open_clip model configs, the offline teacher, object sets,
     # and the shipped grasp model dirs (vlkd_ros/models/grasp_default: what `vlkd serve` serves by default).
     package_data={"sim": ["assets/**/*", "*.yaml", "configs/*.yaml"],
-                  "training": ["configs/*.yaml", "model_configs/*.json", "assets/offline_teacher/*"],
+                  "training": ["configs/*.yaml", "model_configs/*.json", "assets/offline_teacher/*",
+                               "assets/table_teacher/*"],
                   "vlkd_ros": ["models/**/*"]},
     include_package_data=True,
     data_files=[

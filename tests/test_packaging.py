@@ -16,6 +16,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE_DATA = ["training/configs", "training/model_configs", "training/assets/offline_teacher",
+                "training/assets/table_teacher",
                 "sim/assets/object_sets", "sim/assets/splits", "sim/assets/clutter"]
 
 
@@ -64,7 +65,9 @@ def test_wheel_holds_the_package_data(wheel):
     assert {"training/configs/miniworld_resnet18.yaml", "training/configs/grasp_offline.yaml",
             "training/model_configs/VLKD-Tiny.json", "sim/assets/object_sets/offline.yaml",
             "sim/assets/splits/ycb_paper.yaml", "training/assets/offline_teacher/open_clip_model.safetensors",
-            "training/assets/offline_teacher/open_clip_config.json"} <= names
+            "training/assets/offline_teacher/open_clip_config.json",
+            "training/assets/table_teacher/open_clip_model.safetensors",
+            "training/assets/table_teacher/open_clip_config.json"} <= names
     assert not any(n.startswith("configs/") for n in names), "job configs belong inside the training package"
     assert MODEL_PROBE in names, "vlkd_ros/models/** (the shipped grasp model dirs) must be package data"
     shipped = REPO / "vlkd_ros" / "models" / "grasp_default"
@@ -101,7 +104,7 @@ root = Path(sys.argv[1]).resolve()
 for module in (sim.catalog, training.teacher, vlkd_ros.pipeline):
     assert Path(module.__file__).resolve().is_relative_to(root), module.__file__
 assert (sim.catalog.OBJECT_SETS_DIR / "offline.yaml").is_file()
-assert (training.teacher.SHIPPED_TEACHERS["vlkd-offline"] / "open_clip_model.safetensors").is_file()
+assert all((folder / "open_clip_model.safetensors").is_file() for folder in training.teacher.SHIPPED_TEACHERS.values())
 assert Path(training.teacher.PACKAGED_MODEL_CONFIGS).is_dir()
 assert vlkd_ros.pipeline.BASE_CONFIG.is_file()
 import vlkd_ros.inference.model_paths as paths

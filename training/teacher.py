@@ -17,7 +17,10 @@ from vlkd_formats.errors import VlkdError
 
 PACKAGED_MODEL_CONFIGS = Path(__file__).parent / "model_configs"
 # Named teachers shipped with the package (like open_clip's table of named weights): name -> local-dir folder.
-SHIPPED_TEACHERS = {"vlkd-offline": Path(__file__).parent / "assets" / "offline_teacher"}
+# vlkd-offline: single-object renders (the mini-world's teacher); vlkd-table: also object crops and whole scenes
+# from clutter (configs/pretrain_teacher_table.yaml; each folder's CARD.md has its data, seeds and figures)
+SHIPPED_TEACHERS = {"vlkd-offline": Path(__file__).parent / "assets" / "offline_teacher",
+                    "vlkd-table": Path(__file__).parent / "assets" / "table_teacher"}
 
 
 def resolve_model_name(model: str) -> str:

@@ -10,7 +10,7 @@ from grasp_fixtures import ID_OBJECTS, OBJECTS, OOD_OBJECTS, render_scene
 from test_pretrain_teacher import object_renders
 from training.data import DatasetError
 from training.pretrain_teacher import PretrainConfig, pretrain_teacher
-from training.teacher import TeacherLoadError
+from training.teacher import SHIPPED_TEACHERS, Teacher, TeacherConfig, TeacherLoadError
 from training.teacher_eval import evaluate_teacher, teacher_model_name, teacher_table
 from vlkd_formats.dataset_dir import read_manifest
 from vlkd_ros.cli import main as cli
@@ -105,3 +105,21 @@ def test_teachers_and_datasets_that_are_not_are_named_before_any_work(tmp_path, 
         evaluate_teacher("vlkd-offline", [str(tiny_clutter), str(tmp_path / "empty")], str(tmp_path / "cache"))
     with pytest.raises(DatasetError, match="does not exist"):
         evaluate_teacher("vlkd-offline", [str(tmp_path / "nowhere")], str(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED_TEACHERS))
+def test_every_shipped_teacher_loads_and_tells_the_object_names_apart(name):
+    """A shipped teacher loads by its name (safetensors, no download), encodes images at its input size, and gives
+    the 40 offline object names 40 distinct unit text directions."""
+    import torch
+
+    from sim.catalog import load_object_set
+
+    teacher = Teacher(TeacherConfig(model=name, pretrained=None))
+    names = [obj.name for obj in load_object_set("offline").objects]
+    text = teacher.encode_texts([[f"a photo of a {n}."] for n in names])
+    images = teacher.encode_images(torch.rand(2, 3, teacher.image_size, teacher.image_size))
+    assert len(names) == 40 and text.shape[0] == 40 and images.shape == (2, text.shape[1])
+    assert torch.allclose(text.norm(dim=1), torch.ones(40), atol=1e-3)
+    cos = text @ text.T - 2 * torch.eye(40)
+    assert float(cos.max()) < 0.99
