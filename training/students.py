@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +40,8 @@ class StudentConfig:
     edu_attention: bool = False
     dense: bool = False
     output_stride: int = 32
+    head: Literal["embedding", "detector"] = "embedding"
+    fpn_dim: int = 96
 
     def validate(self) -> None:
         """Check the architecture name, channel count and the dense options."""
@@ -56,6 +59,14 @@ class StudentConfig:
                                f"stages ({', '.join(a for a in STUDENTS if a.startswith(DILATABLE))}), not {self.arch!r}")
         if self.dense and self.edu_attention:
             raise StudentError("student.dense and student.edu_attention do not combine; choose one")
+        if self.head not in ("embedding", "detector"):
+            raise StudentError(f"student.head must be 'embedding' or 'detector', got {self.head!r}")
+        if self.head == "detector" and (self.arch.startswith("vit") or self.dense or self.edu_attention
+                                        or self.output_stride != 32):
+            raise StudentError("student.head=detector reads a convolutional backbone's own stride-8 and stride-16 "
+                               "maps: leave student.dense, student.edu_attention and student.output_stride unset")
+        if self.fpn_dim < 8:
+            raise StudentError(f"student.fpn_dim must be >= 8, got {self.fpn_dim}")
 
 
 def list_students() -> list[str]:
@@ -74,6 +85,13 @@ class Student(nn.Module):
 
         config.validate()
         self.config = config
+        self.edu = self.local_proj = self.detector = None
+        if config.head == "detector":
+            from training.detector_net import DetectorNet
+
+            self.detector = DetectorNet(STUDENTS[config.arch], config.in_chans, embed_dim, config.fpn_dim,
+                                        config.pretrained)
+            return
         extra = {"img_size": image_size} if config.arch.startswith("vit") else {}
         if config.output_stride != 32:
             extra["output_stride"] = config.output_stride
@@ -100,6 +118,8 @@ class Student(nn.Module):
         """Normalised embeddings (B, embed_dim) of images (B, in_chans, H, W); dense: (B, 1 + h*w, embed_dim)."""
         if images.ndim != 4 or images.shape[1] != self.config.in_chans:
             raise StudentError(f"expected images of shape (B, {self.config.in_chans}, H, W), got {tuple(images.shape)}")
+        if self.detector is not None:
+            return self.detector(images)
         feats = self.backbone.forward_features(images)
         pooled = self.proj(self.backbone.forward_head(feats, pre_logits=True))
         if self.edu is not None:

@@ -20,7 +20,7 @@ from vlkd_formats.model_dir import (GRASP_FILE, GRASP_FORMAT, GRASP_VERSION, KIN
 from vlkd_formats.object_registry import ObjectRegistry, read_registry
 from vlkd_formats.state_dir import ModelFiles, StateCard, check_state_dir, model_name
 from vlkd_runtime.observation import ObservationTransform
-from vlkd_runtime.scoring import Scorer
+from vlkd_runtime.scoring import DetectorScorer, Scorer
 from vlkd_runtime.text import PromptConfig
 
 HELD_OUT_INPUTS = "val_inputs"  # the held-out frames' key in replay.safetensors (their targets: "val_targets")
@@ -41,6 +41,7 @@ class GraspCard:
     objects: dict[str, Any]
     fewshot: dict[str, Any] = field(default_factory=dict)
     local_weight: float | None = None  # a dense model's local-aggregation weight (None: global features only)
+    head: str = "embedding"  # "detector": per-location detections (vlkd_runtime.scoring.DETECTOR_CHANNELS)
     format: str = GRASP_FORMAT
     version: int = GRASP_VERSION
 
@@ -118,8 +119,10 @@ class ServedModelDir:
         return ObservationTransform(self.grasp.views, self.grasp.image_size, self.card.mean, self.card.std,
                                     self.grasp.depth_max_m)
 
-    def scorer(self) -> Scorer:
-        """The trained scorer's constants."""
+    def scorer(self) -> Scorer | DetectorScorer:
+        """The trained scorer's constants (a detector's match scale and bias, for a detector model)."""
+        if self.grasp.head == "detector":
+            return DetectorScorer(self.grasp.logit_scale, self.grasp.logit_bias)
         return Scorer(self.grasp.logit_scale, self.grasp.logit_bias, self.grasp.local_weight)
 
     def onnx_path(self, registry: ObjectRegistry | None = None) -> Path:

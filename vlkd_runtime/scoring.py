@@ -73,3 +73,82 @@ def peak_boxes(attention: np.ndarray) -> np.ndarray:
 def sigmoid(z: np.ndarray | float) -> np.ndarray:
     """The logistic function, without overflow warnings (float64)."""
     return 0.5 * (1 + np.tanh(0.5 * np.asarray(z, dtype=np.float64)))
+
+
+# A detector model's features (B, L, FIELDS + D): per location of its stride-8 map (row-major), these channels, then
+# its L2-normalised embedding in the teacher's space. Logits are raw; dx, dy (the object centre's offset from the
+# cell centre, in cells) and the box sides (distances from that centre to the box edges, in fractions of the square
+# input) are already activated by the network.
+DETECTOR_CHANNELS = ("objectness", "free", "visible", "supports", "dx", "dy", "left", "top", "right", "bottom")
+FIELDS = len(DETECTOR_CHANNELS)
+MAX_LOG_SCORE = -1e-7  # log-scores are clipped below 0 so that their logit is finite
+
+
+@dataclass(frozen=True)
+class DetectorScorer:
+    """A detector model's answer: for a name X with query t (its text features, or a query vector learnt from
+    shots), each location l scores p_l = sigmoid(o_l) * sigmoid(s * e_l . t + b) * sigmoid(f_l) (objectness, match
+    with the name, free to grasp: visible enough and nothing resting on it); the answer is the best location's p,
+    returned as a logit, and its location is that location's box. `match_scale` and `match_bias` are s and b as
+    trained (`training.grasp.model.DetectorScorer`)."""
+
+    match_scale: float
+    match_bias: float
+
+    @property
+    def scale(self) -> np.float32:
+        """The match scale as the trainer computes it: exp of its float32 log."""
+        return np.float32(math.exp(float(np.float32(math.log(self.match_scale)))))
+
+    def logits(self, feats: np.ndarray, pos: np.ndarray, neg: np.ndarray | None) -> np.ndarray:
+        """Logits (B, N) of detector features (B, L, FIELDS + D) against queries (N, D)."""
+        return self._best(feats, pos, neg)[0]
+
+    def score_and_locate(self, feats: np.ndarray, pos: np.ndarray, neg: np.ndarray | None
+                         ) -> tuple[np.ndarray, np.ndarray]:
+        """`logits` and where each name was found, (B, N, 7) float32: u, v (the object centre), x_min, y_min, x_max,
+        y_max of its box, normalised to [0, 1] of the square input, then the answer's probability."""
+        logits, best, cell = self._best(feats, pos, neg)
+        return logits, detector_boxes(feats, best, cell)
+
+    def log_scores(self, feats: np.ndarray, pos: np.ndarray, neg: np.ndarray | None) -> np.ndarray:
+        """log p_l per location and name, (B, L, N) float32."""
+        check_detector_features(feats, pos.shape[-1])
+        emb = feats[..., FIELDS:]
+        sim = emb @ pos.T if neg is None else emb @ pos.T - emb @ neg.T
+        match = self.scale * sim + np.float32(self.match_bias)
+        prior = -(_softplus(-feats[..., 0]) + _softplus(-feats[..., 1]))  # log sigmoid(o) + log sigmoid(f)
+        return (prior[..., None] - _softplus(-match)).astype(np.float32)
+
+    def _best(self, feats: np.ndarray, pos: np.ndarray, neg: np.ndarray | None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        lp = self.log_scores(feats, pos, neg)
+        cell = lp.argmax(1)  # (B, N)
+        best = np.minimum(np.take_along_axis(lp, cell[:, None], 1)[:, 0], np.float32(MAX_LOG_SCORE))
+        return (best - np.log(-np.expm1(best))).astype(np.float32), best, cell
+
+
+def check_detector_features(feats: np.ndarray, dim: int) -> None:
+    """ValueError unless `feats` is (B, L, FIELDS + dim) over a square map of L locations."""
+    if feats.ndim != 3 or feats.shape[-1] != FIELDS + dim:
+        raise ValueError(f"detector features must be (B, L, {FIELDS} + {dim}), got {feats.shape}")
+    side = math.isqrt(feats.shape[1])
+    if side == 0 or side * side != feats.shape[1]:
+        raise ValueError(f"detector features need a square map of locations, got {feats.shape[1]}")
+
+
+def detector_boxes(feats: np.ndarray, best: np.ndarray, cell: np.ndarray) -> np.ndarray:
+    """(B, N, 7) float32 locations of the cells `cell` (B, N) of detector features (B, L, FIELDS + D) with log-scores
+    `best` (B, N): `DetectorScorer.score_and_locate`'s boxes."""
+    side = math.isqrt(feats.shape[1])
+    at = np.take_along_axis(feats[..., :FIELDS], cell[..., None], 1)  # (B, N, FIELDS)
+    u = (cell % side + 0.5 + at[..., 4]) / side
+    v = (cell // side + 0.5 + at[..., 5]) / side
+    box = np.stack([u - at[..., 6], v - at[..., 7], u + at[..., 8], v + at[..., 9]], -1)
+    out = np.concatenate([np.stack([u, v], -1), box, np.exp(best)[..., None]], -1)
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def _softplus(x: np.ndarray) -> np.ndarray:
+    """log(1 + exp(x)) without overflow, float32."""
+    return np.logaddexp(np.float32(0), x).astype(np.float32)

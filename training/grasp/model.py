@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from sklearn import metrics
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
@@ -13,7 +14,7 @@ from torch.utils.data import DataLoader
 from training.grasp.data import Episode, EpisodeDataset, ObservationTransform
 from training.losses import CLIP_TAU
 from training.students import Student
-from vlkd_runtime.scoring import peak_boxes
+from vlkd_runtime.scoring import FIELDS, MAX_LOG_SCORE, detector_boxes, peak_boxes
 
 
 class GraspScorer(nn.Module):
@@ -64,6 +65,60 @@ class GraspScorer(nn.Module):
         local = sim[:, 1:]  # (B, L, N)
         attention = torch.softmax(scale * local, dim=1)  # over locations
         return scale * (sim[:, 0] + self.local_weight * (attention * local).sum(1)) + self.bias, attention
+
+
+class DetectorScorer(nn.Module):
+    """A detector model's answer (vlkd_runtime.scoring.DetectorScorer, the serving arithmetic): at each location
+    log p = log sigmoid(objectness) + log sigmoid(s * e . t + b) + log sigmoid(free); the logit of the best
+    location's p. Learnt: the match scale s and bias b."""
+
+    def __init__(self, match_scale: float = 1 / CLIP_TAU, bias: float = -4.0):
+        super().__init__()
+        self.log_scale = nn.Parameter(torch.tensor(math.log(match_scale)))
+        self.bias = nn.Parameter(torch.tensor(float(bias)))
+
+    @property
+    def scale(self) -> float:
+        """Current match scale."""
+        return float(self.log_scale.detach().exp())
+
+    @property
+    def local(self) -> None:
+        """A detector has no local-aggregation weight."""
+        return None
+
+    def match(self, emb: Tensor, pos: Tensor, neg: Tensor | None = None) -> Tensor:
+        """Match logits (..., N) of embeddings (..., D) with queries (N, D)."""
+        return self.log_scale.exp() * _similarity(emb, pos, neg) + self.bias
+
+    def log_scores(self, feats: Tensor, pos: Tensor, neg: Tensor | None) -> Tensor:
+        """log p per location and name (B, L, N) of detector features (B, L, FIELDS + D)."""
+        if feats.ndim != 3 or feats.shape[-1] != FIELDS + pos.shape[-1]:
+            raise ValueError(f"detector features must be (B, L, {FIELDS} + {pos.shape[-1]}), got {tuple(feats.shape)}")
+        prior = F.logsigmoid(feats[..., 0]) + F.logsigmoid(feats[..., 1])
+        return prior[..., None] + F.logsigmoid(self.match(feats[..., FIELDS:], pos, neg))
+
+    def forward(self, feats: Tensor, pos: Tensor, neg: Tensor | None) -> Tensor:
+        """Logits (B, N) of the best location per name."""
+        best = self.log_scores(feats, pos, neg).max(1).values.clamp(max=MAX_LOG_SCORE)
+        return best - torch.log(-torch.expm1(best))
+
+    @torch.no_grad()
+    def score_and_locate(self, feats: Tensor, pos: Tensor, neg: Tensor | None) -> tuple[Tensor, Tensor]:
+        """Logits (B, N) and each name's box (B, N, 7) as `vlkd_runtime.scoring.DetectorScorer` gives them."""
+        lp = self.log_scores(feats, pos, neg)
+        best, cell = lp.max(1)
+        best = best.clamp(max=MAX_LOG_SCORE)
+        boxes = detector_boxes(feats.detach().float().cpu().numpy(), best.cpu().numpy(), cell.cpu().numpy())
+        return best - torch.log(-torch.expm1(best)), torch.from_numpy(boxes)
+
+
+def build_scorer(head: str, logit_scale: float, logit_bias: float, local_weight: float | None
+                 ) -> "GraspScorer | DetectorScorer":
+    """The scorer of a grasp card: a detector's, or the embedding head's (global, or dense with local_weight)."""
+    if head == "detector":
+        return DetectorScorer(logit_scale, logit_bias)
+    return GraspScorer(logit_scale, logit_bias, local_weight)
 
 
 def _peak_boxes(attention: Tensor) -> Tensor:

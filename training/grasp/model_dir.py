@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 from training.checkpoint import load_weights_into
 from training.grasp.data import ObservationTransform
 from training.grasp.export import export_student_onnx, export_text_encoder
-from training.grasp.model import GraspScorer
+from training.grasp.model import DetectorScorer, GraspScorer, build_scorer
 from training.grasp.text import GraspTextConfig, TextTower
 from training.model_dir import ModelCard, load_model_dir, write_model_dir
 from training.students import Student
@@ -94,9 +94,9 @@ class GraspModelDir:
         return ObservationTransform(self.grasp.views, self.grasp.image_size, self.card.mean, self.card.std,
                                     self.grasp.depth_max_m)
 
-    def scorer(self) -> GraspScorer:
+    def scorer(self) -> GraspScorer | DetectorScorer:
         """The trained scorer (scale and bias)."""
-        return GraspScorer(self.grasp.logit_scale, self.grasp.logit_bias, self.grasp.local_weight)
+        return build_scorer(self.grasp.head, self.grasp.logit_scale, self.grasp.logit_bias, self.grasp.local_weight)
 
     def replay(self) -> ReplayBuffer:
         """The replay/validation buffer."""
