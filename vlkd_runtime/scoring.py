@@ -24,7 +24,7 @@ class Scorer:
     @property
     def scale(self) -> np.float32:
         """The logit scale as the scorer computes it: exp of its float32 log."""
-        return np.float32(math.exp(float(np.float32(math.log(self.logit_scale)))))
+        return _float32_exp_log(self.logit_scale)
 
     def logits(self, feats: np.ndarray, pos: np.ndarray, neg: np.ndarray | None) -> np.ndarray:
         """Logits (B, N) of features (B, D) or dense (B, 1 + L, D) against queries (N, D)."""
@@ -38,7 +38,7 @@ class Scorer:
 
     def _logits(self, feats: np.ndarray, pos: np.ndarray, neg: np.ndarray | None
                 ) -> tuple[np.ndarray, np.ndarray | None]:
-        sim = feats @ pos.T if neg is None else feats @ pos.T - feats @ neg.T
+        sim = _similarity(feats, pos, neg)
         scale, bias = self.scale, np.float32(self.logit_bias)
         if feats.ndim == 2:
             return scale * sim + bias, None
@@ -57,9 +57,7 @@ def peak_boxes(attention: np.ndarray) -> np.ndarray:
     (B, L, N): u, v (the attention peak's cell centre) and x_min, y_min, x_max, y_max (cells holding >= half the
     peak's weight), normalised to [0, 1] of the square input, then the peak's attention weight."""
     att = np.asarray(attention, np.float32).transpose(0, 2, 1)  # (B, N, L)
-    side = math.isqrt(att.shape[-1])
-    if side == 0 or side * side != att.shape[-1]:
-        raise ValueError(f"locating needs a square feature map of dense features, got {att.shape[-1]} locations")
+    side = _square_side(att.shape[-1], "locating needs a square feature map of dense features")
     peak, cell = att.max(-1), att.argmax(-1)
     near = att.reshape(*att.shape[:2], side, side) >= 0.5 * peak[..., None, None]
     rows, cols = near.any(-1), near.any(-2)  # (B, N, side): rows / columns holding a cell near the peak
@@ -98,7 +96,7 @@ class DetectorScorer:
     @property
     def scale(self) -> np.float32:
         """The match scale as the trainer computes it: exp of its float32 log."""
-        return np.float32(math.exp(float(np.float32(math.log(self.match_scale)))))
+        return _float32_exp_log(self.match_scale)
 
     def logits(self, feats: np.ndarray, pos: np.ndarray, neg: np.ndarray | None) -> np.ndarray:
         """Logits (B, N) of detector features (B, L, FIELDS + D) against queries (N, D)."""
@@ -115,8 +113,7 @@ class DetectorScorer:
         """log p_l per location and name, (B, L, N) float32."""
         check_detector_features(feats, pos.shape[-1])
         emb = feats[..., FIELDS:]
-        sim = emb @ pos.T if neg is None else emb @ pos.T - emb @ neg.T
-        match = self.scale * sim + np.float32(self.match_bias)
+        match = self.scale * _similarity(emb, pos, neg) + np.float32(self.match_bias)
         prior = -(_softplus(-feats[..., 0]) + _softplus(-feats[..., 1]))  # log sigmoid(o) + log sigmoid(f)
         return (prior[..., None] - _softplus(-match)).astype(np.float32)
 
@@ -132,9 +129,7 @@ def check_detector_features(feats: np.ndarray, dim: int) -> None:
     """ValueError unless `feats` is (B, L, FIELDS + dim) over a square map of L locations."""
     if feats.ndim != 3 or feats.shape[-1] != FIELDS + dim:
         raise ValueError(f"detector features must be (B, L, {FIELDS} + {dim}), got {feats.shape}")
-    side = math.isqrt(feats.shape[1])
-    if side == 0 or side * side != feats.shape[1]:
-        raise ValueError(f"detector features need a square map of locations, got {feats.shape[1]}")
+    _square_side(feats.shape[1], "detector features need a square map of locations")
 
 
 def detector_boxes(feats: np.ndarray, best: np.ndarray, cell: np.ndarray) -> np.ndarray:
@@ -152,3 +147,22 @@ def detector_boxes(feats: np.ndarray, best: np.ndarray, cell: np.ndarray) -> np.
 def _softplus(x: np.ndarray) -> np.ndarray:
     """log(1 + exp(x)) without overflow, float32."""
     return np.logaddexp(np.float32(0), x).astype(np.float32)
+
+
+def _float32_exp_log(value: float) -> np.float32:
+    """exp(float32(log value)): a scale as the trainer's float32 log-parameter gives it, to an ulp."""
+    return np.float32(math.exp(float(np.float32(math.log(value)))))
+
+
+def _similarity(feats: np.ndarray, pos: np.ndarray, neg: np.ndarray | None) -> np.ndarray:
+    """feats @ pos.T (minus feats @ neg.T) over the last dim: (..., N)."""
+    sim = feats @ pos.T
+    return sim if neg is None else sim - feats @ neg.T
+
+
+def _square_side(locations: int, what: str) -> int:
+    """The side of a square map of `locations` cells; ValueError (`what`, and the count) when there is none."""
+    side = math.isqrt(locations)
+    if side == 0 or side * side != locations:
+        raise ValueError(f"{what}, got {locations} locations")
+    return side

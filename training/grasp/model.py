@@ -100,8 +100,7 @@ class DetectorScorer(nn.Module):
 
     def forward(self, feats: Tensor, pos: Tensor, neg: Tensor | None) -> Tensor:
         """Logits (B, N) of the best location per name."""
-        best = self.log_scores(feats, pos, neg).max(1).values.clamp(max=MAX_LOG_SCORE)
-        return best - torch.log(-torch.expm1(best))
+        return _log_odds(self.log_scores(feats, pos, neg).max(1).values)
 
     @torch.no_grad()
     def score_and_locate(self, feats: Tensor, pos: Tensor, neg: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -110,7 +109,7 @@ class DetectorScorer(nn.Module):
         best, cell = lp.max(1)
         best = best.clamp(max=MAX_LOG_SCORE)
         boxes = detector_boxes(feats.detach().float().cpu().numpy(), best.cpu().numpy(), cell.cpu().numpy())
-        return best - torch.log(-torch.expm1(best)), torch.from_numpy(boxes)
+        return _log_odds(best), torch.from_numpy(boxes)
 
 
 def build_scorer(head: str, logit_scale: float, logit_bias: float, local_weight: float | None
@@ -125,6 +124,12 @@ def _peak_boxes(attention: Tensor) -> Tensor:
     """`GraspScorer.score_and_locate`'s boxes (B, N, 7) from the attention over a square map of locations (B, L, N):
     vlkd_runtime.scoring.peak_boxes, the serving arithmetic, on a torch tensor."""
     return torch.from_numpy(peak_boxes(attention.detach().float().cpu().numpy()))
+
+
+def _log_odds(log_p: Tensor) -> Tensor:
+    """The logit of p from log p, with log p clipped to MAX_LOG_SCORE so that it stays finite."""
+    log_p = log_p.clamp(max=MAX_LOG_SCORE)
+    return log_p - torch.log(-torch.expm1(log_p))
 
 
 def _similarity(feats: Tensor, pos: Tensor, neg: Tensor | None) -> Tensor:
