@@ -88,12 +88,13 @@ def check_views(views: list[str]) -> None:
 @dataclass
 class ObjectLabel:
     """One object's state in an episode (`bbox`: x_min, y_min, x_max, y_max of its visible base-camera pixels,
-    inclusive; None when not visible or the dataset has no masks)."""
+    inclusive; None when not visible or the dataset has no masks; `supports_other`: another object rests on it)."""
 
     present: bool
     graspable: bool
     visible_fraction: float = 0.0
     bbox: tuple[int, int, int, int] | None = None
+    supports_other: bool = False
 
 
 @dataclass
@@ -226,7 +227,8 @@ def _episode(root: Path, row: dict, known: set[str], views: list[str]) -> Episod
     try:
         images = {view: root / rel for view, rel in row["images"].items()}
         objects = {o["name"]: ObjectLabel(bool(o["present"]), bool(o["graspable"]), float(o.get("visible_fraction", 0)),
-                                          tuple(int(v) for v in o["bbox"]) if o.get("bbox") else None)
+                                          tuple(int(v) for v in o["bbox"]) if o.get("bbox") else None,
+                                          bool(o.get("supports_other", False)))
                    for o in row["objects"]}
         episode = Episode(str(row["episode"]), str(row["split"]), images, objects)
     except (KeyError, TypeError) as err:

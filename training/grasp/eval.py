@@ -17,10 +17,10 @@ from training.data import DatasetError
 from training.feature_cache import teacher_image_features
 from training.grasp.data import (ClutterData, Episode, ObjectSplitConfig, base_rgb_images, episode_targets,
                                  load_clutter_data, stack_episodes)
+from training.grasp.answer_checks import OTHER_DOMAIN_NAMES, Answers, answer_checks, answer_frames, false_yes
 from training.grasp.fewshot import GraspFewShotConfig, GraspShots, added_object_thresholds, finetune_grasp
 from training.grasp.losses import build_grasp_loss, needs_teacher_features
-from training.grasp.model import (GraspScorer, accuracy_score, binary_counts, calibrate_threshold, f1_score, roc_auc,
-                                  score_episodes)
+from training.grasp.model import GraspScorer, accuracy_score, binary_counts, calibrate_threshold, f1_score, roc_auc
 from training.grasp.model_dir import GraspModelDir, load_grasp_model_dir
 from training.grasp.regions import teacher_region_features
 from training.grasp.train import GraspTrainConfig, train_grasp
@@ -28,7 +28,8 @@ from training.students import Student
 from training.teacher import Teacher, resolve_device
 from vlkd_formats.atomic_io import atomic_write_json, atomic_write_text
 from training.model_dir import training_config_tree
-from vlkd_formats.model_dir import CARD_FILE, KIND_GRASP, RUN_MODEL_DIR, file_slug
+from vlkd_formats.model_dir import CARD_FILE, KIND_GRASP, RUN_MODEL_DIR, TEXT_ENCODER_DIR, file_slug
+from vlkd_runtime.text import OnnxTextEncoder, PromptConfig, prompt_texts
 
 log = logging.getLogger(__name__)
 COLUMNS = (("x_id", "Y_id on X_id"), ("id_on_ood", "Y_id on X_ood"), ("ood_on_ood", "Y_ood on X_ood"))
@@ -198,15 +199,24 @@ def _student_metrics(student: Student, gm: GraspModelDir, x_id: list[Episode], x
     id_objects, ood_objects = gm.card.labels["id"], gm.card.labels["ood"]
     n_id, names = len(id_objects), id_objects + ood_objects
     pos, neg = _all_text(gm)
-    s_id = score_episodes(student, gm.scorer(), x_id, gm.transform(), pos[:n_id], None if neg is None else neg[:n_id],
-                          config.batch_size, device)
-    s_ood = score_episodes(student, gm.scorer(), x_query, gm.transform(), pos, neg, config.batch_size, device)
+    other_pos, other_neg = _other_domain_text(gm)
+    pos_all = torch.cat([pos, other_pos])
+    neg_all = None if neg is None else torch.cat([neg, other_neg])
+    a_id = answer_frames(student, gm.scorer(), x_id, gm.transform(), pos_all, neg_all, config.batch_size, device)
+    a_ood = answer_frames(student, gm.scorer(), x_query, gm.transform(), pos_all, neg_all, config.batch_size, device)
+    s_id, s_ood = a_id.scores[:, :n_id], a_ood.scores[:, :len(names)]
     g_id, p_id = episode_targets(x_id, id_objects)
     g_ood, p_ood = episode_targets(x_query, names)
-    t = gm.grasp.threshold
+    t, size = gm.grasp.threshold, gm.grasp.image_size
     columns = {"x_id": column_metrics(s_id, g_id, p_id, t),
                "id_on_ood": column_metrics(s_ood[:, :n_id], g_ood[:, :n_id], p_ood[:, :n_id], t),
                "ood_on_ood": column_metrics(s_ood[:, n_id:], g_ood[:, n_id:], p_ood[:, n_id:], t_ood)}
+    columns["x_id"].update(answer_checks(_columns(a_id, 0, n_id), x_id, id_objects, t, size))
+    columns["id_on_ood"].update(answer_checks(_columns(a_ood, 0, n_id), x_query, id_objects, t, size))
+    columns["ood_on_ood"].update(answer_checks(_columns(a_ood, n_id, len(names)), x_query, ood_objects, t_ood, size))
+    other = false_yes(torch.cat([a_id.scores[:, len(names):], a_ood.scores[:, len(names):]]), t)
+    for c in columns.values():
+        c["other_false_yes"], c["other_pairs"] = other["false_yes"], other["pairs"]
     per_object = {name: column_metrics(s_ood[:, n_id + j:n_id + j + 1], g_ood[:, n_id + j:n_id + j + 1],
                                        p_ood[:, n_id + j:n_id + j + 1], float(t_ood[0, j]))
                   for j, name in enumerate(ood_objects)}
@@ -346,6 +356,19 @@ def _object_thresholds(student: Student, gm: GraspModelDir, pos: torch.Tensor, n
     return torch.tensor([[gm.grasp.threshold if t is None else t for t in found]])
 
 
+def _columns(answers: Answers, lo: int, hi: int) -> Answers:
+    """The answers to names lo..hi."""
+    return Answers(answers.scores[:, lo:hi], None if answers.boxes is None else answers.boxes[:, lo:hi])
+
+
+def _other_domain_text(gm: GraspModelDir) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The model's prompt features of OTHER_DOMAIN_NAMES, from its own text encoder and prompt settings."""
+    encoder = OnnxTextEncoder(gm.root / TEXT_ENCODER_DIR)
+    pos, neg = prompt_texts(list(OTHER_DOMAIN_NAMES), PromptConfig.from_card(gm.grasp.text))
+    return (torch.from_numpy(encoder.encode(pos)).float(),
+            None if neg is None else torch.from_numpy(encoder.encode(neg)).float())
+
+
 def _train_config(model_dir: str | Path, overrides: list[str]) -> GraspTrainConfig:
     """The training config recorded in the model dir's card, with `overrides`."""
     raw = apply_overrides(training_config_tree(model_dir, KIND_GRASP), overrides)
@@ -429,6 +452,15 @@ def table_markdown(result: dict[str, Any]) -> str:
                 cells.append(cell)
             lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
         lines.append("")
+    lines += ["(e) Zero-shot answers as a user sees them: right \"yes\" located inside the object's visible box (+2 px) / "
+              "\"yes\" to names absent from the frame / \"yes\" to 20 names from other domains", "",
+              "| method | " + " | ".join(label for _, label in COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
+    for r in result["rows"]:
+        z = r["zero_shot"]
+        lines.append(f"| {r['name']} | " + " | ".join(
+            f"{pct(z[c].get('hit'))} / {pct(z[c].get('absent_false_yes'))} / {pct(z[c].get('other_false_yes'))}"
+            for c, _ in COLUMNS) + " |")
+    lines.append("")
     c = result["rows"][0]["counts"]
     where = (f"the held-out benchmark {result['rows'][0]['benchmark']}" if result["rows"][0].get("benchmark")
              else "the training dataset's held-out splits")

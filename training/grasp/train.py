@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,10 +20,11 @@ from training.feature_cache import teacher_image_features, teacher_text_features
 from training.grasp.data import (ClutterData, EpisodeDataset, GraspDataConfig, MaskedEpisodeDataset,
                                  ObservationTransform, augment_observations, base_rgb_images, episode_targets,
                                  load_clutter_data, stack_episodes, view_channels)
+from training.grasp.detector import DetectorLossConfig, SlotLabels, detector_loss, detector_targets, slot_labels
 from training.grasp.fewshot import GraspFewShotConfig
 from training.grasp.losses import GraspBatch, build_grasp_loss, needs_regions, needs_teacher_features
 from training.grasp.regions import RegionTargets, region_weights, teacher_region_features
-from training.grasp.model import GraspScorer, calibrate_threshold, roc_auc, score_episodes
+from training.grasp.model import DetectorScorer, GraspScorer, calibrate_threshold, roc_auc, score_episodes
 from training.grasp.model_dir import GraspCard, ReplayBuffer, write_grasp_model_dir
 from training.grasp.text import GraspTextConfig, TextTower, resolve_prompt_texts, text_config_card
 from training.loop import (EpochPermutation, OptimConfig, accumulate_terms, build_optimizer, log_epoch,
@@ -33,6 +34,7 @@ from training.students import Student, StudentConfig, StudentError
 from training.teacher import Teacher, TeacherConfig, resolve_device, teacher_card
 from vlkd_formats.model_dir import KIND_GRASP, RUN_CONFIG_FILE, RUN_MODEL_DIR, WEIGHTS_FILE, resolve_model_dir
 from vlkd_formats.object_registry import ObjectEntry
+from vlkd_runtime.scoring import FIELDS
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +47,8 @@ def _default_losses() -> list[dict[str, Any]]:
 class GraspTrainConfig:
     """One grasp training job: teacher, student, clutter data, prompts, optimiser, losses, few-shot defaults;
     a resumable checkpoint every `checkpoint_every` epochs and after the last; `student_init` starts the student
-    from a `vlkd distill` model dir (same arch, channels, embedding and input size) instead of from scratch."""
+    from a `vlkd distill` model dir (same arch, channels, embedding and input size) instead of from scratch;
+    `detector` weighs the detection terms of a `student.head=detector` student (training.grasp.detector)."""
 
     output_dir: str = "runs/grasp"
     seed: int = 0
@@ -57,6 +60,7 @@ class GraspTrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     losses: list[dict[str, Any]] = field(default_factory=_default_losses)
     fewshot: GraspFewShotConfig = field(default_factory=GraspFewShotConfig)
+    detector: DetectorLossConfig = field(default_factory=DetectorLossConfig)
     calibration: Literal["f1", "accuracy"] = "f1"
     replay_size: int = 64
     val_size: int = 64
@@ -65,9 +69,13 @@ class GraspTrainConfig:
 
     def validate(self) -> None:
         """Validate every section; the student's input channels must match the stacked views."""
-        for part in (self.teacher, self.student, self.data, self.text, self.optim, self.fewshot):
+        for part in (self.teacher, self.student, self.data, self.text, self.optim, self.fewshot, self.detector):
             part.validate()
-        build_grasp_loss(self.losses)
+        loss = build_grasp_loss(self.losses)
+        if self.student.head == "detector" and needs_teacher_features(loss):
+            raise StudentError(f"losses {[k for k in loss.terms if k != 'region']} include a whole-image distillation "
+                               "term, which a detector (student.head=detector, no global embedding) cannot take; "
+                               "keep one multi-label term and 'region'")
         channels = view_channels(self.data.views)
         if self.student.in_chans != channels:
             raise StudentError(f"student.in_chans={self.student.in_chans} but data.views {self.data.views} stack "
@@ -80,7 +88,7 @@ class GraspTrainConfig:
 class GraspNet(nn.Module):
     """Student + scorer: the trainable parts, checkpointed together."""
 
-    def __init__(self, student: Student, scorer: GraspScorer):
+    def __init__(self, student: Student, scorer: GraspScorer | DetectorScorer):
         super().__init__()
         self.student, self.scorer = student, scorer
 
@@ -117,9 +125,10 @@ def train_grasp(config: GraspTrainConfig, resume: bool = False) -> Path:
     transform = ObservationTransform(config.data.views, image_size, teacher.mean, teacher.std, config.data.depth_max_m)
     texts = _text_features(config, teacher, data)
     criterion = build_grasp_loss(config.losses).to(device)
+    detector = config.student.head == "detector"
     regions = None
     if needs_regions(criterion):
-        if not config.student.dense:
+        if not (config.student.dense or detector):
             raise StudentError("loss 'region' distils into per-location features: set student.dense=true")
         regions = teacher_region_features(teacher, data.train, config.teacher.cache_dir,
                                           desc="teacher region features (train)")
@@ -132,10 +141,13 @@ def train_grasp(config: GraspTrainConfig, resume: bool = False) -> Path:
         init_student(student, config.student_init, teacher.embed_dim, image_size)
     if student.edu is not None:
         student.set_attention_text(texts.pos["id"])
-    net = GraspNet(student, GraspScorer(local_weight=1.0 if config.student.dense else None)).to(device)
+    scorer = DetectorScorer() if detector else GraspScorer(local_weight=1.0 if config.student.dense else None)
+    net = GraspNet(student, scorer).to(device)
     targets, _ = episode_targets(data.train, data.id_objects)
+    slots = slot_labels(data.train, data.id_objects) if detector else None
     sampler = EpochPermutation(list(range(len(data.train))), config.seed)
-    dataset = (MaskedEpisodeDataset if regions is not None else EpisodeDataset)(data.train, transform)
+    masked = regions is not None or detector
+    dataset = (MaskedEpisodeDataset if masked else EpisodeDataset)(data.train, transform)
     loader = DataLoader(dataset, batch_size=config.optim.batch_size, sampler=sampler,
                         num_workers=config.data.num_workers, drop_last=len(sampler) > config.optim.batch_size)
     optimizer, scheduler = build_optimizer(list(net.parameters()) + list(criterion.parameters()), config.optim,
@@ -147,7 +159,7 @@ def train_grasp(config: GraspTrainConfig, resume: bool = False) -> Path:
         start_epoch, step = state["epoch"], state["step"]
         log.info("resumed from %s (epoch %d, step %d)", ckpt, start_epoch, step)
     pos, neg = texts.pos["id"].to(device), None if texts.neg["id"] is None else texts.neg["id"].to(device)
-    if ckpt is None and neg is None:  # with a prompt pair, bias 0 is the paper's two-way softmax
+    if ckpt is None and neg is None and not detector:  # with a prompt pair, bias 0 is the paper's two-way softmax
         init_bias(net, dataset, targets, pos, neg, config.optim.batch_size, device)
     writer = tensorboard_writer(out)
     use_amp = config.optim.amp and device.type == "cuda"
@@ -158,7 +170,7 @@ def train_grasp(config: GraspTrainConfig, resume: bool = False) -> Path:
         sums: dict[str, float] = {}
         seen, t0 = 0, time.perf_counter()
         for items in tqdm(loader, desc=f"grasp epoch {epoch + 1}/{config.optim.epochs}", unit="batch"):
-            x, masks, index = items if regions is not None else (items[0], None, items[1])
+            x, masks, index = items if masked else (items[0], None, items[1])
             if config.data.augment:
                 augmented = augment_observations(x, augment_rng, config.data.augment_min_area, masks)
                 x, masks = augmented if masks is not None else (augmented, None)
@@ -166,14 +178,22 @@ def train_grasp(config: GraspTrainConfig, resume: bool = False) -> Path:
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
                 feats = net.student(x)
             feats = feats.float()
-            glob = feats[:, 0] if feats.ndim == 3 else feats
+            local = feats[..., FIELDS:] if detector else feats[:, 1:] if feats.ndim == 3 else None
+            glob = local.mean(1) if detector else feats[:, 0] if feats.ndim == 3 else feats
             t_img = glob.detach() if teacher_img is None else teacher_img[index].to(device)
-            extra = {} if regions is None else _region_batch(feats, masks, regions, index, device)
+            extra = {} if regions is None else _region_batch(local, masks, regions, index, device)
             batch = GraspBatch(student=glob, teacher_img=t_img, text=pos,
                                labels=torch.zeros(len(x), dtype=torch.long, device=device),
                                logits=net.scorer(feats, pos, neg), targets=targets[index].to(device),
                                mask=torch.ones(len(x), len(pos), dtype=torch.bool, device=device), **extra)
             loss, terms = criterion(batch)
+            if slots is not None:
+                found = detector_targets(masks.to(device), slots.name.shape[1], math.isqrt(feats.shape[1]),
+                                         config.detector)
+                rows = SlotLabels(*(getattr(slots, f.name)[index].to(device) for f in fields(SlotLabels)))
+                det, det_terms = detector_loss(feats, found, rows, pos, net.scorer.match, config.detector)
+                loss = loss + det
+                terms = {**terms, **{f"det_{k}": v.item() for k, v in det_terms.items()}}
             optimizer_step(loss, optimizer, scheduler, config.optim.schedule)
             step += 1
             seen += len(x)
@@ -210,7 +230,7 @@ def train_grasp(config: GraspTrainConfig, resume: bool = False) -> Path:
                       calibration={"metric": config.calibration, "value": value, "split": calib_split,
                                    "pairs": int(scores.numel()), "auc": calib_auc},
                       objects={"id": data.id_objects, "ood": data.ood_objects, "split": data.split_source},
-                      fewshot=to_dict(config.fewshot), local_weight=net.scorer.local)
+                      fewshot=to_dict(config.fewshot), local_weight=net.scorer.local, head=config.student.head)
     features = {"id": texts.pos["id"], "ood": texts.pos["ood"]}
     if texts.neg["id"] is not None:
         features.update(id_neg=texts.neg["id"], ood_neg=texts.neg["ood"])
@@ -235,10 +255,9 @@ def init_bias(net: GraspNet, dataset: EpisodeDataset, targets: torch.Tensor, pos
     log.info("scorer bias starts at %.3f (graspable prior %.3f)", float(net.scorer.bias), prior)
 
 
-def _region_batch(feats: torch.Tensor, masks: torch.Tensor, regions: RegionTargets, index: torch.Tensor,
+def _region_batch(local: torch.Tensor, masks: torch.Tensor, regions: RegionTargets, index: torch.Tensor,
                   device: torch.device) -> dict[str, torch.Tensor]:
-    """GraspBatch fields of region distillation for a batch of dense features (B, 1 + L, D) and masks."""
-    local = feats[:, 1:]
+    """GraspBatch fields of region distillation for a batch of per-location embeddings (B, L, D) and masks."""
     side = math.isqrt(local.shape[1])
     weights, covered = region_weights(masks, regions.features.shape[1], side)
     return {"local": local, "region_weights": weights.to(device), "region_targets": regions.features[index].to(device),

@@ -27,8 +27,9 @@ def test_a_model_dir_and_a_benchmark_are_enough_for_the_zero_shot_figures(tiny_g
 
 
 def test_without_a_benchmark_the_missing_training_dataset_is_one_error_with_the_command(tiny_grasp_model, tmp_path,
-                                                                                       capsys):
+                                                                                       capsys, monkeypatch):
     alone = copy_model(tiny_grasp_model, tmp_path / "model")
+    monkeypatch.chdir(tmp_path)  # the relative data root must be missing, whatever the checkout has rendered
     assert cli(["eval-grasp", "train.data.root=data/clutter_train", "--model", str(alone)]) == 2
     err = capsys.readouterr().err
     assert "vlkd collect clutter --config clutter_train --out data/clutter_train" in err and "eval.benchmark" in err

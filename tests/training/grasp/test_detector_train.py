@@ -1,0 +1,65 @@
+"""The detector's training targets follow the object masks, and `vlkd train-grasp` with student.head=detector
+trains a detector that finds the objects it was shown and writes a model dir whose answers carry boxes."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from grasp_fixtures import grasp_overrides
+from training.grasp.detector import DetectorLossConfig, detector_targets, focal_heatmap_loss
+
+
+def _mask(boxes: list[tuple[int, int, int, int]], size: int = 32) -> torch.Tensor:
+    mask = torch.zeros(1, size, size, dtype=torch.uint8)
+    for k, (x0, y0, x1, y1) in enumerate(boxes):
+        mask[0, y0:y1 + 1, x0:x1 + 1] = k + 1
+    return mask
+
+
+def test_targets_follow_the_mask_and_its_flip():
+    mask = _mask([(8, 4, 15, 11), (30, 30, 30, 31), (0, 0, -1, -1)])  # slot 1: 2 pixels, slot 2: none
+    t = detector_targets(mask, 3, 4, DetectorLossConfig())
+    assert t.valid.tolist() == [[True, False, False]]
+    assert t.cell[0, 0] == 1 * 4 + 1  # centre (12, 8) px of 32 -> cell (row 1, column 1) of 4x4
+    assert t.offset[0, 0].tolist() == pytest.approx([0.0, -0.5])
+    assert t.sides[0, 0].tolist() == pytest.approx([4 / 32, 4 / 32, 4 / 32, 4 / 32])
+    assert t.heatmap[0].argmax() == 5 and float(t.heatmap[0].max()) == pytest.approx(1.0)
+    flipped = detector_targets(mask.flip(-1), 3, 4, DetectorLossConfig())
+    assert flipped.cell[0, 0] == 1 * 4 + 2  # the flip moves the object to column 2
+
+
+def test_focal_loss_is_lowest_at_the_target():
+    target = detector_targets(_mask([(8, 4, 15, 11)]), 1, 4, DetectorLossConfig()).heatmap
+    right = torch.where(target >= 1, 6.0, -6.0)
+    wrong = torch.where(target >= 1, -6.0, 6.0)
+    assert focal_heatmap_loss(right, target) < 0.01 < 1.0 < focal_heatmap_loss(wrong, target)
+
+
+@pytest.mark.slow
+def test_detector_training_finds_the_objects_it_was_shown(tiny_clutter: Path, tiny_teacher_file: Path,
+                                                          tmp_path: Path, torch_single_thread):
+    from vlkd_formats.config import load_config
+    from training.grasp.answer_checks import answer_frames, points_inside
+    from training.grasp.data import episode_targets, load_clutter_data
+    from training.grasp.model_dir import load_grasp_model_dir
+    from training.grasp.train import GraspTrainConfig, train_grasp
+    from vlkd_formats.image_codec import read_rgb
+
+    overrides = grasp_overrides(tiny_clutter, tiny_teacher_file, tmp_path / "run", tmp_path / "cache") + [
+        "student.head=detector", "data.image_size=48", "losses=[{type: bce}, {type: region}]", "optim.epochs=12"]
+    config = load_config(GraspTrainConfig, None, overrides)
+    model_dir = train_grasp(config)
+    gm = load_grasp_model_dir(model_dir)
+    assert gm.grasp.head == "detector"
+    data = load_clutter_data(config.data)
+    pos = gm.text_features["id"]
+    answers = answer_frames(gm.student, gm.scorer(), data.train, gm.transform(), pos, None)
+    graspable, _ = episode_targets(data.train, data.id_objects)
+    pairs = (graspable > 0.5).nonzero().tolist()
+    inside = [points_inside(data.train[i], data.id_objects[j], answers.boxes[i, j, :2], 48,
+                            read_rgb(data.train[i].images["base_rgb"]).shape[:2]) for i, j in pairs]
+    # each graspable object's answer points at it far more often than at a random spot (its box covers ~15% of
+    # the frame)
+    assert sum(inside) / len(inside) >= 0.6
