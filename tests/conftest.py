@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from grasp_fixtures import (tiny_clutter, tiny_dense_grasp_model, tiny_grasp_model, tiny_rgbd_grasp_model,  # noqa: F401 (shared fixtures)
-                            torch_single_thread)
+from grasp_fixtures import (tiny_clutter, tiny_dense_grasp_model, tiny_detector_grasp_model,  # noqa: F401 (shared)
+                            tiny_grasp_model, tiny_rgbd_grasp_model, torch_single_thread)
 from shapes_data import make_dataset
 
 

@@ -178,3 +178,20 @@ def tiny_rgbd_grasp_model(tiny_clutter: Path, tiny_teacher_file: Path,
         "data.views=[base_rgb, base_depth, hand_rgb, hand_depth]", "student.in_chans=8", "optim.epochs=1"]
     assert cli(["train-grasp", *args]) == 0
     return tmp / "run" / "model"
+
+
+DETECTOR_OVERRIDES = ["student.head=detector", "data.image_size=48", "losses=[{type: bce}, {type: region}]",
+                      "optim.epochs=12"]
+
+
+@pytest.fixture(scope="session")
+def tiny_detector_grasp_model(tiny_clutter: Path, tiny_teacher_file: Path,
+                              tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A detector grasp model dir (ResNet18 + FPN at stride 8 on 48 px, a 6x6 map; class-agnostic heads, region
+    distillation) trained on `tiny_clutter` through `vlkd train-grasp`; its answers carry boxes."""
+    from vlkd_ros.cli import main as cli
+
+    tmp = tmp_path_factory.mktemp("grasp_detector")
+    args = grasp_overrides(tiny_clutter, tiny_teacher_file, tmp / "run", tmp / "cache") + DETECTOR_OVERRIDES
+    assert cli(["train-grasp", *args]) == 0
+    return tmp / "run" / "model"

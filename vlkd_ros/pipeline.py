@@ -165,11 +165,12 @@ def shipped_grasp_model() -> Path | None:
 
 def plot_grasp_answers(queries: dict[str, dict[str, Any]], path: Path) -> Path:
     """One row of frames per model: each frame with every asked object's answer (green: right, red: wrong) and,
-    for a dense model, a marker where it sees the object."""
+    for a dense model, a marker and a box where it sees the object."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
 
     from vlkd_formats.image_codec import read_rgb
     from vlkd_ros.inference.locations import frame_location
@@ -196,6 +197,8 @@ def plot_grasp_answers(queries: dict[str, dict[str, Any]], path: Path) -> Path:
                 if where is not None and a["graspable"]:
                     x, y = where.u, where.v
                     ax.plot(x, y, "o", ms=7, mfc="none", mec=colour, mew=2)
+                    x0, y0, x1, y1 = where.box
+                    ax.add_patch(Rectangle((x0, y0), x1 - x0, y1 - y0, fill=False, ec=colour, lw=1))
                     ax.annotate(a["name"], (x, y), color=colour, fontsize=6, xytext=(3, 3),
                                 textcoords="offset points")
             ax.set_title(f"{label}: frame {col + 1}, {100 * frame['accuracy']:.0f}% right", fontsize=8)

@@ -7,7 +7,9 @@ The model scores a name's query vector q on a frame as raw(q) = s * (g . q + w *
 scorer's global term and its attention over locations); a zero-shot name's q is its text direction t+ - t-. The
 fit here works on rows (a shot's object region and its global embedding are positives; every location and the
 global embedding of frames without the object are negatives) with the linear logit s * x . q + c0, then the
-caller scores the fitted q through the real scorer and `calibrate` maps raw(q) onto its own sigmoid scale.
+caller scores the fitted q through the real scorer and `calibrate` maps raw(q) onto its own sigmoid scale. A
+detector model's q is its match query: the positives are each shot's embedding where the detector finds the object,
+the negatives the embeddings at the most object-like locations of frames without it (what an answer could pick).
 """
 from __future__ import annotations
 
@@ -18,9 +20,10 @@ from typing import Sequence
 import numpy as np
 from scipy.optimize import minimize
 
-from vlkd_runtime.scoring import sigmoid
+from vlkd_runtime.scoring import FIELDS, sigmoid
 
 Box = tuple[float, float, float, float]  # x_min, y_min, x_max, y_max, normalised to [0, 1] of the square input
+DETECTOR_NEGATIVES = 8  # locations per frame without the object that a detector's query is fitted against
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,26 @@ def shot_regions(features: np.ndarray, rois: Sequence[Box | None], direction: np
     return np.stack(out).astype(np.float32), said
 
 
+def detector_shot_regions(features: np.ndarray, rois: Sequence[Box | None], log_scores: np.ndarray
+                          ) -> tuple[np.ndarray, list[str]]:
+    """Each shot's object embedding (N, D) from detector features (N, L, FIELDS + D) and where it came from: the
+    location where the detector finds the object, i.e. of highest objectness among the cells under the shot's
+    region of interest, or without one where the name's zero-shot answer peaks (`log_scores` (N, L) of it)."""
+    side = math.isqrt(features.shape[1])
+    out, said = [], []
+    for i, roi in enumerate(rois):
+        if roi is None:
+            best = int(np.argmax(log_scores[i]))
+            said.append(f"cell ({best % side}, {best // side}) of {side}x{side}, where the name's answer peaks")
+        else:
+            picked = roi_cells(roi, side)
+            best = picked[int(np.argmax(features[i, picked, 0]))]
+            said.append(f"cell ({best % side}, {best // side}) of {side}x{side}, the most object-like under the "
+                        "region of interest")
+        out.append(features[i, best, FIELDS:])
+    return np.stack(out).astype(np.float32), said
+
+
 def roi_cells(roi: Box, side: int) -> list[int]:
     """Indices of the cells of a side x side grid that overlap `roi` (normalised x0, y0, x1, y1), the one under its
     centre first; ValueError when it is not a box inside the unit square with a positive area."""
@@ -98,6 +121,15 @@ def roi_cells(roi: Box, side: int) -> list[int]:
 def negative_rows(features: np.ndarray) -> np.ndarray:
     """Every embedding of frames without the object (N, D) or (N, 1 + L, D): the global one and each location's."""
     return features.reshape(-1, features.shape[-1]).astype(np.float32)
+
+
+def detector_negative_rows(features: np.ndarray, per_frame: int = DETECTOR_NEGATIVES) -> np.ndarray:
+    """The embeddings an answer could pick on detector features (N, L, FIELDS + D) of frames without the object:
+    each frame's `per_frame` most object-like locations (objectness + free to grasp), (N * per_frame, D)."""
+    prior = features[..., 0] + features[..., 1]
+    top = np.argsort(-prior, axis=1, kind="stable")[:, :per_frame]
+    rows = np.take_along_axis(features, top[..., None], 1)[..., FIELDS:]
+    return rows.reshape(-1, rows.shape[-1]).astype(np.float32)
 
 
 def fit_query(positives: np.ndarray, negatives: np.ndarray, prior: np.ndarray, scale: float,

@@ -20,9 +20,9 @@ from vlkd_ros.inference.jobs import FewShotJob, JobCancelled
 from vlkd_ros.inference.shots import MIN_SHOTS, ShotError, ShotRules, base_rgb, check_shots
 from vlkd_ros.inference.state_store import FewShotError, StateStore
 from vlkd_runtime.grasp_dir import HeldOut
-from vlkd_runtime.query_fit import (Box, QueryFitConfig, calibrate, fit_query, fpr_threshold, negative_rows,
-                                    ranking_auc, shot_regions)
-from vlkd_runtime.scoring import sigmoid
+from vlkd_runtime.query_fit import (Box, QueryFitConfig, calibrate, detector_negative_rows, detector_shot_regions,
+                                    fit_query, fpr_threshold, negative_rows, ranking_auc, shot_regions)
+from vlkd_runtime.scoring import DetectorScorer, sigmoid
 
 log = logging.getLogger(__name__)
 MAX_JOBS, MAX_JOBS_PER_NAME, JOB_HISTORY = 4, 1, 100
@@ -209,15 +209,21 @@ class Learner:
         negatives = self._absent_features(serving, key)
         n_val = min(len(negatives) - 1, max(1, round(len(negatives) * cfg.validation)))
         neg_fit, neg_val = negatives[:-n_val], negatives[-n_val:]  # no fit sees the validation frames
-        neg_rows = negative_rows(neg_fit)
-        regions, where = shot_regions(feats, boxes, prior)
-        whole = feats[:, 0] if feats.ndim == 3 else feats
+        if isinstance(answerer.scorer, DetectorScorer):  # the object where the detector finds it; no global embedding
+            neg_rows = detector_negative_rows(neg_fit)
+            peak = answerer.scorer.log_scores(feats, prior[None], None)[..., 0]
+            regions, where = detector_shot_regions(feats, boxes, peak)
+            whole = None
+        else:
+            neg_rows = negative_rows(neg_fit)
+            regions, where = shot_regions(feats, boxes, prior)
+            whole = feats[:, 0] if feats.ndim == 3 else feats
         scale = float(answerer.scorer.scale)
 
         def fit(shots: list[int], prior_weight: float) -> np.ndarray:
             if math.isinf(prior_weight):  # the text direction itself (then only its scale and bias are fitted)
                 return prior.astype(np.float32)
-            positives = np.concatenate([regions[shots], whole[shots]])
+            positives = regions[shots] if whole is None else np.concatenate([regions[shots], whole[shots]])
             return fit_query(positives, neg_rows, prior, scale, prior_weight)
 
         n = len(inputs)

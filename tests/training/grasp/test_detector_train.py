@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from grasp_fixtures import grasp_overrides
 from training.grasp.detector import DetectorLossConfig, detector_targets, focal_heatmap_loss
 
 
@@ -38,22 +37,16 @@ def test_focal_loss_is_lowest_at_the_target():
 
 
 @pytest.mark.slow
-def test_detector_training_finds_the_objects_it_was_shown(tiny_clutter: Path, tiny_teacher_file: Path,
-                                                          tmp_path: Path, torch_single_thread):
-    from vlkd_formats.config import load_config
+def test_detector_training_finds_the_objects_it_was_shown(tiny_detector_grasp_model: Path, tiny_clutter: Path,
+                                                          torch_single_thread):
     from training.grasp.answer_checks import answer_frames, points_inside
-    from training.grasp.data import episode_targets, load_clutter_data
+    from training.grasp.data import GraspDataConfig, episode_targets, load_clutter_data
     from training.grasp.model_dir import load_grasp_model_dir
-    from training.grasp.train import GraspTrainConfig, train_grasp
     from vlkd_formats.image_codec import read_rgb
 
-    overrides = grasp_overrides(tiny_clutter, tiny_teacher_file, tmp_path / "run", tmp_path / "cache") + [
-        "student.head=detector", "data.image_size=48", "losses=[{type: bce}, {type: region}]", "optim.epochs=12"]
-    config = load_config(GraspTrainConfig, None, overrides)
-    model_dir = train_grasp(config)
-    gm = load_grasp_model_dir(model_dir)
+    gm = load_grasp_model_dir(tiny_detector_grasp_model)
     assert gm.grasp.head == "detector"
-    data = load_clutter_data(config.data)
+    data = load_clutter_data(GraspDataConfig(root=str(tiny_clutter)))
     pos = gm.text_features["id"]
     answers = answer_frames(gm.student, gm.scorer(), data.train, gm.transform(), pos, None)
     graspable, _ = episode_targets(data.train, data.id_objects)
@@ -62,4 +55,5 @@ def test_detector_training_finds_the_objects_it_was_shown(tiny_clutter: Path, ti
                             read_rgb(data.train[i].images["base_rgb"]).shape[:2]) for i, j in pairs]
     # each graspable object's answer points at it far more often than at a random spot (its box covers ~15% of
     # the frame)
+    print(f"located inside the object: {sum(inside)} of {len(inside)}")
     assert sum(inside) / len(inside) >= 0.6

@@ -55,7 +55,7 @@ def close(a: list[dict], b: list[dict], tol: float = 1e-5) -> float:
     return worst
 
 
-@pytest.mark.parametrize("fixture", ["tiny_grasp_model", "tiny_dense_grasp_model"])
+@pytest.mark.parametrize("fixture", ["tiny_grasp_model", "tiny_dense_grasp_model", "tiny_detector_grasp_model"])
 def test_an_onnx_serving_process_never_imports_the_trainer_and_answers_as_torch(fixture, request, tiny_clutter,
                                                                                  tmp_path):
     model_dir = copy_model(request.getfixturevalue(fixture), tmp_path / "model")
