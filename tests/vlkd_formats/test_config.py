@@ -41,6 +41,7 @@ SHIPPED = {"miniworld_resnet18.yaml": "training.distill:DistillConfig",
            "grasp_ycb_vitl14.yaml": "training.grasp.train:GraspTrainConfig",
            "grasp_table_offline.yaml": "training.grasp.eval:GraspTableConfig",
            "grasp_default.yaml": "training.grasp.train:GraspTrainConfig",
+           "grasp_paper.yaml": "training.grasp.train:GraspTrainConfig",
            "grasp_table_default.yaml": "training.grasp.eval:GraspTableConfig"}
 
 
@@ -56,7 +57,7 @@ def test_every_shipped_config_loads_and_validates():
     from sim.config import ClassificationConfig, ClutterConfig
 
     for name in ("clutter_train", "clutter_heldout", "clutter_shift"):  # sim/configs, by their shipped names
-        assert load_config(ClutterConfig, name).image_size == 96
+        assert load_config(ClutterConfig, name).image_size == 128
     sim_configs = {"teacher_clutter": ClutterConfig, "teacher_renders": ClassificationConfig,
                    "teacher_renders_mini": ClassificationConfig}
     assert sorted(p.stem for p in (configs.parents[1] / "sim" / "configs").glob("*.yaml")) == sorted(

@@ -3,6 +3,7 @@ observation transform (views -> stacked, normalised channels) shared by training
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -50,7 +51,8 @@ class ObjectSplitConfig:
 class GraspDataConfig:
     """Where the clutter dataset is, which views the model stacks, how observations are sized, and whether
     training batches are augmented (random flip + a crop of at least `augment_min_area` of the image: crops
-    that keep most of the table, so the labels of the objects on it still hold)."""
+    that keep most of the table, so the labels of the objects on it still hold; and each observation's RGB
+    scaled by a gain drawn log-uniformly from `augment_brightness`, as under dimmer or brighter lights)."""
 
     root: str = "data/clutter_offline"
     views: list[str] = field(default_factory=lambda: ["base_rgb"])
@@ -63,10 +65,15 @@ class GraspDataConfig:
     num_workers: int = 0
     augment: bool = False
     augment_min_area: float = 0.85
+    augment_brightness: tuple[float, float] = (1.0, 1.0)
 
     def validate(self) -> None:
         """Check views, sizes, augmentation and the split."""
         check_views(self.views)
+        lo, hi = self.augment_brightness
+        if not 0 < lo <= hi:
+            raise DatasetError(f"data.augment_brightness must be [low, high] gains with 0 < low <= high, got "
+                               f"{list(self.augment_brightness)}")
         if not 0.1 <= self.augment_min_area <= 1.0:
             raise DatasetError(f"data.augment_min_area must be in [0.1, 1] (the smallest crop, as a fraction of the "
                                f"image area), got {self.augment_min_area}")
@@ -360,6 +367,22 @@ def augment_observations(x: torch.Tensor, generator: torch.Generator, min_scale:
             out_masks[i] = F.interpolate(mi[None, None, top:top + ch, left:left + cw].float(), size=(h, w),
                                          mode="nearest")[0, 0].to(masks.dtype)
     return out if out_masks is None else (out, out_masks)
+
+
+def jitter_brightness(x: torch.Tensor, generator: torch.Generator, gains: tuple[float, float],
+                      transform: ObservationTransform) -> torch.Tensor:
+    """Observations (B, C, S, S) as `transform` made them, each one's RGB views scaled in pixel space by one gain
+    drawn log-uniformly from `gains` (clipped to [0, 1]); depth channels unchanged."""
+    lo, hi = math.log(gains[0]), math.log(gains[1])
+    gain = torch.exp(lo + (hi - lo) * torch.rand(len(x), generator=generator)).view(-1, 1, 1, 1)
+    out, start = x.clone(), 0
+    for view in transform.views:
+        kind, channels = VIEWS[view]
+        if kind == "rgb":
+            pixels = x[:, start:start + 3] * transform.std + transform.mean
+            out[:, start:start + 3] = ((pixels * gain).clamp(0, 1) - transform.mean) / transform.std
+        start += channels
+    return out
 
 
 class MaskedEpisodeDataset(EpisodeDataset):

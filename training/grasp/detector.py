@@ -21,7 +21,9 @@ MIN_PIXELS = 4  # an object slot with fewer visible pixels in the (augmented) fr
 @dataclass
 class DetectorLossConfig:
     """Weights of the detector's terms (0 switches one off) and the heatmap's Gaussian size: sigma is
-    `sigma_scale` x the box's shorter side in cells, at least `min_sigma` cells."""
+    `sigma_scale` x the box's shorter side in cells, at least `min_sigma` cells. `crop` is ViLD's distillation at
+    the object's centre location (the embedding an answer reads) to the teacher's crop embedding; it applies when
+    the losses include 'region' (whose teacher crop features it uses)."""
 
     heatmap: float = 1.0
     free: float = 1.0
@@ -31,6 +33,7 @@ class DetectorLossConfig:
     box: float = 5.0
     text: float = 1.0
     match: float = 1.0
+    crop: float = 1.0
     sigma_scale: float = 0.25
     min_sigma: float = 0.5
 
@@ -127,10 +130,12 @@ def focal_heatmap_loss(logits: Tensor, target: Tensor, alpha: float = 2.0, beta:
 
 
 def detector_loss(feats: Tensor, targets: DetectorTargets, labels: SlotLabels, text: Tensor,
-                  match_logits: Callable[[Tensor, Tensor], Tensor], config: DetectorLossConfig) -> tuple[Tensor, dict[str, Tensor]]:
+                  match_logits: Callable[[Tensor, Tensor], Tensor], config: DetectorLossConfig,
+                  crops: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
     """The weighted detector terms of detector features (B, L, FIELDS + D) for one batch (`labels` its rows of
     SlotLabels); `text` (N, D) the trained names' text features, `match_logits` the scorer's match (embeddings
-    (..., D), text -> logits (..., N)). Returns (total, {term: value})."""
+    (..., D), text -> logits (..., N)); `crops`: the teacher's crop embeddings per slot (B, K, D) and which are
+    valid (B, K), for the 'crop' term. Returns (total, {term: value})."""
     terms = {"heatmap": focal_heatmap_loss(feats[..., 0], targets.heatmap)}
     at = torch.gather(feats, 1, targets.cell[..., None].expand(-1, -1, feats.shape[-1]))  # (B, K, FIELDS + D)
     valid = targets.valid
@@ -150,5 +155,8 @@ def detector_loss(feats: Tensor, targets: DetectorTargets, labels: SlotLabels, t
     terms["text"] = mean(F.cross_entropy(logits.transpose(1, 2), own, reduction="none"), named)
     onehot = F.one_hot(own, text.shape[0]).float()
     terms["match"] = mean(F.binary_cross_entropy_with_logits(logits, onehot, reduction="none").sum(-1), named)
+    if crops is not None:
+        crop, crop_valid = crops
+        terms["crop"] = mean(1 - F.cosine_similarity(at[..., FIELDS:], crop, dim=-1), valid & crop_valid)
     total = sum(getattr(config, k) * v for k, v in terms.items())
     return total, terms

@@ -146,10 +146,23 @@ def evaluate_grasp(model_dir: str | Path, config: GraspEvalConfig, train_overrid
     device = resolve_device(config.device)
     gm = load_grasp_model_dir(model_dir, device)
     train_config = _train_config(gm.root, train_overrides or [])
+    if config.benchmark and gm.grasp.head == "detector":
+        log.warning("a detector model learns new objects as query vectors (add_object), not by finetuning: "
+                    "zero-shot figures on the benchmark only")
+        return _benchmark_zero_shot(gm, config, train_config, device,
+                                    f"no {config.k_shot}-shot figures: a detector model learns new objects as query "
+                                    "vectors (`vlkd add-object`), which this table does not measure yet")
     if config.benchmark and not Path(train_config.data.root).is_dir():
         log.warning("training dataset %s is missing: zero-shot figures on the benchmark only (%s)",
                     train_config.data.root, render_hint(train_config.data.root))
-        return _benchmark_zero_shot(gm, config, train_config, device)
+        return _benchmark_zero_shot(gm, config, train_config, device,
+                                    f"no {config.k_shot}-shot figures: their shots come from the training dataset "
+                                    f"{train_config.data.root}, which is missing "
+                                    f"({render_hint(train_config.data.root)})")
+    if gm.grasp.head == "detector":
+        raise ValueError(f"{model_dir} is a detector model: evaluate it on a held-out benchmark "
+                         "(eval.benchmark=data/clutter_heldout); its few-shot path is add_object's query vectors, "
+                         "not the finetune this evaluation measures")
     data = _training_data(train_config)
     if data.id_objects != gm.card.labels["id"] or data.ood_objects != gm.card.labels["ood"]:
         raise ValueError(f"model {model_dir} was trained with Y_id {gm.card.labels['id'][:4]}..., Y_ood "
@@ -224,8 +237,9 @@ def _student_metrics(student: Student, gm: GraspModelDir, x_id: list[Episode], x
 
 
 def _benchmark_zero_shot(gm: GraspModelDir, config: GraspEvalConfig, train_config: GraspTrainConfig,
-                         device: torch.device) -> dict[str, Any]:
-    """The model's zero-shot metrics on every benchmark frame at its own threshold, from the model dir alone."""
+                         device: torch.device, note: str) -> dict[str, Any]:
+    """The model's zero-shot metrics on every benchmark frame at its own threshold, from the model dir alone;
+    `note` says why there are no k-shot figures."""
     id_objects, ood_objects = gm.card.labels["id"], gm.card.labels["ood"]
     bench = _benchmark_data(str(config.benchmark), train_config, id_objects, ood_objects, None)
     x_id, x_query = bench.train + bench.x_id, bench.x_ood
@@ -236,8 +250,7 @@ def _benchmark_zero_shot(gm: GraspModelDir, config: GraspEvalConfig, train_confi
             "benchmark": config.benchmark,
             "counts": {"x_id": len(x_id), "x_ood": 0, "x_ood_support": 0, "x_ood_query": len(x_query)},
             "zero_shot": zero, "few_shot": None, "per_object": {n: {"zero_shot": m} for n, m in per_object.items()},
-            "note": f"no {config.k_shot}-shot figures: their shots come from the training dataset "
-                    f"{train_config.data.root}, which is missing ({render_hint(train_config.data.root)})"}
+            "note": note}
 
 
 def render_hint(root: str) -> str:
@@ -430,8 +443,9 @@ def make_table(config: GraspTableConfig, train_overrides: list[str] | None = Non
 def table_markdown(result: dict[str, Any]) -> str:
     """Table 11's layout, cells zero-shot / k-shot: (a) ROC AUC over all (frame, object) pairs, (b) F1 of
     "graspable" over all pairs (the paper's F1 over present objects is `f1` in the JSON), (c) overall accuracy
-    next to answering "no" to every pair, (d) the share of frames answered fully right. `result` is {"k_shot", "rows": [{"name", "zero_shot", "few_shot", "counts"}]}
-    (a row's few_shot may be None: the teacher's)."""
+    next to answering "no" to every pair, (d) the share of frames answered fully right, (e) where right answers
+    point and false "yes" on absent and other-domain names. `result` is {"k_shot", "rows": [{"name", "zero_shot",
+    "few_shot", "counts"}]} (a row's few_shot may be None: the teacher's)."""
     k = result["k_shot"]
     pct = lambda v: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.1f}"  # noqa: E731
     lines = []
@@ -452,8 +466,8 @@ def table_markdown(result: dict[str, Any]) -> str:
                 cells.append(cell)
             lines.append(f"| {r['name']} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["(e) Zero-shot answers as a user sees them: right \"yes\" located inside the object's visible box (+2 px) / "
-              "\"yes\" to names absent from the frame / \"yes\" to 20 names from other domains", "",
+    lines += ["(e) Zero-shot answers as a user sees them: right \"yes\" located inside the object's visible box "
+              "(+2 px) / \"yes\" to names absent from the frame / \"yes\" to 20 names from other domains", "",
               "| method | " + " | ".join(label for _, label in COLUMNS) + " |", "|---|" + "---|" * len(COLUMNS)]
     for r in result["rows"]:
         z = r["zero_shot"]

@@ -19,7 +19,7 @@ from vlkd_formats.config import dump_config, to_dict
 from training.feature_cache import teacher_image_features, teacher_text_features
 from training.grasp.data import (ClutterData, EpisodeDataset, GraspDataConfig, MaskedEpisodeDataset,
                                  ObservationTransform, augment_observations, base_rgb_images, episode_targets,
-                                 load_clutter_data, stack_episodes, view_channels)
+                                 jitter_brightness, load_clutter_data, stack_episodes, view_channels)
 from training.grasp.detector import DetectorLossConfig, SlotLabels, detector_loss, detector_targets, slot_labels
 from training.grasp.fewshot import GraspFewShotConfig
 from training.grasp.losses import GraspBatch, build_grasp_loss, needs_regions, needs_teacher_features
@@ -174,6 +174,8 @@ def train_grasp(config: GraspTrainConfig, resume: bool = False) -> Path:
             if config.data.augment:
                 augmented = augment_observations(x, augment_rng, config.data.augment_min_area, masks)
                 x, masks = augmented if masks is not None else (augmented, None)
+                if tuple(config.data.augment_brightness) != (1.0, 1.0):
+                    x = jitter_brightness(x, augment_rng, config.data.augment_brightness, transform)
             x = x.to(device, non_blocking=True)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
                 feats = net.student(x)
@@ -191,7 +193,8 @@ def train_grasp(config: GraspTrainConfig, resume: bool = False) -> Path:
                 found = detector_targets(masks.to(device), slots.name.shape[1], math.isqrt(feats.shape[1]),
                                          config.detector)
                 rows = SlotLabels(*(getattr(slots, f.name)[index].to(device) for f in fields(SlotLabels)))
-                det, det_terms = detector_loss(feats, found, rows, pos, net.scorer.match, config.detector)
+                crops = None if regions is None else (extra["region_targets"], extra["region_valid"])
+                det, det_terms = detector_loss(feats, found, rows, pos, net.scorer.match, config.detector, crops)
                 loss = loss + det
                 terms = {**terms, **{f"det_{k}": v.item() for k, v in det_terms.items()}}
             optimizer_step(loss, optimizer, scheduler, config.optim.schedule)

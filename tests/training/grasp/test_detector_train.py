@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.grasp.detector import DetectorLossConfig, detector_targets, focal_heatmap_loss
+from training.grasp.data import ObservationTransform, jitter_brightness
+from training.grasp.detector import DetectorLossConfig, SlotLabels, detector_loss, detector_targets, focal_heatmap_loss
+from vlkd_runtime.scoring import FIELDS
 
 
 def _mask(boxes: list[tuple[int, int, int, int]], size: int = 32) -> torch.Tensor:
@@ -34,6 +36,33 @@ def test_focal_loss_is_lowest_at_the_target():
     right = torch.where(target >= 1, 6.0, -6.0)
     wrong = torch.where(target >= 1, -6.0, 6.0)
     assert focal_heatmap_loss(right, target) < 0.01 < 1.0 < focal_heatmap_loss(wrong, target)
+
+
+def test_crop_term_reads_the_embedding_at_the_object_centre():
+    targets = detector_targets(_mask([(8, 4, 15, 11)]), 1, 4, DetectorLossConfig())
+    labels = SlotLabels(torch.zeros(1, 1, dtype=torch.long), torch.ones(1, 1), torch.ones(1, 1), torch.zeros(1, 1))
+    crop = torch.nn.functional.normalize(torch.randn(1, 1, 8), dim=-1)
+    feats = torch.zeros(1, 16, FIELDS + 8)
+    feats[0, :, FIELDS:] = -crop[0, 0]  # every location points away from the crop ...
+    text, match = torch.nn.functional.normalize(torch.randn(3, 8), dim=-1), lambda e, t: e @ t.T
+    far = detector_loss(feats, targets, labels, text, match, DetectorLossConfig(), (crop, torch.ones(1, 1).bool()))
+    feats[0, int(targets.cell[0, 0]), FIELDS:] = crop[0, 0]  # ... but the object's centre location
+    near = detector_loss(feats, targets, labels, text, match, DetectorLossConfig(), (crop, torch.ones(1, 1).bool()))
+    assert far[1]["crop"] == pytest.approx(2.0) and near[1]["crop"] == pytest.approx(0.0, abs=1e-6)
+    unused = detector_loss(feats, targets, labels, text, match, DetectorLossConfig())
+    assert "crop" not in unused[1]
+
+
+def test_brightness_jitter_scales_rgb_pixels_within_its_range_and_leaves_depth():
+    transform = ObservationTransform(["base_rgb", "base_depth"], 16, [0.5, 0.4, 0.3], [0.2, 0.25, 0.3], 2.0)
+    pixels = 0.2 + 0.3 * torch.rand(64, 3, 16, 16)  # dim enough that no gain up to 1.5 clips
+    x = torch.cat([(pixels - transform.mean) / transform.std, torch.rand(64, 1, 16, 16)], 1)
+    y = jitter_brightness(x, torch.Generator().manual_seed(0), (0.25, 1.5), transform)
+    gains = (y[:, :3] * transform.std + transform.mean) / pixels
+    per_frame = gains.flatten(1)
+    assert torch.allclose(per_frame.min(1).values, per_frame.max(1).values, atol=1e-4)  # one gain per frame
+    assert 0.25 - 1e-4 <= float(per_frame.min()) and float(per_frame.max()) <= 1.5 + 1e-4
+    assert float(per_frame[:, 0].std()) > 0.1 and torch.equal(y[:, 3], x[:, 3])
 
 
 @pytest.mark.slow
