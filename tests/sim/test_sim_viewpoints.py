@@ -96,7 +96,8 @@ def test_lighting_is_drawn_per_scene_within_the_ranges():
 
 def test_shipped_benchmarks_use_poses_and_lights_training_does_not():
     train, heldout, shift = (load_config(ClutterConfig, n) for n in SHIPPED)
-    assert train.views_per_scene == 4 and train.image_size == 96 and train.seed == 0
+    assert train.views_per_scene == 4 and train.image_size == 128 and train.seed == 0
+    assert heldout.image_size == shift.image_size == train.image_size  # the benchmarks at the size the model sees
     assert tuple(train.camera_poses.azimuth_deg) == (-60, 60)
     lo, hi = train.camera_poses.azimuth_deg
     pairs = list(zip(heldout.camera_poses.azimuth_deg[::2], heldout.camera_poses.azimuth_deg[1::2]))

@@ -116,6 +116,10 @@ def run_eval(args: argparse.Namespace) -> int:
         make_table(config, train_overrides)
         out = Path(config.out_dir)
     else:
+        stray = [m for m in args.model if "=" in m and not Path(m).exists()]
+        if stray:
+            raise ValueError(f"{stray} came after --model and were read as model dirs: put dotted overrides before "
+                             "--model (vlkd eval-grasp eval.benchmark=DIR --model MODEL)")
         train_overrides = [o[len("train."):] for o in args.overrides if o.startswith("train.")]
         eval_overrides = [o[len("eval."):] for o in args.overrides if o.startswith("eval.")]
         unknown = [o for o in args.overrides if not o.startswith(("train.", "eval."))]

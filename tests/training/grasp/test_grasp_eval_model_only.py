@@ -39,3 +39,8 @@ def test_the_render_hint_names_a_shipped_collection_config_only_when_one_fits():
     assert render_hint("data/clutter_heldout") == ("render it with `vlkd collect clutter --config clutter_heldout "
                                                    "--out data/clutter_heldout`")
     assert "--config" not in render_hint("somewhere/my_scenes")
+
+
+def test_overrides_after_model_are_refused_not_read_as_model_dirs(tiny_grasp_model, capsys):
+    assert cli(["eval-grasp", "--model", str(tiny_grasp_model), "eval.benchmark=data/clutter_heldout"]) == 2
+    assert "put dotted overrides before --model" in capsys.readouterr().err
