@@ -4,7 +4,7 @@ the simulator's mask as the region of interest, or none with --no-roi), then its
 X_ood frames before (zero-shot) and after, the job's time once the shots are in, whether it succeeded, and whether
 every trained object's answers on the benchmark's frames stayed bit-identical.
 
-    vlkd collect clutter --config clutter_train --seed 7777 --episodes 150 --ood-episode-fraction 1 \
+    vlkd collect clutter --config clutter_train --seed 7777 --episodes 150 --ood-episode-fraction 0.95 \
         --out data/clutter_shots                 # shots: training camera ranges, a seed no other set uses
     vlkd collect clutter --config clutter_heldout --out data/clutter_heldout
     python benchmarks/bench_fewshot_queries.py --shots-data data/clutter_shots --eval-data data/clutter_heldout \

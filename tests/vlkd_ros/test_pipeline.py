@@ -52,8 +52,8 @@ def test_unknown_reproduce_row_is_rejected(tmp_path, capsys):
 
 
 @pytest.mark.sim
-def test_build_grasp_model_collects_trains_and_installs_a_dense_model(tmp_path, monkeypatch):
-    """`vlkd build-grasp-model` end to end at a tiny size: multi-view scenes with masks, the shipped dense recipe,
+def test_build_grasp_model_collects_trains_and_installs_the_detector(tmp_path, monkeypatch):
+    """`vlkd build-grasp-model` end to end at a tiny size: multi-view scenes with masks, the shipped detector recipe,
     the model dir installed at --out; served as the default model, its answers carry locations."""
     monkeypatch.chdir(tmp_path)
     collect = tmp_path / "collect.yaml"
@@ -64,10 +64,11 @@ def test_build_grasp_model_collects_trains_and_installs_a_dense_model(tmp_path, 
                 "--workdir", str(tmp_path / "run"), "--out", str(out), "--workers", "1", "optim.epochs=1",
                 "data.image_size=48", "val_size=4", "replay_size=4", "teacher.cache_dir=cache"]) == 0
     card = json.loads((out / "model.json").read_text())
-    assert card["student"]["arch"] == "mobilenet_v3_large" and card["student"]["dense"] is True
+    assert card["student"]["arch"] == "resnet18" and card["student"]["head"] == "detector"
     rows = [json.loads(line) for line in (tmp_path / "scenes" / "manifest.jsonl").read_text().splitlines()]
     assert len(rows) == 12 and all("base_seg" in r["images"] for r in rows)
-    assert any("loss/region" in line for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines())
+    metrics = (tmp_path / "run" / "metrics.jsonl").read_text()
+    assert all(f"loss/{term}" in metrics for term in ("region", "det_heatmap", "det_crop", "det_match"))
     monkeypatch.setenv("VLKD_DEFAULT_MODEL_DIR", str(out))
     from vlkd_ros.inference import GraspFeasibility
     from vlkd_ros.pipeline import grasp_query_example, shipped_grasp_model

@@ -65,13 +65,12 @@ class GraspDataConfig:
     num_workers: int = 0
     augment: bool = False
     augment_min_area: float = 0.85
-    augment_brightness: tuple[float, float] = (1.0, 1.0)
+    augment_brightness: list[float] = field(default_factory=lambda: [1.0, 1.0])
 
     def validate(self) -> None:
         """Check views, sizes, augmentation and the split."""
         check_views(self.views)
-        lo, hi = self.augment_brightness
-        if not 0 < lo <= hi:
+        if len(self.augment_brightness) != 2 or not 0 < self.augment_brightness[0] <= self.augment_brightness[1]:
             raise DatasetError(f"data.augment_brightness must be [low, high] gains with 0 < low <= high, got "
                                f"{list(self.augment_brightness)}")
         if not 0.1 <= self.augment_min_area <= 1.0:
@@ -369,7 +368,7 @@ def augment_observations(x: torch.Tensor, generator: torch.Generator, min_scale:
     return out if out_masks is None else (out, out_masks)
 
 
-def jitter_brightness(x: torch.Tensor, generator: torch.Generator, gains: tuple[float, float],
+def jitter_brightness(x: torch.Tensor, generator: torch.Generator, gains: list[float] | tuple[float, float],
                       transform: ObservationTransform) -> torch.Tensor:
     """Observations (B, C, S, S) as `transform` made them, each one's RGB views scaled in pixel space by one gain
     drawn log-uniformly from `gains` (clipped to [0, 1]); depth channels unchanged."""

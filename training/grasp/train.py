@@ -174,7 +174,7 @@ def train_grasp(config: GraspTrainConfig, resume: bool = False) -> Path:
             if config.data.augment:
                 augmented = augment_observations(x, augment_rng, config.data.augment_min_area, masks)
                 x, masks = augmented if masks is not None else (augmented, None)
-                if tuple(config.data.augment_brightness) != (1.0, 1.0):
+                if list(config.data.augment_brightness) != [1.0, 1.0]:
                     x = jitter_brightness(x, augment_rng, config.data.augment_brightness, transform)
             x = x.to(device, non_blocking=True)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
