@@ -150,6 +150,15 @@ def copy_model(model_dir: Path, dest: Path) -> Path:
     return dest
 
 
+def train_through_cli(tmp: Path, data: Path, teacher: Path, overrides: list[str]) -> Path:
+    """`vlkd train-grasp` of the seconds-long run on `data` with `overrides` on top, in `tmp`; its model dir."""
+    from vlkd_ros.cli import main as cli
+
+    args = grasp_overrides(data, teacher, tmp / "run", tmp / "cache") + overrides
+    assert cli(["train-grasp", *args]) == 0
+    return tmp / "run" / "model"
+
+
 DENSE_OVERRIDES = ["student.arch=efficientnet_b0", "student.dense=true", "student.output_stride=8",
                    "losses=[{type: bce}, {type: im_cst}, {type: region}]", "data.augment=true"]
 
@@ -159,25 +168,15 @@ def tiny_dense_grasp_model(tiny_clutter: Path, tiny_teacher_file: Path,
                            tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A dense grasp model dir (EfficientNet-B0, per-location features on a 4x4 map, local aggregation, region
     distillation) trained on `tiny_clutter` through `vlkd train-grasp`; its answers carry locations."""
-    from vlkd_ros.cli import main as cli
-
-    tmp = tmp_path_factory.mktemp("grasp_dense")
-    args = grasp_overrides(tiny_clutter, tiny_teacher_file, tmp / "run", tmp / "cache") + DENSE_OVERRIDES
-    assert cli(["train-grasp", *args]) == 0
-    return tmp / "run" / "model"
+    return train_through_cli(tmp_path_factory.mktemp("grasp_dense"), tiny_clutter, tiny_teacher_file, DENSE_OVERRIDES)
 
 
 @pytest.fixture(scope="session")
 def tiny_rgbd_grasp_model(tiny_clutter: Path, tiny_teacher_file: Path,
                           tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An 8-channel (base + hand RGB-D) grasp model dir trained for one epoch through `vlkd train-grasp`."""
-    from vlkd_ros.cli import main as cli
-
-    tmp = tmp_path_factory.mktemp("grasp_rgbd")
-    args = grasp_overrides(tiny_clutter, tiny_teacher_file, tmp / "run", tmp / "cache") + [
-        "data.views=[base_rgb, base_depth, hand_rgb, hand_depth]", "student.in_chans=8", "optim.epochs=1"]
-    assert cli(["train-grasp", *args]) == 0
-    return tmp / "run" / "model"
+    return train_through_cli(tmp_path_factory.mktemp("grasp_rgbd"), tiny_clutter, tiny_teacher_file, [
+        "data.views=[base_rgb, base_depth, hand_rgb, hand_depth]", "student.in_chans=8", "optim.epochs=1"])
 
 
 DETECTOR_OVERRIDES = ["student.head=detector", "data.image_size=48", "losses=[{type: bce}, {type: region}]",
@@ -189,9 +188,5 @@ def tiny_detector_grasp_model(tiny_clutter: Path, tiny_teacher_file: Path,
                               tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A detector grasp model dir (ResNet18 + FPN at stride 8 on 48 px, a 6x6 map; class-agnostic heads, region
     distillation) trained on `tiny_clutter` through `vlkd train-grasp`; its answers carry boxes."""
-    from vlkd_ros.cli import main as cli
-
-    tmp = tmp_path_factory.mktemp("grasp_detector")
-    args = grasp_overrides(tiny_clutter, tiny_teacher_file, tmp / "run", tmp / "cache") + DETECTOR_OVERRIDES
-    assert cli(["train-grasp", *args]) == 0
-    return tmp / "run" / "model"
+    return train_through_cli(tmp_path_factory.mktemp("grasp_detector"), tiny_clutter, tiny_teacher_file,
+                             DETECTOR_OVERRIDES)

@@ -56,7 +56,8 @@ def points_inside(episode: Episode, name: str, uv: Tensor, image_size: int, fram
         return False
     h, w = frame
     scale = image_size / min(h, w)
-    top, left = (max(image_size, round(h * scale)) - image_size) // 2, (max(image_size, round(w * scale)) - image_size) // 2
+    top = (max(image_size, round(h * scale)) - image_size) // 2
+    left = (max(image_size, round(w * scale)) - image_size) // 2
     x, y = (float(uv[0]) * image_size + left) / scale, (float(uv[1]) * image_size + top) / scale
     x0, y0, x1, y1 = bbox  # inclusive pixels: the box spans [x0, x1 + 1)
     return x0 - HIT_MARGIN_PX <= x <= x1 + 1 + HIT_MARGIN_PX and y0 - HIT_MARGIN_PX <= y <= y1 + 1 + HIT_MARGIN_PX

@@ -371,7 +371,10 @@ def augment_observations(x: torch.Tensor, generator: torch.Generator, min_scale:
 def jitter_brightness(x: torch.Tensor, generator: torch.Generator, gains: list[float] | tuple[float, float],
                       transform: ObservationTransform) -> torch.Tensor:
     """Observations (B, C, S, S) as `transform` made them, each one's RGB views scaled in pixel space by one gain
-    drawn log-uniformly from `gains` (clipped to [0, 1]); depth channels unchanged."""
+    drawn log-uniformly from `gains` (clipped to [0, 1]); depth channels unchanged. Gains [1, 1] return `x` itself
+    and draw nothing from `generator` (so recipes without it augment as they did before it existed)."""
+    if list(gains) == [1.0, 1.0]:
+        return x
     lo, hi = math.log(gains[0]), math.log(gains[1])
     gain = torch.exp(lo + (hi - lo) * torch.rand(len(x), generator=generator)).view(-1, 1, 1, 1)
     out, start = x.clone(), 0

@@ -2,7 +2,8 @@
 heatmaps and per-object regression read from the simulator's object masks after augmentation, the free / visible /
 "something rests on it" heads at each object's centre cell, and the region-text loss of each object's embedding
 against the teacher's text embeddings of the Y_id names (softmax over the names, and the answer's own match
-logits). The ViLD-style distillation of the teacher's crop embeddings is loss "region" (training.grasp.regions)."""
+logits), and ViLD's distillation of the teacher's crop embedding into the embedding at each object's centre cell
+(`crop`; loss "region", training.grasp.regions, distils it into the mask-pooled embedding)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -57,6 +58,10 @@ class SlotLabels:
     free: Tensor
     visible: Tensor
     supports: Tensor
+
+    def rows(self, index: Tensor, device: torch.device) -> SlotLabels:
+        """The labels of episodes `index` (a batch), on `device`."""
+        return SlotLabels(*(t[index].to(device) for t in (self.name, self.free, self.visible, self.supports)))
 
 
 def slot_labels(episodes: list[Episode], names: list[str]) -> SlotLabels:
@@ -138,8 +143,7 @@ def detector_loss(feats: Tensor, targets: DetectorTargets, labels: SlotLabels, t
     valid (B, K), for the 'crop' term. Returns (total, {term: value})."""
     terms = {"heatmap": focal_heatmap_loss(feats[..., 0], targets.heatmap)}
     at = torch.gather(feats, 1, targets.cell[..., None].expand(-1, -1, feats.shape[-1]))  # (B, K, FIELDS + D)
-    valid = targets.valid
-    n = valid.sum().clamp_min(1)
+    emb, valid = at[..., FIELDS:], targets.valid
 
     def mean(x: Tensor, keep: Tensor = valid) -> Tensor:
         return (x * keep).sum() / keep.sum().clamp_min(1)
@@ -147,16 +151,16 @@ def detector_loss(feats: Tensor, targets: DetectorTargets, labels: SlotLabels, t
     terms["free"] = mean(F.binary_cross_entropy_with_logits(at[..., 1], labels.free, reduction="none"))
     terms["visible"] = mean(F.binary_cross_entropy_with_logits(at[..., 2], labels.visible, reduction="none"))
     terms["supports"] = mean(F.binary_cross_entropy_with_logits(at[..., 3], labels.supports, reduction="none"))
-    terms["offset"] = (F.l1_loss(at[..., 4:6], targets.offset, reduction="none").sum(-1) * valid).sum() / n
-    terms["box"] = (F.l1_loss(at[..., 6:10], targets.sides, reduction="none").sum(-1) * valid).sum() / n
+    terms["offset"] = mean(F.l1_loss(at[..., 4:6], targets.offset, reduction="none").sum(-1))
+    terms["box"] = mean(F.l1_loss(at[..., 6:10], targets.sides, reduction="none").sum(-1))
     named = valid & (labels.name >= 0)
-    logits = match_logits(at[..., FIELDS:], text)  # (B, K, N)
+    logits = match_logits(emb, text)  # (B, K, N)
     own = labels.name.clamp_min(0)
     terms["text"] = mean(F.cross_entropy(logits.transpose(1, 2), own, reduction="none"), named)
     onehot = F.one_hot(own, text.shape[0]).float()
     terms["match"] = mean(F.binary_cross_entropy_with_logits(logits, onehot, reduction="none").sum(-1), named)
     if crops is not None:
         crop, crop_valid = crops
-        terms["crop"] = mean(1 - F.cosine_similarity(at[..., FIELDS:], crop, dim=-1), valid & crop_valid)
+        terms["crop"] = mean(1 - F.cosine_similarity(emb, crop, dim=-1), valid & crop_valid)
     total = sum(getattr(config, k) * v for k, v in terms.items())
     return total, terms

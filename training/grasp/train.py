@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,7 +20,7 @@ from training.feature_cache import teacher_image_features, teacher_text_features
 from training.grasp.data import (ClutterData, EpisodeDataset, GraspDataConfig, MaskedEpisodeDataset,
                                  ObservationTransform, augment_observations, base_rgb_images, episode_targets,
                                  jitter_brightness, load_clutter_data, stack_episodes, view_channels)
-from training.grasp.detector import DetectorLossConfig, SlotLabels, detector_loss, detector_targets, slot_labels
+from training.grasp.detector import DetectorLossConfig, detector_loss, detector_targets, slot_labels
 from training.grasp.fewshot import GraspFewShotConfig
 from training.grasp.losses import GraspBatch, build_grasp_loss, needs_regions, needs_teacher_features
 from training.grasp.regions import RegionTargets, region_weights, teacher_region_features
@@ -174,8 +174,7 @@ def train_grasp(config: GraspTrainConfig, resume: bool = False) -> Path:
             if config.data.augment:
                 augmented = augment_observations(x, augment_rng, config.data.augment_min_area, masks)
                 x, masks = augmented if masks is not None else (augmented, None)
-                if list(config.data.augment_brightness) != [1.0, 1.0]:
-                    x = jitter_brightness(x, augment_rng, config.data.augment_brightness, transform)
+                x = jitter_brightness(x, augment_rng, config.data.augment_brightness, transform)
             x = x.to(device, non_blocking=True)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
                 feats = net.student(x)
@@ -192,9 +191,9 @@ def train_grasp(config: GraspTrainConfig, resume: bool = False) -> Path:
             if slots is not None:
                 found = detector_targets(masks.to(device), slots.name.shape[1], math.isqrt(feats.shape[1]),
                                          config.detector)
-                rows = SlotLabels(*(getattr(slots, f.name)[index].to(device) for f in fields(SlotLabels)))
                 crops = None if regions is None else (extra["region_targets"], extra["region_valid"])
-                det, det_terms = detector_loss(feats, found, rows, pos, net.scorer.match, config.detector, crops)
+                det, det_terms = detector_loss(feats, found, slots.rows(index, device), pos, net.scorer.match,
+                                               config.detector, crops)
                 loss = loss + det
                 terms = {**terms, **{f"det_{k}": v.item() for k, v in det_terms.items()}}
             optimizer_step(loss, optimizer, scheduler, config.optim.schedule)
