@@ -42,7 +42,7 @@ def shot_episodes(data, name: str, k: int, min_visible: float) -> list:
     return picked
 
 
-def _pixel_box(bbox: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+def pixel_box(bbox: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
     """A mask's inclusive pixel box as the x_min, y_min, x_max, y_max edges `add_object` takes."""
     return bbox[0], bbox[1], bbox[2] + 1, bbox[3] + 1
 
@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"name": name, "state": "no shots", "shots": len(episodes)})
                 continue
             images = [episode_observation(e, model.views) for e in episodes]
-            rois = [_pixel_box(e.objects[name].bbox) if args.roi else None for e in episodes]
+            rois = [pixel_box(e.objects[name].bbox) if args.roi else None for e in episodes]
             before = name_quality(model, bench.x_ood, name)
             start = time.perf_counter()
             job = model.add_object(name, images, k=args.k, rois=rois)

@@ -100,6 +100,18 @@ def timed(call: Any, what: str, timeout: float = 30.0) -> tuple[Any, float]:
     return reply, elapsed
 
 
+def peer_env() -> dict:
+    """The environment of this process and the peers it starts: this checkout's interfaces, the large-frame Fast DDS
+    profile `vlkd serve` / `vlkd sim-camera` use, and a ROS domain of the run's own on loopback (set here too)."""
+    ensure_ros_environment()
+    use_large_frame_profile()
+    env = dict(os.environ)
+    env.update(ROS_DOMAIN_ID=env.get("ROS_DOMAIN_ID", str(1 + os.getpid() % 100)),
+               ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1")
+    os.environ.update(ROS_DOMAIN_ID=env["ROS_DOMAIN_ID"], ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
+    return env
+
+
 def start(cmd: list[str], env: dict) -> subprocess.Popen:
     """A peer process with its output kept for errors."""
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
@@ -390,18 +402,13 @@ def main() -> int:
     args = parse_args()
     if REFERENCE not in args.floor_executors:
         args.floor_executors.insert(0, REFERENCE)
-    ensure_ros_environment()
-    use_large_frame_profile()  # what `vlkd serve` / `vlkd sim-camera` use; the peers inherit it
+    env = peer_env()
     import numpy as np
     import rclpy
 
     from vlkd_ros.ros.client import PerceptionClient, interrupt
     from vlkd_ros.ros.image_msgs import numpy_to_image
 
-    env = dict(os.environ)
-    env.update(ROS_DOMAIN_ID=env.get("ROS_DOMAIN_ID", str(1 + os.getpid() % 100)),
-               ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST", PYTHONUNBUFFERED="1")
-    os.environ.update(ROS_DOMAIN_ID=env["ROS_DOMAIN_ID"], ROS_AUTOMATIC_DISCOVERY_RANGE="LOCALHOST")
     ns = f"/vlkd_bench{os.getpid()}"
     topic = f"{ns}/camera/image_raw"
     frames = frames_folder(args.frame_size)

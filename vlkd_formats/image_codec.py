@@ -12,7 +12,6 @@ import errno
 import os
 from pathlib import Path
 
-import cv2
 import numpy as np
 from PIL import Image
 
@@ -65,6 +64,8 @@ def read_label_png(path: str | os.PathLike) -> np.ndarray:
 
 def encode_png(image: np.ndarray) -> bytes:
     """PNG bytes of an HxWx3 uint8 RGB image or an HxW (HxWx1) 8- or 16-bit single-channel image."""
+    import cv2  # here, not at import: a serving process reads images but writes none (OpenCV is ~50 MB)
+
     image = np.asarray(image)
     if image.ndim == 3 and image.shape[2] == 3:
         image = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR)

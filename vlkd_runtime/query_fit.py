@@ -1,7 +1,8 @@
 """A new object as a new query vector, not new weights (in the spirit of OWL-ViT's image-conditioned queries,
 CoOp's learnt prompts and Tip-Adapter): from the student's embeddings of a few shots, fit the object's query
 vector (with the name's zero-shot text direction as its prior), its own scale, bias and threshold. The student's
-weights never change, so every other object's answers stay bit-identical by construction. numpy + scipy only.
+weights never change, so every other object's answers stay bit-identical by construction. numpy + scipy (imported
+by the fits, not at import: an idle serving process does not load it).
 
 The model scores a name's query vector q on a frame as raw(q) = s * (g . q + w * sum_l a_l(q) x_l . q) + c (the
 scorer's global term and its attention over locations); a zero-shot name's q is its text direction t+ - t-. The
@@ -18,7 +19,6 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-from scipy.optimize import minimize
 
 from vlkd_runtime.scoring import FIELDS, sigmoid
 
@@ -126,10 +126,18 @@ def negative_rows(features: np.ndarray) -> np.ndarray:
 def detector_negative_rows(features: np.ndarray, per_frame: int = DETECTOR_NEGATIVES) -> np.ndarray:
     """The embeddings an answer could pick on detector features (N, L, FIELDS + D) of frames without the object:
     each frame's `per_frame` most object-like locations (objectness + free to grasp), (N * per_frame, D)."""
-    prior = features[..., 0] + features[..., 1]
-    top = np.argsort(-prior, axis=1, kind="stable")[:, :per_frame]
-    rows = np.take_along_axis(features, top[..., None], 1)[..., FIELDS:]
+    rows = most_object_like(features, per_frame)[..., FIELDS:]
     return rows.reshape(-1, rows.shape[-1]).astype(np.float32)
+
+
+def most_object_like(features: np.ndarray, keep: int) -> np.ndarray:
+    """Detector features (N, L, FIELDS + D) cut to each frame's `keep` most object-like locations (objectness +
+    free to grasp), most object-like first (ties: in location order), (N, min(keep, L), FIELDS + D): their
+    `detector_negative_rows` (per_frame <= keep) are the full features', and so is an answer on them wherever the
+    best location is among them."""
+    prior = features[..., 0] + features[..., 1]
+    top = np.argsort(-prior, axis=1, kind="stable")[:, :keep]
+    return np.take_along_axis(features, top[..., None], 1)
 
 
 def fit_query(positives: np.ndarray, negatives: np.ndarray, prior: np.ndarray, scale: float,
@@ -156,6 +164,8 @@ def fit_query(positives: np.ndarray, negatives: np.ndarray, prior: np.ndarray, s
         grad_q = scale * (x.T @ g) + 2 * prior_weight * d / norm
         return value, np.concatenate([grad_q, [g.sum()]])
 
+    from scipy.optimize import minimize  # here, not at import: a serving process loads scipy at its first job
+
     start = np.concatenate([q0, [0.0]])
     found = minimize(loss, start, jac=True, method="L-BFGS-B", options={"maxiter": 200})
     return found.x[:-1].astype(np.float32)
@@ -167,6 +177,7 @@ def calibrate(raw_pos: np.ndarray, raw_neg: np.ndarray) -> tuple[float, float]:
     r = np.concatenate([raw_pos, raw_neg]).astype(np.float64)
     y = np.concatenate([np.ones(len(raw_pos)), np.zeros(len(raw_neg))])
     w = np.where(y > 0, 0.5 / max(len(raw_pos), 1), 0.5 / max(len(raw_neg), 1))
+    from scipy.optimize import minimize
 
     def loss(params: np.ndarray) -> tuple[float, np.ndarray]:
         z = params[0] * r + params[1]

@@ -244,7 +244,12 @@ class PerceptionNode(LifecycleNode):
             model, self._model = self._model, None
             self.queries.embeddings.clear()
         self._drain_jobs(model)
-        gc.unfreeze()  # the model's objects can be collected again
+        del model  # the last reference; the model's objects hold reference cycles, so only a collection frees them
+        gc.unfreeze()
+        gc.collect()  # now, not at the next full collection (maybe never while inactive): ~110 MB after a job
+        from vlkd_ros.inference.heap import trim_heap  # loaded with the model (vlkd_ros.inference), here since then
+
+        trim_heap()
 
     def _drain_jobs(self, model: GraspModel | None) -> None:
         """Let the model's running few-shot jobs commit to its registry before the model is dropped."""

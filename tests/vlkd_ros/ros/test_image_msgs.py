@@ -1,4 +1,5 @@
 """vlkd_ros.ros.image_msgs: sensor_msgs/Image <-> numpy for every supported encoding, padding, endianness and errors."""
+import cv2
 import numpy as np
 import pytest
 
@@ -85,6 +86,35 @@ def test_pixel_limit_and_large_frame_shrink() -> None:
     assert small.shape == (224, 398, 3)
     assert small[:, :190].max() == 0 and small[:, 210:].min() == 200
     assert image_to_rgb(numpy_to_image(RGB, "rgb8"), shrink_to=224).shape == RGB.shape
+
+
+@pytest.mark.parametrize("channels, encoding", [(3, "rgb8"), (4, "bgra8"), (1, "mono8")])
+def test_shrinking_averages_each_output_pixels_area(channels: int, encoding: str) -> None:
+    """Colour frames shrink by an area average: by an integer factor every output pixel is the mean of its block of
+    source pixels (within one level), by any factor a flat frame stays flat and the frame's mean level stays."""
+    order = {"rgb8": [0, 1, 2], "bgra8": [2, 1, 0], "mono8": [0, 0, 0]}[encoding]
+    frame = RNG.integers(0, 256, (480, 640, channels), dtype=np.uint8)
+    blocks = frame[:, :, order].reshape(120, 4, 160, 4, 3).mean((1, 3))
+    out = image_to_rgb(numpy_to_image(frame, encoding), shrink_to=120)
+    assert out.shape == (120, 160, 3) and np.abs(out - blocks).max() <= 1.0  # Pillow sums in fixed point
+    for height, width, side in ((480, 640, 128), (97, 203, 13), (300, 451, 299)):
+        frame = RNG.integers(0, 256, (height, width, channels), dtype=np.uint8)
+        out = image_to_rgb(numpy_to_image(frame, encoding), shrink_to=side)
+        assert min(out.shape[:2]) == side
+        assert abs(float(out.mean()) - float(frame[:, :, order].mean())) < 1.0
+        flat = np.full((height, width, channels), 77, np.uint8)
+        assert (image_to_rgb(numpy_to_image(flat, encoding), shrink_to=side) == 77).all()
+
+
+@pytest.mark.parametrize("encoding, dtype", [("16UC1", np.uint16), ("32FC1", np.float32)])
+def test_depth_shrinks_to_the_nearest_pixel_as_opencv_does(encoding: str, dtype: type) -> None:
+    """Depth is never averaged across an object's edge: each output pixel is OpenCV's INTER_NEAREST source pixel."""
+    for height, width, side in ((480, 640, 128), (1080, 1920, 224), (97, 203, 13)):
+        depth = (RNG.random((height, width)) * 60000).astype(dtype)
+        scale = side / min(height, width)
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        assert np.array_equal(image_to_depth(numpy_to_image(depth, encoding), shrink_to=side),
+                              cv2.resize(depth, size, interpolation=cv2.INTER_NEAREST))
 
 
 def test_numpy_to_image_checks_shape_and_dtype() -> None:

@@ -309,14 +309,17 @@ def test_names_the_registry_refuses_are_answered_not_raised(local_node, grasp_mo
 
 def test_an_active_node_keeps_the_collector_off_what_it_loaded(local_node, grasp_model_dir: Path) -> None:
     """Activation freezes the heap (torch and the model: a full collection over them would stall a query for
-    ~290 ms); deactivation thaws it so the dropped model can be collected."""
+    ~290 ms); deactivation thaws it and collects the dropped model (it holds reference cycles)."""
     import gc
+    import weakref
 
     node = local_node(model_dir=str(grasp_model_dir))
     assert node.autostart()
     assert gc.get_freeze_count() > 100_000
+    model = weakref.ref(node._model)
     node.trigger_deactivate()
     assert gc.get_freeze_count() == 0
+    assert model() is None
 
 
 def test_a_model_dir_that_does_not_load_leaves_the_node_up(local_node, tmp_path: Path) -> None:

@@ -1,6 +1,7 @@
-"""A running perception node (backend "onnx", the node's default) imports neither torch nor `training` nor `sim`:
-checked inside the node process, after it answered a client's question about a trained and a new name; started as
-`vlkd_perception` (what `ros2 run` and launch files execute) and as `vlkd serve`."""
+"""A running perception node (backend "onnx", the node's default) imports neither torch nor `training` nor `sim`, nor
+OpenCV or scipy (Pillow shrinks its frames; scipy comes with the first few-shot job): checked inside the node
+process, after it answered a client's question about a trained and a new name; started as `vlkd_perception` (what
+`ros2 run` and launch files execute) and as `vlkd serve`."""
 from __future__ import annotations
 
 import json
@@ -16,6 +17,7 @@ from test_perception_node import PARAMS, camera_cmd, serve_cmd
 
 pytestmark = pytest.mark.ros
 TRAINER = ("torch", "training", "sim")
+HEAVY = ("cv2", "scipy")  # ~50 and ~58 MB of a node's memory (cv2 comes for ~/debug_image, scipy for a job's fit)
 
 # `vlkd serve` with a watcher thread: once the trigger file appears it writes the trainer modules the process holds
 WRAPPER = """
@@ -35,7 +37,7 @@ if sys.argv[3] == "vlkd_perception":
 from vlkd_ros.cli import main
 sys.argv = ["vlkd", *sys.argv[4:]]
 sys.exit(main())
-""".format(trainer=repr(set(TRAINER)))
+""".format(trainer=repr({*TRAINER, *HEAVY}))
 
 
 def node_args(entry: str, model_dir: Path, ns: str) -> list[str]:
