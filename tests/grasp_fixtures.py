@@ -180,7 +180,7 @@ def tiny_rgbd_grasp_model(tiny_clutter: Path, tiny_teacher_file: Path,
 
 
 DETECTOR_OVERRIDES = ["student.head=detector", "data.image_size=48", "losses=[{type: bce}, {type: region}]",
-                      "optim.epochs=12"]
+                      "optim.epochs=12", "match_vocabulary=true"]
 
 
 @pytest.fixture(scope="session")

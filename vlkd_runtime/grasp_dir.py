@@ -8,7 +8,7 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, TypeVar
+from typing import Any, Iterator, Mapping, TypeVar
 
 import numpy as np
 from safetensors import safe_open
@@ -42,6 +42,7 @@ class GraspCard:
     fewshot: dict[str, Any] = field(default_factory=dict)
     local_weight: float | None = None  # a dense model's local-aggregation weight (None: global features only)
     head: str = "embedding"  # "detector": per-location detections (vlkd_runtime.scoring.DETECTOR_CHANNELS)
+    match_vocabulary: bool = False  # a detector matches names against its label names (DetectorScorer.vocabulary)
     format: str = GRASP_FORMAT
     version: int = GRASP_VERSION
 
@@ -120,9 +121,12 @@ class ServedModelDir:
                                     self.grasp.depth_max_m)
 
     def scorer(self) -> Scorer | DetectorScorer:
-        """The trained scorer's constants (a detector's match scale and bias, for a detector model)."""
+        """The trained scorer's constants (a detector's match scale and bias, and its vocabulary when the card
+        matches names against it, for a detector model)."""
         if self.grasp.head == "detector":
-            return DetectorScorer(self.grasp.logit_scale, self.grasp.logit_bias)
+            feats = load_file(str(self.root / TEXT_FEATURES_FILE)) if self.grasp.match_vocabulary else None
+            return DetectorScorer(self.grasp.logit_scale, self.grasp.logit_bias,
+                                  None if feats is None else label_vocabulary(feats))
         return Scorer(self.grasp.logit_scale, self.grasp.logit_bias, self.grasp.local_weight)
 
     def onnx_path(self, registry: ObjectRegistry | None = None) -> Path:
@@ -145,6 +149,17 @@ class ServedModelDir:
         path = self.root / REPLAY_FILE
         with safe_open(str(path), "np") as f:
             return HeldOut(json.loads(f.metadata()["names"]), f.get_tensor("val_targets").astype(np.float32), path)
+
+
+def label_vocabulary(text_features: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+    """The vocabulary a detector matches names against, float32: the text features of the model's trained and
+    held-out label names ("id", "ood" of `text_features.safetensors`), and their negative prompts' when the model
+    has them."""
+    parts = [p for p in ("id", "ood") if p in text_features]
+    pos = np.concatenate([text_features[p] for p in parts]).astype(np.float32)
+    if any(f"{p}_neg" not in text_features for p in parts):
+        return pos, None
+    return pos, np.concatenate([text_features[f"{p}_neg"] for p in parts]).astype(np.float32)
 
 
 def read_served_model_dir(model_dir: str | os.PathLike, state_dir: str | os.PathLike | None = None

@@ -116,6 +116,13 @@ def resize_crop(x: np.ndarray, size: int, mode: str) -> np.ndarray:
     return np.ascontiguousarray(x[:, top:top + size, left:left + size])
 
 
+def input_to_frame(u: float, v: float, width: int, height: int) -> tuple[float, float]:
+    """Pixel (x column, y row) of the width x height frame at u, v in [0, 1] of the square model input: `resize_crop`'s
+    input is the frame's centre square (side min(width, height)), to within one input pixel (the resize rounds)."""
+    side = min(width, height)
+    return (width - side) / 2 + u * side, (height - side) / 2 + v * side
+
+
 @lru_cache(maxsize=64)
 def _aa_weights(n_in: int, n_out: int) -> np.ndarray:
     """(n_out, n_in) float32 weights of torch's antialiased bilinear resize of float32 data along one axis

@@ -7,7 +7,7 @@ dense model with local weight w), scale s and bias b as trained (`training.grasp
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -85,13 +85,18 @@ MAX_LOG_SCORE = -1e-7  # log-scores are clipped below 0 so that their logit is f
 @dataclass(frozen=True)
 class DetectorScorer:
     """A detector model's answer: for a name X with query t (its text features, or a query vector learnt from
-    shots), each location l scores p_l = sigmoid(o_l) * sigmoid(s * e_l . t + b) * sigmoid(f_l) (objectness, match
-    with the name, free to grasp: visible enough and nothing resting on it); the answer is the best location's p,
-    returned as a logit, and its location is that location's box. `match_scale` and `match_bias` are s and b as
+    shots), each location l scores p_l = sigmoid(o_l) * m_l(t) * sigmoid(f_l) (objectness, match with the name,
+    free to grasp: visible enough and nothing resting on it); the answer is the best location's p, returned as a
+    logit, and its location is that location's box. The match m_l(t) is sigmoid(s * e_l . t + b) or, with a
+    `vocabulary` (the text features (V, D) of the model's label names, and their negative prompts' or None),
+    ViLD's softmax of z = s * e_l . t against the vocabulary's z_v and itself: exp(z) / (sum_v exp(z_v) + exp(z)),
+    so that a name wins only where it matches better than the names of the other objects the model knows (a name
+    of the vocabulary counts twice, which keeps its answers' order). `match_scale` and `match_bias` are s and b as
     trained (`training.grasp.model.DetectorScorer`)."""
 
     match_scale: float
     match_bias: float
+    vocabulary: tuple[np.ndarray, np.ndarray | None] | None = field(default=None, compare=False)
 
     @property
     def scale(self) -> np.float32:
@@ -113,9 +118,14 @@ class DetectorScorer:
         """log p_l per location and name, (B, L, N) float32."""
         check_detector_features(feats, pos.shape[-1])
         emb = feats[..., FIELDS:]
-        match = self.scale * _similarity(emb, pos, neg) + np.float32(self.match_bias)
+        z = self.scale * _similarity(emb, pos, neg)
         prior = -(_softplus(-feats[..., 0]) + _softplus(-feats[..., 1]))  # log sigmoid(o) + log sigmoid(f)
-        return (prior[..., None] - _softplus(-match)).astype(np.float32)
+        if self.vocabulary is None:
+            return (prior[..., None] - _softplus(-(z + np.float32(self.match_bias)))).astype(np.float32)
+        zv = self.scale * _similarity(emb, *self.vocabulary)
+        top = zv.max(-1, keepdims=True)
+        known = top + np.log(np.exp(zv - top).sum(-1, keepdims=True))  # log sum_v exp(z_v), (B, L, 1)
+        return (prior[..., None] + z - np.logaddexp(known, z)).astype(np.float32)
 
     def _best(self, feats: np.ndarray, pos: np.ndarray, neg: np.ndarray | None
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

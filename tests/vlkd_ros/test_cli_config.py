@@ -156,7 +156,8 @@ LIBRARY_ERRORS = ["vlkd_formats.config:ConfigError", "vlkd_formats.dataset_dir:D
                   "training.students:StudentError", "training.text:LabelTextError", "training.export:ExportError",
                   "training.describe:DescribeError", "training.teacher:TeacherLoadError",
                   "training.grasp.text:TextTowerError", "training.feature_cache:CorruptImagesError",
-                  "vlkd_formats.model_dir:ModelDirError", "vlkd_ros.cli:CLIError"]
+                  "vlkd_formats.model_dir:ModelDirError", "vlkd_ros.cli:CLIError",
+                  "training.grasp.finetune_model:FinetuneRefused"]
 
 
 @pytest.mark.parametrize("target", LIBRARY_ERRORS)

@@ -12,6 +12,7 @@ from torch.utils.data import DataLoader
 
 from training.grasp.data import Episode, EpisodeDataset, ObservationTransform, episode_targets
 from vlkd_formats.image_codec import read_rgb
+from vlkd_runtime.observation import input_to_frame
 
 HIT_MARGIN_PX = 2  # a location this close to the object's visible box still points at it
 # 20 names no dataset of ours holds: a "yes" to any of them is wrong on every frame
@@ -47,24 +48,20 @@ def answer_frames(student: torch.nn.Module, scorer: torch.nn.Module, episodes: l
     return Answers(torch.cat(scores), None if boxes[0] is None else torch.cat(boxes))
 
 
-def points_inside(episode: Episode, name: str, uv: Tensor, image_size: int, frame: tuple[int, int]) -> bool:
+def points_inside(episode: Episode, name: str, uv: Tensor, frame: tuple[int, int]) -> bool:
     """True when u, v (in [0, 1] of the square input) falls inside `name`'s visible box of the base view (of
-    height, width `frame`), grown by HIT_MARGIN_PX, once mapped back through the transform's resize and centre
-    crop."""
+    height, width `frame`), grown by HIT_MARGIN_PX, once mapped back to frame pixels as the node maps it
+    (`input_to_frame`)."""
     bbox = episode.objects[name].bbox
     if bbox is None:
         return False
-    h, w = frame
-    scale = image_size / min(h, w)
-    top = (max(image_size, round(h * scale)) - image_size) // 2
-    left = (max(image_size, round(w * scale)) - image_size) // 2
-    x, y = (float(uv[0]) * image_size + left) / scale, (float(uv[1]) * image_size + top) / scale
+    x, y = input_to_frame(float(uv[0]), float(uv[1]), frame[1], frame[0])
     x0, y0, x1, y1 = bbox  # inclusive pixels: the box spans [x0, x1 + 1)
     return x0 - HIT_MARGIN_PX <= x <= x1 + 1 + HIT_MARGIN_PX and y0 - HIT_MARGIN_PX <= y <= y1 + 1 + HIT_MARGIN_PX
 
 
-def answer_checks(answers: Answers, episodes: list[Episode], names: list[str], threshold: float | Tensor,
-                  image_size: int) -> dict[str, float]:
+def answer_checks(answers: Answers, episodes: list[Episode], names: list[str], threshold: float | Tensor
+                  ) -> dict[str, float]:
     """For the pairs of `episodes` x `names` (answers' columns) at `threshold` (one, or one per name (1, M)): the
     share of right "yes" whose location points at the object (`hit`; NaN for a model without locations) and the
     share of "yes" among names absent from the frame (`absent_false_yes`), each with its count."""
@@ -76,7 +73,7 @@ def answer_checks(answers: Answers, episodes: list[Episode], names: list[str], t
     if answers.boxes is not None and right.any():
         pairs = right.nonzero().tolist()
         frames = {i: read_rgb(episodes[i].images["base_rgb"]).shape[:2] for i in {i for i, _ in pairs}}
-        hits = [points_inside(episodes[i], names[j], answers.boxes[i, j, :2], image_size, frames[i])
+        hits = [points_inside(episodes[i], names[j], answers.boxes[i, j, :2], frames[i])
                 for i, j in pairs]
         out["hit"] = float(np.mean(hits))
     absent = ~present

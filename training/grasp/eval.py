@@ -28,8 +28,7 @@ from training.students import Student
 from training.teacher import Teacher, resolve_device
 from vlkd_formats.atomic_io import atomic_write_json, atomic_write_text
 from training.model_dir import training_config_tree
-from vlkd_formats.model_dir import CARD_FILE, KIND_GRASP, RUN_MODEL_DIR, TEXT_ENCODER_DIR, file_slug
-from vlkd_runtime.text import OnnxTextEncoder, PromptConfig, prompt_texts
+from vlkd_formats.model_dir import CARD_FILE, KIND_GRASP, RUN_MODEL_DIR, file_slug
 
 log = logging.getLogger(__name__)
 COLUMNS = (("x_id", "Y_id on X_id"), ("id_on_ood", "Y_id on X_ood"), ("ood_on_ood", "Y_ood on X_ood"))
@@ -220,13 +219,13 @@ def _student_metrics(student: Student, gm: GraspModelDir, x_id: list[Episode], x
     s_id, s_ood = a_id.scores[:, :n_id], a_ood.scores[:, :len(names)]
     g_id, p_id = episode_targets(x_id, id_objects)
     g_ood, p_ood = episode_targets(x_query, names)
-    t, size = gm.grasp.threshold, gm.grasp.image_size
+    t = gm.grasp.threshold
     columns = {"x_id": column_metrics(s_id, g_id, p_id, t),
                "id_on_ood": column_metrics(s_ood[:, :n_id], g_ood[:, :n_id], p_ood[:, :n_id], t),
                "ood_on_ood": column_metrics(s_ood[:, n_id:], g_ood[:, n_id:], p_ood[:, n_id:], t_ood)}
-    columns["x_id"].update(answer_checks(_columns(a_id, 0, n_id), x_id, id_objects, t, size))
-    columns["id_on_ood"].update(answer_checks(_columns(a_ood, 0, n_id), x_query, id_objects, t, size))
-    columns["ood_on_ood"].update(answer_checks(_columns(a_ood, n_id, len(names)), x_query, ood_objects, t_ood, size))
+    columns["x_id"].update(answer_checks(_columns(a_id, 0, n_id), x_id, id_objects, t))
+    columns["id_on_ood"].update(answer_checks(_columns(a_ood, 0, n_id), x_query, id_objects, t))
+    columns["ood_on_ood"].update(answer_checks(_columns(a_ood, n_id, len(names)), x_query, ood_objects, t_ood))
     other = false_yes(torch.cat([a_id.scores[:, len(names):], a_ood.scores[:, len(names):]]), t)
     for c in columns.values():
         c["other_false_yes"], c["other_pairs"] = other["false_yes"], other["pairs"]
@@ -376,10 +375,7 @@ def _columns(answers: Answers, lo: int, hi: int) -> Answers:
 
 def _other_domain_text(gm: GraspModelDir) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The model's prompt features of OTHER_DOMAIN_NAMES, from its own text encoder and prompt settings."""
-    encoder = OnnxTextEncoder(gm.root / TEXT_ENCODER_DIR)
-    pos, neg = prompt_texts(list(OTHER_DOMAIN_NAMES), PromptConfig.from_card(gm.grasp.text))
-    return (torch.from_numpy(encoder.encode(pos)).float(),
-            None if neg is None else torch.from_numpy(encoder.encode(neg)).float())
+    return gm.name_features(list(OTHER_DOMAIN_NAMES))
 
 
 def _train_config(model_dir: str | Path, overrides: list[str]) -> GraspTrainConfig:

@@ -1,6 +1,6 @@
-"""Few-shot grasp finetuning (Table 11's k-shot columns): finetune the student on new shots with balanced replay
-batches, and the thresholds of the objects it learnt. Serving learns new objects as query vectors instead
-(`vlkd_runtime.query_fit`)."""
+"""Few-shot grasp finetuning (Table 11's k-shot columns, `vlkd finetune-grasp`): finetune the student on new shots
+with balanced replay batches, and the thresholds of the objects it learnt. Serving learns new objects as query
+vectors instead (`vlkd_runtime.query_fit`)."""
 from __future__ import annotations
 
 import copy
@@ -25,9 +25,8 @@ class GraspFewShotConfig(FewShotConfig):
     flips and crops every drawn observation (shots and replay alike; 'all' only) so 5 shots generalise beyond
     themselves; after a finetune every added object gets its own threshold, the score it exceeds on `object_fpr` of
     held-out training-scene observations (which never hold it); object_fpr=1 keeps the model's calibrated
-    threshold. `max_drop`, `holdout`, `min_heldout_auc` and `min_control_gap` are the guards of the serving finetune
-    that query vectors replaced: still validated, since model dirs' grasp.json record them, and read by nothing
-    else until the offline `vlkd finetune-grasp` (issue 22) uses them."""
+    threshold. `max_drop`, `holdout`, `min_heldout_auc` and `min_control_gap` are the guards of the offline
+    `vlkd finetune-grasp` (`training.grasp.finetune_model`), which writes a new model dir only when they pass."""
 
     losses: list[dict[str, Any]] = field(default_factory=lambda: [{"type": "asl", "weight": 1.0}])
     params: Literal["all", "head"] = "all"

@@ -69,13 +69,17 @@ class GraspScorer(nn.Module):
 
 class DetectorScorer(nn.Module):
     """A detector model's answer (vlkd_runtime.scoring.DetectorScorer, the serving arithmetic): at each location
-    log p = log sigmoid(objectness) + log sigmoid(s * e . t + b) + log sigmoid(free); the logit of the best
-    location's p. Learnt: the match scale s and bias b."""
+    log p = log sigmoid(objectness) + log match + log sigmoid(free); the logit of the best location's p. The match
+    is sigmoid(s * e . t + b) (what training fits) or, with a `vocabulary` (text features (V, D) of the model's label
+    names and their negative prompts' or None; not a parameter, not checkpointed), the softmax of s * e . t against
+    the vocabulary's and its own. Learnt: the match scale s and bias b."""
 
-    def __init__(self, match_scale: float = 1 / CLIP_TAU, bias: float = -4.0):
+    def __init__(self, match_scale: float = 1 / CLIP_TAU, bias: float = -4.0,
+                 vocabulary: tuple[Tensor, Tensor | None] | None = None):
         super().__init__()
         self.log_scale = nn.Parameter(torch.tensor(math.log(match_scale)))
         self.bias = nn.Parameter(torch.tensor(float(bias)))
+        self.vocabulary = vocabulary
 
     @property
     def scale(self) -> float:
@@ -96,7 +100,13 @@ class DetectorScorer(nn.Module):
         if feats.ndim != 3 or feats.shape[-1] != FIELDS + pos.shape[-1]:
             raise ValueError(f"detector features must be (B, L, {FIELDS} + {pos.shape[-1]}), got {tuple(feats.shape)}")
         prior = F.logsigmoid(feats[..., 0]) + F.logsigmoid(feats[..., 1])
-        return prior[..., None] + F.logsigmoid(self.match(feats[..., FIELDS:], pos, neg))
+        emb = feats[..., FIELDS:]
+        if self.vocabulary is None:
+            return prior[..., None] + F.logsigmoid(self.match(emb, pos, neg))
+        vpos, vneg = (None if v is None else v.to(emb) for v in self.vocabulary)
+        z = self.log_scale.exp() * _similarity(emb, pos, neg)
+        known = torch.logsumexp(self.log_scale.exp() * _similarity(emb, vpos, vneg), -1, keepdim=True)
+        return prior[..., None] + z - torch.logaddexp(known, z)
 
     def forward(self, feats: Tensor, pos: Tensor, neg: Tensor | None) -> Tensor:
         """Logits (B, N) of the best location per name."""
@@ -112,11 +122,12 @@ class DetectorScorer(nn.Module):
         return _log_odds(best), torch.from_numpy(boxes)
 
 
-def build_scorer(head: str, logit_scale: float, logit_bias: float, local_weight: float | None
-                 ) -> "GraspScorer | DetectorScorer":
-    """The scorer of a grasp card: a detector's, or the embedding head's (global, or dense with local_weight)."""
+def build_scorer(head: str, logit_scale: float, logit_bias: float, local_weight: float | None,
+                 vocabulary: tuple[Tensor, Tensor | None] | None = None) -> "GraspScorer | DetectorScorer":
+    """The scorer of a grasp card: a detector's (matching names against `vocabulary` if given), or the embedding
+    head's (global, or dense with local_weight)."""
     if head == "detector":
-        return DetectorScorer(logit_scale, logit_bias)
+        return DetectorScorer(logit_scale, logit_bias, vocabulary)
     return GraspScorer(logit_scale, logit_bias, local_weight)
 
 

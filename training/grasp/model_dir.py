@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -29,8 +30,8 @@ from vlkd_formats.object_registry import ObjectEntry, ObjectRegistry, write_regi
 from vlkd_formats.state_dir import ModelFiles
 from vlkd_runtime.grasp_dir import GraspCard as RuntimeGraspCard
 from vlkd_runtime.grasp_dir import read_grasp_card as read_card_as
-from vlkd_runtime.grasp_dir import served_registry
-from vlkd_runtime.text import TEXT_CARD
+from vlkd_runtime.grasp_dir import label_vocabulary, served_registry
+from vlkd_runtime.text import TEXT_CARD, OnnxTextEncoder, prompt_texts
 
 FORMAT, VERSION = GRASP_FORMAT, GRASP_VERSION
 
@@ -95,8 +96,13 @@ class GraspModelDir:
                                     self.grasp.depth_max_m)
 
     def scorer(self) -> GraspScorer | DetectorScorer:
-        """The trained scorer (scale and bias)."""
-        return build_scorer(self.grasp.head, self.grasp.logit_scale, self.grasp.logit_bias, self.grasp.local_weight)
+        """The trained scorer (scale and bias; a detector's vocabulary when its card matches names against one)."""
+        vocabulary = None
+        if self.grasp.match_vocabulary:
+            pos, neg = label_vocabulary({k: v.numpy() for k, v in self.text_features.items()})
+            vocabulary = (torch.from_numpy(pos), None if neg is None else torch.from_numpy(neg))
+        return build_scorer(self.grasp.head, self.grasp.logit_scale, self.grasp.logit_bias, self.grasp.local_weight,
+                            vocabulary)
 
     def replay(self) -> ReplayBuffer:
         """The replay/validation buffer."""
@@ -106,15 +112,28 @@ class GraspModelDir:
         """Where the ONNX image encoder of the current weights is (or goes: `export_onnx`)."""
         return self.files.path(onnx_file(self.registry.weights_sha256))
 
+    def name_features(self, names: list[str], descriptions: dict[str, str] | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Positive/negative prompt features (N, D) of `names` with the model's prompts and `descriptions`, from its
+        ONNX text encoder: what serving scores a name with."""
+        encoder = OnnxTextEncoder(self.root / TEXT_ENCODER_DIR)
+        pos, neg = prompt_texts(names, self.grasp.prompts(), descriptions)
+        return (torch.from_numpy(encoder.encode(pos)).float(),
+                None if neg is None else torch.from_numpy(encoder.encode(neg)).float())
+
 
 def write_grasp_model_dir(out: str | os.PathLike, student: Student, card: ModelCard,
-                          text_features: dict[str, torch.Tensor], grasp: GraspCard, tower: TextTower,
+                          text_features: dict[str, torch.Tensor], grasp: GraspCard, tower: TextTower | Path,
                           replay: ReplayBuffer, objects: list[ObjectEntry]) -> Path:
     """Write every part of the grasp model dir `out` (`vlkd train-grasp` writes `output_dir/model`), the ONNX
-    export of the weights among them (what backend "onnx", the node's default, runs); the registry (objects +
-    current weights), then the card go last, so a dir with a readable card is complete."""
+    export of the weights among them (what backend "onnx", the node's default, runs); `tower` is the teacher's text
+    tower to export, or another model dir's `text_encoder/` to copy. The registry (objects + current weights), then
+    the card go last, so a dir with a readable card is complete."""
     def grasp_parts(root: Path) -> None:
-        export_text_encoder(tower, root / TEXT_ENCODER_DIR)
+        if isinstance(tower, Path):
+            shutil.copytree(tower, root / TEXT_ENCODER_DIR, dirs_exist_ok=True)
+        else:
+            export_text_encoder(tower, root / TEXT_ENCODER_DIR)
         replay.save(root / REPLAY_FILE)
         atomic_write_json(root / GRASP_FILE, asdict(grasp))
         registry = ObjectRegistry(weights=WEIGHTS_FILE, weights_sha256=file_sha256(root / WEIGHTS_FILE))

@@ -34,6 +34,7 @@ from training.students import Student, StudentConfig, StudentError
 from training.teacher import Teacher, TeacherConfig, resolve_device, teacher_card
 from vlkd_formats.model_dir import KIND_GRASP, RUN_CONFIG_FILE, RUN_MODEL_DIR, WEIGHTS_FILE, resolve_model_dir
 from vlkd_formats.object_registry import ObjectEntry
+from vlkd_runtime.grasp_dir import label_vocabulary
 from vlkd_runtime.scoring import FIELDS
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,9 @@ class GraspTrainConfig:
     """One grasp training job: teacher, student, clutter data, prompts, optimiser, losses, few-shot defaults;
     a resumable checkpoint every `checkpoint_every` epochs and after the last; `student_init` starts the student
     from a `vlkd distill` model dir (same arch, channels, embedding and input size) instead of from scratch;
-    `detector` weighs the detection terms of a `student.head=detector` student (training.grasp.detector)."""
+    `detector` weighs the detection terms of a `student.head=detector` student (training.grasp.detector);
+    `match_vocabulary` calibrates and serves a detector's match as a softmax against its label names
+    (`vlkd_runtime.scoring.DetectorScorer.vocabulary`) instead of a sigmoid per name (what training fits)."""
 
     output_dir: str = "runs/grasp"
     seed: int = 0
@@ -62,6 +65,7 @@ class GraspTrainConfig:
     fewshot: GraspFewShotConfig = field(default_factory=GraspFewShotConfig)
     detector: DetectorLossConfig = field(default_factory=DetectorLossConfig)
     calibration: Literal["f1", "accuracy"] = "f1"
+    match_vocabulary: bool = False
     replay_size: int = 64
     val_size: int = 64
     checkpoint_keep: int = 2
@@ -76,6 +80,9 @@ class GraspTrainConfig:
             raise StudentError(f"losses {[k for k in loss.terms if k != 'region']} include a whole-image distillation "
                                "term, which a detector (student.head=detector, no global embedding) cannot take; "
                                "keep one multi-label term and 'region'")
+        if self.match_vocabulary and self.student.head != "detector":
+            raise StudentError("match_vocabulary applies to a detector (student.head=detector), not to "
+                               f"student.head={self.student.head}")
         channels = view_channels(self.data.views)
         if self.student.in_chans != channels:
             raise StudentError(f"student.in_chans={self.student.in_chans} but data.views {self.data.views} stack "
@@ -211,6 +218,12 @@ def train_grasp(config: GraspTrainConfig, resume: bool = False) -> Path:
     if writer is not None:
         writer.close()
     net.eval()
+    features = {"id": texts.pos["id"], "ood": texts.pos["ood"]}
+    if texts.neg["id"] is not None:
+        features.update(id_neg=texts.neg["id"], ood_neg=texts.neg["ood"])
+    if config.match_vocabulary:  # calibrated, and served, with the match against the label names
+        vpos, vneg = label_vocabulary({k: v.cpu().numpy() for k, v in features.items()})
+        net.scorer.vocabulary = (torch.from_numpy(vpos), None if vneg is None else torch.from_numpy(vneg))
     calib_eps, calib_split = (data.x_id, config.data.id_split) if data.x_id else (data.train, config.data.train_split)
     scores = score_episodes(net.student, net.scorer, calib_eps, transform, pos, neg, config.optim.batch_size, device)
     calib_targets = episode_targets(calib_eps, data.id_objects)[0]
@@ -232,10 +245,8 @@ def train_grasp(config: GraspTrainConfig, resume: bool = False) -> Path:
                       calibration={"metric": config.calibration, "value": value, "split": calib_split,
                                    "pairs": int(scores.numel()), "auc": calib_auc},
                       objects={"id": data.id_objects, "ood": data.ood_objects, "split": data.split_source},
-                      fewshot=to_dict(config.fewshot), local_weight=net.scorer.local, head=config.student.head)
-    features = {"id": texts.pos["id"], "ood": texts.pos["ood"]}
-    if texts.neg["id"] is not None:
-        features.update(id_neg=texts.neg["id"], ood_neg=texts.neg["ood"])
+                      fewshot=to_dict(config.fewshot), local_weight=net.scorer.local, head=config.student.head,
+                      match_vocabulary=config.match_vocabulary)
     objects = [ObjectEntry(name, data.descriptions.get(name, ""), "train") for name in data.id_objects]
     return write_grasp_model_dir(out / RUN_MODEL_DIR, net.student.cpu(), card, features, grasp,
                                  TextTower.from_teacher(teacher), replay, objects)

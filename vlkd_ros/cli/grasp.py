@@ -1,4 +1,5 @@
-"""`vlkd train-grasp`, `vlkd eval-grasp` and `vlkd add-object`: grasp feasibility from clutter observations."""
+"""`vlkd train-grasp`, `vlkd eval-grasp`, `vlkd add-object` and `vlkd finetune-grasp`: grasp feasibility from clutter
+observations."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +11,8 @@ from pathlib import Path
 from vlkd_ros.cli.flags import add_config_flags, flag_overrides
 
 
-COMMANDS = ("train-grasp", "build-grasp-model", "eval-grasp", "add-object")  # the subcommands `register` adds
+# the subcommands `register` adds
+COMMANDS = ("train-grasp", "build-grasp-model", "eval-grasp", "add-object", "finetune-grasp")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -75,6 +77,36 @@ def register(sub: argparse._SubParsersAction) -> None:
                                        "held-out observations (X_ood for OOD objects, else X_id; shots excluded) "
                                        "before and after the job")
     a.set_defaults(func=run_add_object)
+
+    from training.grasp.fewshot import GraspFewShotConfig
+
+    f = sub.add_parser("finetune-grasp", help="finetune a grasp model's weights on a few shots of new objects into a "
+                                              "new model dir",
+                       description="Offline: finetunes every weight on the shots (replaying the model's training "
+                                   "frames), checks the known objects' held-out ROC AUC and each new object's held-out "
+                                   "shots, then writes NEW whole (MODEL is never changed; nothing is written when a "
+                                   "guard refuses). A node serves NEW once reconfigured to it (model_dir:=NEW). "
+                                   "Detector models learn new objects with `vlkd add-object` instead. Example: vlkd "
+                                   "finetune-grasp runs/grasp/offline --name 'tea cup' --shots cups/ --out runs/tea")
+    f.add_argument("model", help="grasp model dir, or the run dir holding it as model/")
+    f.add_argument("--name", action="append", required=True,
+                   help="a new object's name; repeat --name NAME --shots ... for several objects")
+    f.add_argument("--shots", action="append", nargs="+", required=True,
+                   help="the shots of the preceding --name: RGB image files, folders of them, or episode folders "
+                        "holding one <view>.png per view the model stacks")
+    f.add_argument("--out", required=True, help="the new model dir (must not exist)")
+    add_config_flags(f, GraspFewShotConfig, ("steps", "max_drop", "min_heldout_auc", "min_control_gap"),
+                     defaults={"steps": None, "max_drop": None, "min_heldout_auc": None, "min_control_gap": None},
+                     help={"steps": "finetune steps (default: the model's grasp.json fewshot.steps)",
+                           "max_drop": "most the known objects' held-out ROC AUC may fall (default: fewshot.max_drop)",
+                           "min_heldout_auc": "least ROC AUC of each new object's held-out shots against the "
+                                              "model's held-out frames (default: fewshot.min_heldout_auc)",
+                           "min_control_gap": "least mean score of the held-out shots above structureless copies "
+                                              "of them (default: fewshot.min_control_gap)"})
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--device", default="cpu")
+    f.add_argument("overrides", nargs="*", help="more few-shot settings, e.g. lr=0.001 'losses=[{type: asl}]'")
+    f.set_defaults(func=run_finetune)
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -166,6 +198,43 @@ def run_add_object(args: argparse.Namespace) -> int:
               f"ROC AUC {before['auc']:.3f} -> {after['auc']:.3f} (threshold {before['threshold']:.3f} -> "
               f"{after['threshold']:.3f})")
     return 0 if job.state == "succeeded" else 1
+
+
+def run_finetune(args: argparse.Namespace) -> int:
+    """Finetune into the new model dir with a progress bar; print where it is and the guards' figures."""
+    from tqdm import tqdm
+
+    from training.grasp.fewshot import GraspFewShotConfig
+    from training.grasp.finetune_model import finetune_model_dir
+    from vlkd_ros.cli import CLIError
+
+    if len(args.name) != len(args.shots):
+        raise CLIError(f"give one --shots list after each --name: got {len(args.name)} names, {len(args.shots)} "
+                       "--shots lists")
+    if len(set(args.name)) < len(args.name):
+        raise CLIError(f"each --name once: got {args.name}")
+    stray = [s for shots in args.shots for s in shots if "=" in s and not Path(s).exists()]
+    if stray:
+        raise CLIError(f"{stray} came after --shots and were read as shots: put settings right after MODEL "
+                       "(vlkd finetune-grasp MODEL lr=0.001 --name ...)")
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    overrides = flag_overrides(args, GraspFewShotConfig) + list(args.overrides)
+    bars = []  # opened at the first step: what is refused before the finetune prints its one line alone
+
+    def progress(fraction: float) -> None:
+        bars[:] = bars or [tqdm(total=1.0, desc="finetune", bar_format="{l_bar}{bar}| {elapsed}<{remaining}")]
+        bars[0].update(fraction - bars[0].n)
+
+    try:
+        result = finetune_model_dir(args.model, dict(zip(args.name, args.shots)), args.out, overrides, args.seed,
+                                    args.device, progress)
+    finally:
+        for bar in bars:
+            bar.close()
+    print(json.dumps(result.record["figures"], indent=2))
+    print(f"finetuned model dir: {result.out} (added {', '.join(result.record['added'])}; serve it with "
+          f"vlkd serve --model-dir {result.out}, or reconfigure a node with model_dir:={result.out})")
+    return 0
 
 
 def _held_out(root: Path, name: str, shot_paths: list[str], views: list[str]) -> list:

@@ -1,16 +1,16 @@
 """Where the model sees an object, in pixels of the judged image.
 
 A model answer may carry `"location": {"u", "v", "box": [x0, y0, x1, y1], "confidence"}`, normalised to [0, 1] of
-the model's square input. The observation transform (`training.grasp.data.ObservationTransform`) resizes the frame
-so its shorter side is the input size and centre-crops the longer one, so the input is the centre square of the
-frame (side min(width, height)); `frame_location` maps back onto it (to within one model-input pixel: the
-transform rounds the resized size).
+the model's square input, the frame's centre square; `frame_location` maps it back with
+`vlkd_runtime.observation.input_to_frame`, as the evaluation's hit check does.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping
+
+from vlkd_runtime.observation import input_to_frame
 
 
 @dataclass(frozen=True)
@@ -37,12 +37,8 @@ def frame_location(location: Mapping[str, Any] | None, width: int, height: int) 
                          f"'confidence'}} of numbers: {type(err).__name__}: {err}") from None
     if not all(math.isfinite(n) for n in (u, v, confidence, x0, y0, x1, y1)):
         raise ValueError(f"the model's location {location!r} holds a non-finite number")
-    side = min(width, height)
-    left, top = (width - side) / 2, (height - side) / 2
+    def px(a: float, b: float) -> tuple[float, float]:
+        return input_to_frame(min(max(a, 0.0), 1.0), min(max(b, 0.0), 1.0), width, height)
 
-    def px(n: float, offset: float) -> float:
-        return offset + min(max(n, 0.0), 1.0) * side
-
-    return PixelLocation(px(u, left), px(v, top),
-                         (px(min(x0, x1), left), px(min(y0, y1), top), px(max(x0, x1), left), px(max(y0, y1), top)),
-                         min(max(confidence, 0.0), 1.0))
+    (x, y), top_left, bottom_right = px(u, v), px(min(x0, x1), min(y0, y1)), px(max(x0, x1), max(y0, y1))
+    return PixelLocation(x, y, (*top_left, *bottom_right), min(max(confidence, 0.0), 1.0))

@@ -22,18 +22,50 @@ def test_detector_head_refuses_a_vit_backbone():
         StudentConfig(arch="vit_b_32", head="detector").validate()
 
 
-def test_numpy_and_torch_detector_scorers_agree():
-    rng = np.random.default_rng(0)
-    feats = rng.normal(size=(3, 16, FIELDS + 8)).astype(np.float32)
+def _random_features(rng: np.random.Generator, dim: int = 8) -> np.ndarray:
+    feats = rng.normal(size=(3, 16, FIELDS + dim)).astype(np.float32)
     feats[..., 4:6] = 0.4 * np.tanh(feats[..., 4:6])
     feats[..., 6:10] = 0.1 * np.abs(feats[..., 6:10])
+    return feats
+
+
+@pytest.mark.parametrize("with_vocabulary", [False, True])
+def test_numpy_and_torch_detector_scorers_agree(with_vocabulary: bool):
+    rng = np.random.default_rng(0)
+    feats = _random_features(rng)
     queries = rng.normal(size=(5, 8)).astype(np.float32)
-    torch_scorer = TorchDetectorScorer(match_scale=20.0, bias=-2.0)
+    vocabulary = (rng.normal(size=(7, 8)).astype(np.float32), None) if with_vocabulary else None
+    torch_scorer = TorchDetectorScorer(match_scale=20.0, bias=-2.0,
+                                       vocabulary=None if vocabulary is None else (torch.from_numpy(vocabulary[0]),
+                                                                                  None))
     logits, boxes = torch_scorer.score_and_locate(torch.from_numpy(feats), torch.from_numpy(queries), None)
-    served = DetectorScorer(torch_scorer.scale, float(torch_scorer.bias.detach()))
+    served = DetectorScorer(torch_scorer.scale, float(torch_scorer.bias.detach()), vocabulary)
     np_logits, np_boxes = served.score_and_locate(feats, queries, None)
     np.testing.assert_allclose(np_logits, logits.numpy(), atol=1e-3)
     np.testing.assert_allclose(np_boxes, boxes.numpy(), atol=1e-4)
     # the answer falls with the objectness of the chosen cell: a cell that is surely no object cannot answer "yes"
     feats[..., 0] = -30.0
     assert (served.logits(feats, queries, None) < -25).all()
+
+
+def test_a_vocabulary_match_is_the_softmax_against_the_other_known_names():
+    rng = np.random.default_rng(1)
+    feats = _random_features(rng)
+    feats[..., FIELDS:] /= np.linalg.norm(feats[..., FIELDS:], axis=-1, keepdims=True)
+    vocab = rng.normal(size=(6, 8)).astype(np.float32)
+    vocab /= np.linalg.norm(vocab, axis=-1, keepdims=True)
+    scorer = DetectorScorer(10.0, -3.0, (vocab, None))
+    # a name outside the vocabulary: its softmax against the vocabulary and itself, times objectness and free
+    outside = rng.normal(size=(1, 8)).astype(np.float32)
+    z = 10.0 * feats[..., FIELDS:] @ np.concatenate([vocab, outside]).T  # (B, L, 7)
+    softmax = np.exp(z[..., -1]) / np.exp(z).sum(-1)
+    prior = 1 / (1 + np.exp(-feats[..., 0])) / (1 + np.exp(-feats[..., 1]))
+    np.testing.assert_allclose(np.exp(scorer.log_scores(feats, outside, None)[..., 0]), prior * softmax, rtol=1e-4)
+    # a name of the vocabulary counts twice: its match p / (1 + p) of its own softmax p keeps every answer's order
+    zv = 10.0 * feats[..., FIELDS:] @ vocab.T
+    own = np.exp(zv) / np.exp(zv).sum(-1, keepdims=True)
+    np.testing.assert_allclose(np.exp(scorer.log_scores(feats, vocab, None)), prior[..., None] * own / (1 + own),
+                               rtol=1e-4)
+    # the trained bias b of the sigmoid match plays no part in it
+    assert np.array_equal(DetectorScorer(10.0, 5.0, (vocab, None)).log_scores(feats, outside, None),
+                          scorer.log_scores(feats, outside, None))

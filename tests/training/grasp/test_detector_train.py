@@ -80,7 +80,7 @@ def test_detector_training_finds_the_objects_it_was_shown(tiny_detector_grasp_mo
     answers = answer_frames(gm.student, gm.scorer(), data.train, gm.transform(), pos, None)
     graspable, _ = episode_targets(data.train, data.id_objects)
     pairs = (graspable > 0.5).nonzero().tolist()
-    inside = [points_inside(data.train[i], data.id_objects[j], answers.boxes[i, j, :2], 48,
+    inside = [points_inside(data.train[i], data.id_objects[j], answers.boxes[i, j, :2],
                             read_rgb(data.train[i].images["base_rgb"]).shape[:2]) for i, j in pairs]
     # each graspable object's answer points at it far more often than at a random spot (its box covers ~15% of
     # the frame)
