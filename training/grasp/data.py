@@ -326,6 +326,21 @@ def read_view(view: str, path: str | os.PathLike) -> np.ndarray:
         raise DatasetError(str(err)) from err
 
 
+def shot_files(path: str | os.PathLike, views: list[str]) -> dict[str, Path]:
+    """One shot's file per view: an episode folder's <view>.png for each of `views` (as `vlkd collect clutter`
+    writes), or an image file as its base_rgb; FileNotFoundError naming what is missing."""
+    path = Path(path)
+    if path.is_dir():
+        missing = [v for v in views if not (path / f"{v}.png").is_file()]
+        if missing:
+            raise FileNotFoundError(f"{path} has no {', '.join(f'{v}.png' for v in missing)} (the model "
+                                    f"stacks {views})")
+        return {v: path / f"{v}.png" for v in views}
+    if not path.is_file():
+        raise FileNotFoundError(f"shot {path} does not exist")
+    return {"base_rgb": path}
+
+
 def base_rgb_images(episodes: list[Episode]) -> ImageList:
     """The episodes' base RGB files as an ImageList (what the teacher encodes)."""
     return ImageList([ep.images["base_rgb"] for ep in episodes], [0] * len(episodes), ["observation"])

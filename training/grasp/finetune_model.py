@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from training.grasp.data import read_view
+from training.grasp.data import read_view, shot_files
 from training.grasp.fewshot import GraspFewShotConfig, GraspShots, added_object_thresholds, finetune_grasp
 from training.grasp.model import roc_auc, score_inputs
 from training.grasp.model_dir import (GraspModelDir, ReplayBuffer, load_grasp_model_dir, read_grasp_card,
@@ -119,19 +119,11 @@ def read_shots(paths: Sequence[str | os.PathLike], views: list[str]) -> list[dic
                 raise FileNotFoundError(f"shot folder {path} holds no base_rgb.png nor any "
                                         f"{'/'.join(IMAGE_SUFFIXES)} image")
             out += read_shots(files, views)
-        elif path.is_dir():
-            missing = [v for v in views if not (path / f"{v}.png").is_file()]
-            if missing:
-                raise FileNotFoundError(f"{path} has no {', '.join(f'{v}.png' for v in missing)} (the model "
-                                        f"stacks {views})")
-            out.append({v: read_view(v, path / f"{v}.png") for v in views})
-        elif not path.is_file():
-            raise FileNotFoundError(f"shot {path} does not exist")
-        elif views != ["base_rgb"]:
+        elif path.is_file() and views != ["base_rgb"]:
             raise ValueError(f"shot {path} is one image, but the model stacks {views}: give episode folders "
                              "holding <view>.png per view")
         else:
-            out.append({"base_rgb": read_view("base_rgb", path)})
+            out.append({v: read_view(v, f) for v, f in shot_files(path, views).items()})
     return out
 
 

@@ -3,6 +3,7 @@ learnt scale and bias, and the decision threshold calibrated on held-out observa
 from __future__ import annotations
 
 import math
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -14,6 +15,7 @@ from torch.utils.data import DataLoader
 from training.grasp.data import Episode, EpisodeDataset, ObservationTransform
 from training.losses import CLIP_TAU
 from training.students import Student
+from vlkd_runtime.grasp_dir import label_vocabulary
 from vlkd_runtime.scoring import FIELDS, MAX_LOG_SCORE, detector_boxes, peak_boxes
 
 
@@ -120,6 +122,12 @@ class DetectorScorer(nn.Module):
         best = best.clamp(max=MAX_LOG_SCORE)
         boxes = detector_boxes(feats.detach().float().cpu().numpy(), best.cpu().numpy(), cell.cpu().numpy())
         return _log_odds(best), torch.from_numpy(boxes)
+
+
+def vocabulary_tensors(text_features: Mapping[str, Tensor]) -> tuple[Tensor, Tensor | None]:
+    """`vlkd_runtime.grasp_dir.label_vocabulary` of a model's text features given as tensors (CPU), as tensors."""
+    pos, neg = label_vocabulary({k: v.detach().cpu().numpy() for k, v in text_features.items()})
+    return torch.from_numpy(pos), None if neg is None else torch.from_numpy(neg)
 
 
 def build_scorer(head: str, logit_scale: float, logit_bias: float, local_weight: float | None,

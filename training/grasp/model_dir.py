@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 from training.checkpoint import load_weights_into
 from training.grasp.data import ObservationTransform
 from training.grasp.export import export_student_onnx, export_text_encoder
-from training.grasp.model import DetectorScorer, GraspScorer, build_scorer
+from training.grasp.model import DetectorScorer, GraspScorer, build_scorer, vocabulary_tensors
 from training.grasp.text import GraspTextConfig, TextTower
 from training.model_dir import ModelCard, load_model_dir, write_model_dir
 from training.students import Student
@@ -30,7 +30,7 @@ from vlkd_formats.object_registry import ObjectEntry, ObjectRegistry, write_regi
 from vlkd_formats.state_dir import ModelFiles
 from vlkd_runtime.grasp_dir import GraspCard as RuntimeGraspCard
 from vlkd_runtime.grasp_dir import read_grasp_card as read_card_as
-from vlkd_runtime.grasp_dir import label_vocabulary, served_registry
+from vlkd_runtime.grasp_dir import served_registry
 from vlkd_runtime.text import TEXT_CARD, OnnxTextEncoder, prompt_texts
 
 FORMAT, VERSION = GRASP_FORMAT, GRASP_VERSION
@@ -97,10 +97,7 @@ class GraspModelDir:
 
     def scorer(self) -> GraspScorer | DetectorScorer:
         """The trained scorer (scale and bias; a detector's vocabulary when its card matches names against one)."""
-        vocabulary = None
-        if self.grasp.match_vocabulary:
-            pos, neg = label_vocabulary({k: v.numpy() for k, v in self.text_features.items()})
-            vocabulary = (torch.from_numpy(pos), None if neg is None else torch.from_numpy(neg))
+        vocabulary = vocabulary_tensors(self.text_features) if self.grasp.match_vocabulary else None
         return build_scorer(self.grasp.head, self.grasp.logit_scale, self.grasp.logit_bias, self.grasp.local_weight,
                             vocabulary)
 

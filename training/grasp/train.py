@@ -24,7 +24,8 @@ from training.grasp.detector import DetectorLossConfig, detector_loss, detector_
 from training.grasp.fewshot import GraspFewShotConfig
 from training.grasp.losses import GraspBatch, build_grasp_loss, needs_regions, needs_teacher_features
 from training.grasp.regions import RegionTargets, region_weights, teacher_region_features
-from training.grasp.model import DetectorScorer, GraspScorer, calibrate_threshold, roc_auc, score_episodes
+from training.grasp.model import (DetectorScorer, GraspScorer, calibrate_threshold, roc_auc, score_episodes,
+                                  vocabulary_tensors)
 from training.grasp.model_dir import GraspCard, ReplayBuffer, write_grasp_model_dir
 from training.grasp.text import GraspTextConfig, TextTower, resolve_prompt_texts, text_config_card
 from training.loop import (EpochPermutation, OptimConfig, accumulate_terms, build_optimizer, log_epoch,
@@ -34,7 +35,6 @@ from training.students import Student, StudentConfig, StudentError
 from training.teacher import Teacher, TeacherConfig, resolve_device, teacher_card
 from vlkd_formats.model_dir import KIND_GRASP, RUN_CONFIG_FILE, RUN_MODEL_DIR, WEIGHTS_FILE, resolve_model_dir
 from vlkd_formats.object_registry import ObjectEntry
-from vlkd_runtime.grasp_dir import label_vocabulary
 from vlkd_runtime.scoring import FIELDS
 
 log = logging.getLogger(__name__)
@@ -222,8 +222,7 @@ def train_grasp(config: GraspTrainConfig, resume: bool = False) -> Path:
     if texts.neg["id"] is not None:
         features.update(id_neg=texts.neg["id"], ood_neg=texts.neg["ood"])
     if config.match_vocabulary:  # calibrated, and served, with the match against the label names
-        vpos, vneg = label_vocabulary({k: v.cpu().numpy() for k, v in features.items()})
-        net.scorer.vocabulary = (torch.from_numpy(vpos), None if vneg is None else torch.from_numpy(vneg))
+        net.scorer.vocabulary = vocabulary_tensors(features)
     calib_eps, calib_split = (data.x_id, config.data.id_split) if data.x_id else (data.train, config.data.train_split)
     scores = score_episodes(net.student, net.scorer, calib_eps, transform, pos, neg, config.optim.batch_size, device)
     calib_targets = episode_targets(calib_eps, data.id_objects)[0]

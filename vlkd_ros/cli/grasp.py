@@ -253,14 +253,7 @@ def _held_out(root: Path, name: str, shot_paths: list[str], views: list[str]) ->
 
 def _read_observation(path: Path, views: list[str]) -> object:
     """An RGB file (for RGB models) or a folder with <view>.png files (as `vlkd collect clutter` writes)."""
+    from training.grasp.data import shot_files
     from vlkd_ros.inference import read_observation
 
-    if path.is_dir():
-        missing = [v for v in views if not (path / f"{v}.png").is_file()]
-        if missing:
-            files = ", ".join(f"{v}.png" for v in missing)
-            raise FileNotFoundError(f"{path} has no {files} (the model stacks {views})")
-        return read_observation({v: path / f"{v}.png" for v in views}, views)
-    if not path.is_file():
-        raise FileNotFoundError(f"shot {path} does not exist")
-    return read_observation({"base_rgb": path}, views)
+    return read_observation(shot_files(path, views), views)
