@@ -1,8 +1,9 @@
 """The grasp detector's network: a convolutional backbone's stride-8 and stride-16 maps, a light feature pyramid
 (the stride-16 map upsampled onto the stride-8 one), and per-location heads: class-agnostic detection channels
 (objectness, free to grasp, visible fraction, something rests on it, centre offset, box) and an L2-normalised
-embedding in the teacher's space. Output (B, L, FIELDS + D), L = (input / 8)^2 locations in row-major order, the
-layout `vlkd_runtime.scoring.DetectorScorer` reads."""
+embedding in the teacher's space, and optionally a second one trained by distillation alone (ViLD's image head).
+Output (B, L, FIELDS + D) (or FIELDS + 2D: the text-trained embedding, then the distilled one), L = (input / 8)^2
+locations in row-major order, the layout `vlkd_runtime.scoring.DetectorScorer` reads."""
 from __future__ import annotations
 
 import math
@@ -26,7 +27,8 @@ class DetectorNet(nn.Module):
     """Backbone (timm, features only, up to its stride-16 stage) -> pyramid at stride 8 -> detection channels and
     embeddings per location."""
 
-    def __init__(self, arch: str, in_chans: int, embed_dim: int, fpn_dim: int = 96, pretrained: bool = False):
+    def __init__(self, arch: str, in_chans: int, embed_dim: int, fpn_dim: int = 96, pretrained: bool = False,
+                 image_embedding: bool = False):
         super().__init__()
         import timm
 
@@ -44,19 +46,24 @@ class DetectorNet(nn.Module):
         self.smooth = _conv(fpn_dim, fpn_dim)
         self.detect = nn.Sequential(_conv(fpn_dim, fpn_dim), nn.Conv2d(fpn_dim, FIELDS, 1))
         self.embed = nn.Sequential(_conv(fpn_dim, fpn_dim), nn.Conv2d(fpn_dim, embed_dim, 1))
+        self.embed_image = (nn.Sequential(_conv(fpn_dim, fpn_dim), nn.Conv2d(fpn_dim, embed_dim, 1))
+                            if image_embedding else None)
         with torch.no_grad():
             self.detect[-1].bias.zero_()
             self.detect[-1].bias[0] = -math.log((1 - OBJECTNESS_PRIOR) / OBJECTNESS_PRIOR)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(B, L, FIELDS + D): raw logits of objectness, free, visible, supports; centre offset dx, dy in cells
-        (within +-0.5); box sides in fractions of the input (>= 0); then the normalised embedding."""
+        (within +-0.5); box sides in fractions of the input (>= 0); then the normalised embedding (and the
+        normalised distilled one: FIELDS + 2D)."""
         f8, f16 = self.backbone(images)
         p = self.lateral8(f8) + F.interpolate(self.lateral16(f16), size=f8.shape[-2:], mode="nearest")
         p = self.smooth(p)
         raw = self.detect(p)
         offset = 0.5 * torch.tanh(raw[:, 4:6])
         sides = F.softplus(raw[:, 6:10]) * 0.1
-        emb = F.normalize(self.embed(p), dim=1)
-        out = torch.cat([raw[:, :4], offset, sides, emb], 1)
+        emb = [F.normalize(self.embed(p), dim=1)]
+        if self.embed_image is not None:
+            emb.append(F.normalize(self.embed_image(p), dim=1))
+        out = torch.cat([raw[:, :4], offset, sides, *emb], 1)
         return out.flatten(2).transpose(1, 2)

@@ -32,7 +32,9 @@ class StudentError(VlkdError, ValueError):
 class StudentConfig:
     """Student architecture: backbone name, input channels, optional ComKD EduAttention; `dense` adds a 1x1
     projection of the last feature map into the teacher's space (per-location embeddings, DualCoOp's local
-    branch), computed with the backbone's `output_stride` (16: dilated last stage, a finer map)."""
+    branch), computed with the backbone's `output_stride` (16: dilated last stage, a finer map). A detector
+    (`head=detector`) with `image_embedding` has a second per-location embedding trained by distillation alone
+    (ViLD-image), beside the one trained against the names' texts (ViLD-text); its answers ensemble the two."""
 
     arch: str = "resnet18"
     in_chans: int = 3
@@ -42,6 +44,7 @@ class StudentConfig:
     output_stride: int = 32
     head: Literal["embedding", "detector"] = "embedding"
     fpn_dim: int = 96
+    image_embedding: bool = False
 
     def validate(self) -> None:
         """Check the architecture name, channel count and the dense options."""
@@ -65,6 +68,8 @@ class StudentConfig:
                                         or self.output_stride != 32):
             raise StudentError("student.head=detector reads a convolutional backbone's own stride-8 and stride-16 "
                                "maps: leave student.dense, student.edu_attention and student.output_stride unset")
+        if self.image_embedding and self.head != "detector":
+            raise StudentError("student.image_embedding is a detector's second embedding: set student.head=detector")
         if self.fpn_dim < 8:
             raise StudentError(f"student.fpn_dim must be >= 8, got {self.fpn_dim}")
 
@@ -90,7 +95,7 @@ class Student(nn.Module):
             from training.detector_net import DetectorNet
 
             self.detector = DetectorNet(STUDENTS[config.arch], config.in_chans, embed_dim, config.fpn_dim,
-                                        config.pretrained)
+                                        config.pretrained, config.image_embedding)
             return
         extra = {"img_size": image_size} if config.arch.startswith("vit") else {}
         if config.output_stride != 32:

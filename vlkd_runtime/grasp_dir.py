@@ -43,6 +43,7 @@ class GraspCard:
     local_weight: float | None = None  # a dense model's local-aggregation weight (None: global features only)
     head: str = "embedding"  # "detector": per-location detections (vlkd_runtime.scoring.DETECTOR_CHANNELS)
     match_vocabulary: bool = False  # a detector matches names against its label names (DetectorScorer.vocabulary)
+    image_weight: float = 0.5  # a detector with a distilled embedding: its match's weight (DetectorScorer.image_weight)
     format: str = GRASP_FORMAT
     version: int = GRASP_VERSION
 
@@ -126,7 +127,7 @@ class ServedModelDir:
         if self.grasp.head == "detector":
             feats = load_file(str(self.root / TEXT_FEATURES_FILE)) if self.grasp.match_vocabulary else None
             return DetectorScorer(self.grasp.logit_scale, self.grasp.logit_bias,
-                                  None if feats is None else label_vocabulary(feats))
+                                  None if feats is None else label_vocabulary(feats), self.grasp.image_weight)
         return Scorer(self.grasp.logit_scale, self.grasp.logit_bias, self.grasp.local_weight)
 
     def onnx_path(self, registry: ObjectRegistry | None = None) -> Path:

@@ -20,7 +20,7 @@ from typing import Sequence
 
 import numpy as np
 
-from vlkd_runtime.scoring import FIELDS, sigmoid
+from vlkd_runtime.scoring import sigmoid
 
 Box = tuple[float, float, float, float]  # x_min, y_min, x_max, y_max, normalised to [0, 1] of the square input
 DETECTOR_NEGATIVES = 8  # locations per frame without the object that a detector's query is fitted against
@@ -84,11 +84,13 @@ def shot_regions(features: np.ndarray, rois: Sequence[Box | None], direction: np
     return np.stack(out).astype(np.float32), said
 
 
-def detector_shot_regions(features: np.ndarray, rois: Sequence[Box | None], log_scores: np.ndarray
+def detector_shot_regions(features: np.ndarray, rois: Sequence[Box | None], log_scores: np.ndarray, dim: int
                           ) -> tuple[np.ndarray, list[str]]:
-    """Each shot's object embedding (N, D) from detector features (N, L, FIELDS + D) and where it came from: the
+    """Each shot's object embedding (N, dim) from detector features (N, L, FIELDS + D) and where it came from: the
     location where the detector finds the object, i.e. of highest objectness among the cells under the shot's
-    region of interest, or without one where the name's zero-shot answer peaks (`log_scores` (N, L) of it)."""
+    region of interest, or without one where the name's zero-shot answer peaks (`log_scores` (N, L) of it). The
+    embedding is the last `dim` channels: the distilled one of a model that has one (FIELDS + 2 dim), like the
+    image-conditioned queries of OWL-ViT."""
     side = math.isqrt(features.shape[1])
     out, said = [], []
     for i, roi in enumerate(rois):
@@ -100,7 +102,7 @@ def detector_shot_regions(features: np.ndarray, rois: Sequence[Box | None], log_
             best = picked[int(np.argmax(features[i, picked, 0]))]
             said.append(f"cell ({best % side}, {best // side}) of {side}x{side}, the most object-like under the "
                         "region of interest")
-        out.append(features[i, best, FIELDS:])
+        out.append(features[i, best, -dim:])
     return np.stack(out).astype(np.float32), said
 
 
@@ -123,10 +125,11 @@ def negative_rows(features: np.ndarray) -> np.ndarray:
     return features.reshape(-1, features.shape[-1]).astype(np.float32)
 
 
-def detector_negative_rows(features: np.ndarray, per_frame: int = DETECTOR_NEGATIVES) -> np.ndarray:
+def detector_negative_rows(features: np.ndarray, dim: int, per_frame: int = DETECTOR_NEGATIVES) -> np.ndarray:
     """The embeddings an answer could pick on detector features (N, L, FIELDS + D) of frames without the object:
-    each frame's `per_frame` most object-like locations (objectness + free to grasp), (N * per_frame, D)."""
-    rows = most_object_like(features, per_frame)[..., FIELDS:]
+    each frame's `per_frame` most object-like locations (objectness + free to grasp), (N * per_frame, dim): the last
+    `dim` channels, as `detector_shot_regions` reads them."""
+    rows = most_object_like(features, per_frame)[..., -dim:]
     return rows.reshape(-1, rows.shape[-1]).astype(np.float32)
 
 

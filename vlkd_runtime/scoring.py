@@ -92,11 +92,14 @@ class DetectorScorer:
     ViLD's softmax of z = s * e_l . t against the vocabulary's z_v and itself: exp(z) / (sum_v exp(z_v) + exp(z)),
     so that a name wins only where it matches better than the names of the other objects the model knows (a name
     of the vocabulary counts twice, which keeps its answers' order). `match_scale` and `match_bias` are s and b as
-    trained (`training.grasp.model.DetectorScorer`)."""
+    trained (`training.grasp.model.DetectorScorer`). Features with a second, distilled-only embedding (FIELDS + 2D,
+    ViLD's image head) ensemble the two matches as ViLD does, geometrically: log m = (1 - w) log m_text +
+    w log m_image, w = `image_weight`."""
 
     match_scale: float
     match_bias: float
     vocabulary: tuple[np.ndarray, np.ndarray | None] | None = field(default=None, compare=False)
+    image_weight: float = 0.5
 
     @property
     def scale(self) -> np.float32:
@@ -116,16 +119,24 @@ class DetectorScorer:
 
     def log_scores(self, feats: np.ndarray, pos: np.ndarray, neg: np.ndarray | None) -> np.ndarray:
         """log p_l per location and name, (B, L, N) float32."""
-        check_detector_features(feats, pos.shape[-1])
-        emb = feats[..., FIELDS:]
-        z = self.scale * _similarity(emb, pos, neg)
+        d = pos.shape[-1]
+        check_detector_features(feats, d)
         prior = -(_softplus(-feats[..., 0]) + _softplus(-feats[..., 1]))  # log sigmoid(o) + log sigmoid(f)
+        match = self._log_match(feats[..., FIELDS:FIELDS + d], pos, neg)
+        if feats.shape[-1] > FIELDS + d:  # ViLD's ensemble with the distilled embedding
+            w = np.float32(self.image_weight)
+            match = (np.float32(1) - w) * match + w * self._log_match(feats[..., FIELDS + d:], pos, neg)
+        return (prior[..., None] + match).astype(np.float32)
+
+    def _log_match(self, emb: np.ndarray, pos: np.ndarray, neg: np.ndarray | None) -> np.ndarray:
+        """log m per location and name (..., N) of embeddings (..., D)."""
+        z = self.scale * _similarity(emb, pos, neg)
         if self.vocabulary is None:
-            return (prior[..., None] - _softplus(-(z + np.float32(self.match_bias)))).astype(np.float32)
+            return -_softplus(-(z + np.float32(self.match_bias)))
         zv = self.scale * _similarity(emb, *self.vocabulary)
         top = zv.max(-1, keepdims=True)
-        known = top + np.log(np.exp(zv - top).sum(-1, keepdims=True))  # log sum_v exp(z_v), (B, L, 1)
-        return (prior[..., None] + z - np.logaddexp(known, z)).astype(np.float32)
+        known = top + np.log(np.exp(zv - top).sum(-1, keepdims=True))  # log sum_v exp(z_v), (..., 1)
+        return z - np.logaddexp(known, z)
 
     def _best(self, feats: np.ndarray, pos: np.ndarray, neg: np.ndarray | None
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -136,9 +147,11 @@ class DetectorScorer:
 
 
 def check_detector_features(feats: np.ndarray, dim: int) -> None:
-    """ValueError unless `feats` is (B, L, FIELDS + dim) over a square map of L locations."""
-    if feats.ndim != 3 or feats.shape[-1] != FIELDS + dim:
-        raise ValueError(f"detector features must be (B, L, {FIELDS} + {dim}), got {feats.shape}")
+    """ValueError unless `feats` is (B, L, FIELDS + dim), or FIELDS + 2 dim with a distilled embedding, over a
+    square map of L locations."""
+    if feats.ndim != 3 or feats.shape[-1] not in (FIELDS + dim, FIELDS + 2 * dim):
+        raise ValueError(f"detector features must be (B, L, {FIELDS} + {dim}) or (B, L, {FIELDS} + 2 x {dim}), got "
+                         f"{feats.shape}")
     _square_side(feats.shape[1], "detector features need a square map of locations")
 
 

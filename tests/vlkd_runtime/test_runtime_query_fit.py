@@ -26,7 +26,7 @@ def test_most_object_like_locations_keep_the_negatives_and_the_answers_that_peak
     feats[:, :, :2] = np.round(feats[:, :, :2], 1)  # ties in the prior, kept in location order
     kept = most_object_like(feats, 64)
     assert kept.shape == (6, 64, FIELDS + 8)
-    assert np.array_equal(detector_negative_rows(kept), detector_negative_rows(feats))
+    assert np.array_equal(detector_negative_rows(kept, 8), detector_negative_rows(feats, 8))
     scorer, query = DetectorScorer(10.0, -2.0), rng.standard_normal((1, 8)).astype(np.float32)
     full, cut = scorer.logits(feats, query, None), scorer.logits(kept, query, None)
     best = scorer.log_scores(feats, query, None)[..., 0].argmax(1)

@@ -140,10 +140,13 @@ def detector_loss(feats: Tensor, targets: DetectorTargets, labels: SlotLabels, t
     """The weighted detector terms of detector features (B, L, FIELDS + D) for one batch (`labels` its rows of
     SlotLabels); `text` (N, D) the trained names' text features, `match_logits` the scorer's match (embeddings
     (..., D), text -> logits (..., N)); `crops`: the teacher's crop embeddings per slot (B, K, D) and which are
-    valid (B, K), for the 'crop' term. Returns (total, {term: value})."""
+    valid (B, K), for the 'crop' term. With a distilled embedding (features FIELDS + 2D) the text terms train the
+    first embedding and the crop term the second. Returns (total, {term: value})."""
     terms = {"heatmap": focal_heatmap_loss(feats[..., 0], targets.heatmap)}
     at = torch.gather(feats, 1, targets.cell[..., None].expand(-1, -1, feats.shape[-1]))  # (B, K, FIELDS + D)
-    emb, valid = at[..., FIELDS:], targets.valid
+    d, valid = text.shape[-1], targets.valid
+    emb = at[..., FIELDS:FIELDS + d]
+    distilled = at[..., FIELDS + d:] if at.shape[-1] > FIELDS + d else emb  # a second, distilled-only embedding
 
     def mean(x: Tensor, keep: Tensor = valid) -> Tensor:
         return (x * keep).sum() / keep.sum().clamp_min(1)
@@ -161,6 +164,6 @@ def detector_loss(feats: Tensor, targets: DetectorTargets, labels: SlotLabels, t
     terms["match"] = mean(F.binary_cross_entropy_with_logits(logits, onehot, reduction="none").sum(-1), named)
     if crops is not None:
         crop, crop_valid = crops
-        terms["crop"] = mean(1 - F.cosine_similarity(emb, crop, dim=-1), valid & crop_valid)
+        terms["crop"] = mean(1 - F.cosine_similarity(distilled, crop, dim=-1), valid & crop_valid)
     total = sum(getattr(config, k) * v for k, v in terms.items())
     return total, terms

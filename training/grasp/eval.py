@@ -144,7 +144,7 @@ def evaluate_grasp(model_dir: str | Path, config: GraspEvalConfig, train_overrid
     config.validate()
     device = resolve_device(config.device)
     gm = load_grasp_model_dir(model_dir, device)
-    train_config = _train_config(gm.root, train_overrides or [])
+    train_config = card_train_config(gm.root, train_overrides or [])
     if config.benchmark and gm.grasp.head == "detector":
         log.warning("a detector model learns new objects as query vectors (add_object), not by finetuning: "
                     "zero-shot figures on the benchmark only")
@@ -171,10 +171,10 @@ def evaluate_grasp(model_dir: str | Path, config: GraspEvalConfig, train_overrid
         raise ValueError(f"{data.root} has no X_ood episodes (split {train_config.data.ood_split!r})")
     names = data.id_objects + data.ood_objects
     n_id = len(data.id_objects)
-    pos, neg = _all_text(gm)
+    pos, neg = label_text(gm)
     support, query = select_support(data.x_ood, data.ood_objects, config.k_shot, config.seed)
     if config.benchmark:
-        bench = _benchmark_data(config.benchmark, train_config, data.id_objects, data.ood_objects, data.root)
+        bench = benchmark_data(config.benchmark, train_config, data.id_objects, data.ood_objects, data.root)
         x_id, x_query = bench.train + bench.x_id, bench.x_ood
     else:
         x_id, x_query = data.x_id, [data.x_ood[i] for i in query]
@@ -210,7 +210,7 @@ def _student_metrics(student: Student, gm: GraspModelDir, x_id: list[Episode], x
     each Y_ood object's own metrics on `x_query`."""
     id_objects, ood_objects = gm.card.labels["id"], gm.card.labels["ood"]
     n_id, names = len(id_objects), id_objects + ood_objects
-    pos, neg = _all_text(gm)
+    pos, neg = label_text(gm)
     other_pos, other_neg = _other_domain_text(gm)
     pos_all = torch.cat([pos, other_pos])
     neg_all = None if neg is None else torch.cat([neg, other_neg])
@@ -240,7 +240,7 @@ def _benchmark_zero_shot(gm: GraspModelDir, config: GraspEvalConfig, train_confi
     """The model's zero-shot metrics on every benchmark frame at its own threshold, from the model dir alone;
     `note` says why there are no k-shot figures."""
     id_objects, ood_objects = gm.card.labels["id"], gm.card.labels["ood"]
-    bench = _benchmark_data(str(config.benchmark), train_config, id_objects, ood_objects, None)
+    bench = benchmark_data(str(config.benchmark), train_config, id_objects, ood_objects, None)
     x_id, x_query = bench.train + bench.x_id, bench.x_ood
     zero, per_object = _student_metrics(gm.student, gm, x_id, x_query,
                                         torch.full((1, len(ood_objects)), gm.grasp.threshold), config, device)
@@ -273,8 +273,8 @@ def _training_data(train_config: GraspTrainConfig) -> ClutterData:
     return load_clutter_data(train_config.data)
 
 
-def _benchmark_data(root: str, train_config: GraspTrainConfig, id_objects: list[str], ood_objects: list[str],
-                    train_root: Path | None) -> ClutterData:
+def benchmark_data(root: str, train_config: GraspTrainConfig, id_objects: list[str], ood_objects: list[str],
+                   train_root: Path | None) -> ClutterData:
     """The held-out benchmark dataset with the training data's object split and views."""
     if train_root is not None and Path(root).resolve() == Path(train_root).resolve():
         raise ValueError(f"eval.benchmark {root} is the training dataset; render a held-out one (vlkd collect "
@@ -294,14 +294,14 @@ def teacher_row(model_dir: str | Path, config: GraspEvalConfig, train_overrides:
     training dataset's held-out X_id frames; without the training dataset, the threshold-free figures alone."""
     device = resolve_device(config.device)
     gm = load_grasp_model_dir(model_dir, device)
-    train_config = _train_config(gm.root, train_overrides or [])
+    train_config = card_train_config(gm.root, train_overrides or [])
     id_objects, ood_objects = gm.card.labels["id"], gm.card.labels["ood"]
     data = _training_data(train_config) if Path(train_config.data.root).is_dir() else None
-    bench = _benchmark_data(str(config.benchmark), train_config, id_objects, ood_objects,
-                            data.root if data else None)
+    bench = benchmark_data(str(config.benchmark), train_config, id_objects, ood_objects,
+                           data.root if data else None)
     teacher = Teacher(train_config.teacher)
     cache = train_config.teacher.cache_dir
-    pos, neg = _all_text(gm)
+    pos, neg = label_text(gm)
     n_id = len(id_objects)
     scorer = GraspScorer(gm.grasp.logit_scale, 0.0)
 
@@ -378,7 +378,7 @@ def _other_domain_text(gm: GraspModelDir) -> tuple[torch.Tensor, torch.Tensor | 
     return gm.name_features(list(OTHER_DOMAIN_NAMES))
 
 
-def _train_config(model_dir: str | Path, overrides: list[str]) -> GraspTrainConfig:
+def card_train_config(model_dir: str | Path, overrides: list[str]) -> GraspTrainConfig:
     """The training config recorded in the model dir's card, with `overrides`."""
     raw = apply_overrides(training_config_tree(model_dir, KIND_GRASP), overrides)
     config = from_dict(GraspTrainConfig, raw)
@@ -386,7 +386,8 @@ def _train_config(model_dir: str | Path, overrides: list[str]) -> GraspTrainConf
     return config
 
 
-def _all_text(gm: GraspModelDir) -> tuple[torch.Tensor, torch.Tensor | None]:
+def label_text(gm: GraspModelDir) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The model's prompt features of its Y_id then Y_ood names (positive, and negative or None)."""
     t = gm.text_features
     neg = torch.cat([t["id_neg"], t["ood_neg"]]) if "id_neg" in t else None
     return torch.cat([t["id"], t["ood"]]), neg

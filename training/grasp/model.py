@@ -74,14 +74,17 @@ class DetectorScorer(nn.Module):
     log p = log sigmoid(objectness) + log match + log sigmoid(free); the logit of the best location's p. The match
     is sigmoid(s * e . t + b) (what training fits) or, with a `vocabulary` (text features (V, D) of the model's label
     names and their negative prompts' or None; not a parameter, not checkpointed), the softmax of s * e . t against
-    the vocabulary's and its own. Learnt: the match scale s and bias b."""
+    the vocabulary's and its own. Features with a distilled embedding (FIELDS + 2D) ensemble its match with the
+    text-trained one's, log m = (1 - w) log m_text + w log m_image (w = `image_weight`). Learnt: the match scale s
+    and bias b."""
 
     def __init__(self, match_scale: float = 1 / CLIP_TAU, bias: float = -4.0,
-                 vocabulary: tuple[Tensor, Tensor | None] | None = None):
+                 vocabulary: tuple[Tensor, Tensor | None] | None = None, image_weight: float = 0.5):
         super().__init__()
         self.log_scale = nn.Parameter(torch.tensor(math.log(match_scale)))
         self.bias = nn.Parameter(torch.tensor(float(bias)))
         self.vocabulary = vocabulary
+        self.image_weight = image_weight
 
     @property
     def scale(self) -> float:
@@ -99,16 +102,25 @@ class DetectorScorer(nn.Module):
 
     def log_scores(self, feats: Tensor, pos: Tensor, neg: Tensor | None) -> Tensor:
         """log p per location and name (B, L, N) of detector features (B, L, FIELDS + D)."""
-        if feats.ndim != 3 or feats.shape[-1] != FIELDS + pos.shape[-1]:
-            raise ValueError(f"detector features must be (B, L, {FIELDS} + {pos.shape[-1]}), got {tuple(feats.shape)}")
+        d = pos.shape[-1]
+        if feats.ndim != 3 or feats.shape[-1] not in (FIELDS + d, FIELDS + 2 * d):
+            raise ValueError(f"detector features must be (B, L, {FIELDS} + {d}) or (B, L, {FIELDS} + 2 x {d}), got "
+                             f"{tuple(feats.shape)}")
         prior = F.logsigmoid(feats[..., 0]) + F.logsigmoid(feats[..., 1])
-        emb = feats[..., FIELDS:]
+        match = self._log_match(feats[..., FIELDS:FIELDS + d], pos, neg)
+        if feats.shape[-1] > FIELDS + d:  # ViLD's ensemble with the distilled embedding
+            w = self.image_weight
+            match = (1 - w) * match + w * self._log_match(feats[..., FIELDS + d:], pos, neg)
+        return prior[..., None] + match
+
+    def _log_match(self, emb: Tensor, pos: Tensor, neg: Tensor | None) -> Tensor:
+        """log m per location and name (..., N) of embeddings (..., D)."""
         if self.vocabulary is None:
-            return prior[..., None] + F.logsigmoid(self.match(emb, pos, neg))
+            return F.logsigmoid(self.match(emb, pos, neg))
         vpos, vneg = (None if v is None else v.to(emb) for v in self.vocabulary)
         z = self.log_scale.exp() * _similarity(emb, pos, neg)
         known = torch.logsumexp(self.log_scale.exp() * _similarity(emb, vpos, vneg), -1, keepdim=True)
-        return prior[..., None] + z - torch.logaddexp(known, z)
+        return z - torch.logaddexp(known, z)
 
     def forward(self, feats: Tensor, pos: Tensor, neg: Tensor | None) -> Tensor:
         """Logits (B, N) of the best location per name."""
@@ -131,11 +143,12 @@ def vocabulary_tensors(text_features: Mapping[str, Tensor]) -> tuple[Tensor, Ten
 
 
 def build_scorer(head: str, logit_scale: float, logit_bias: float, local_weight: float | None,
-                 vocabulary: tuple[Tensor, Tensor | None] | None = None) -> "GraspScorer | DetectorScorer":
-    """The scorer of a grasp card: a detector's (matching names against `vocabulary` if given), or the embedding
-    head's (global, or dense with local_weight)."""
+                 vocabulary: tuple[Tensor, Tensor | None] | None = None, image_weight: float = 0.5
+                 ) -> "GraspScorer | DetectorScorer":
+    """The scorer of a grasp card: a detector's (matching names against `vocabulary` if given, weighing a distilled
+    embedding's match by `image_weight`), or the embedding head's (global, or dense with local_weight)."""
     if head == "detector":
-        return DetectorScorer(logit_scale, logit_bias, vocabulary)
+        return DetectorScorer(logit_scale, logit_bias, vocabulary, image_weight)
     return GraspScorer(logit_scale, logit_bias, local_weight)
 
 

@@ -99,7 +99,7 @@ class GraspModelDir:
         """The trained scorer (scale and bias; a detector's vocabulary when its card matches names against one)."""
         vocabulary = vocabulary_tensors(self.text_features) if self.grasp.match_vocabulary else None
         return build_scorer(self.grasp.head, self.grasp.logit_scale, self.grasp.logit_bias, self.grasp.local_weight,
-                            vocabulary)
+                            vocabulary, self.grasp.image_weight)
 
     def replay(self) -> ReplayBuffer:
         """The replay/validation buffer."""

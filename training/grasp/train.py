@@ -51,7 +51,8 @@ class GraspTrainConfig:
     from a `vlkd distill` model dir (same arch, channels, embedding and input size) instead of from scratch;
     `detector` weighs the detection terms of a `student.head=detector` student (training.grasp.detector);
     `match_vocabulary` calibrates and serves a detector's match as a softmax against its label names
-    (`vlkd_runtime.scoring.DetectorScorer.vocabulary`) instead of a sigmoid per name (what training fits)."""
+    (`vlkd_runtime.scoring.DetectorScorer.vocabulary`) instead of a sigmoid per name (what training fits);
+    `image_weight` weighs a distilled embedding's match (`student.image_embedding`) in a detector's answers."""
 
     output_dir: str = "runs/grasp"
     seed: int = 0
@@ -66,6 +67,7 @@ class GraspTrainConfig:
     detector: DetectorLossConfig = field(default_factory=DetectorLossConfig)
     calibration: Literal["f1", "accuracy"] = "f1"
     match_vocabulary: bool = False
+    image_weight: float = 0.5
     replay_size: int = 64
     val_size: int = 64
     checkpoint_keep: int = 2
@@ -83,6 +85,8 @@ class GraspTrainConfig:
         if self.match_vocabulary and self.student.head != "detector":
             raise StudentError("match_vocabulary applies to a detector (student.head=detector), not to "
                                f"student.head={self.student.head}")
+        if not 0 <= self.image_weight <= 1:
+            raise ValueError(f"image_weight must lie in [0, 1], got {self.image_weight}")
         channels = view_channels(self.data.views)
         if self.student.in_chans != channels:
             raise StudentError(f"student.in_chans={self.student.in_chans} but data.views {self.data.views} stack "
@@ -186,13 +190,15 @@ def train_grasp(config: GraspTrainConfig, resume: bool = False) -> Path:
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
                 feats = net.student(x)
             feats = feats.float()
-            local = feats[..., FIELDS:] if detector else feats[:, 1:] if feats.ndim == 3 else None
+            named = feats[..., :FIELDS + pos.shape[-1]] if detector else feats  # a detector's text-trained part
+            local = named[..., FIELDS:] if detector else feats[:, 1:] if feats.ndim == 3 else None
+            distilled = feats[..., -pos.shape[-1]:] if detector else local  # its distilled embedding, if it has one
             glob = local.mean(1) if detector else feats[:, 0] if feats.ndim == 3 else feats
             t_img = glob.detach() if teacher_img is None else teacher_img[index].to(device)
-            extra = {} if regions is None else _region_batch(local, masks, regions, index, device)
+            extra = {} if regions is None else _region_batch(distilled, masks, regions, index, device)
             batch = GraspBatch(student=glob, teacher_img=t_img, text=pos,
                                labels=torch.zeros(len(x), dtype=torch.long, device=device),
-                               logits=net.scorer(feats, pos, neg), targets=targets[index].to(device),
+                               logits=net.scorer(named, pos, neg), targets=targets[index].to(device),
                                mask=torch.ones(len(x), len(pos), dtype=torch.bool, device=device), **extra)
             loss, terms = criterion(batch)
             if slots is not None:
@@ -221,6 +227,8 @@ def train_grasp(config: GraspTrainConfig, resume: bool = False) -> Path:
     features = {"id": texts.pos["id"], "ood": texts.pos["ood"]}
     if texts.neg["id"] is not None:
         features.update(id_neg=texts.neg["id"], ood_neg=texts.neg["ood"])
+    if detector:
+        net.scorer.image_weight = config.image_weight
     if config.match_vocabulary:  # calibrated, and served, with the match against the label names
         net.scorer.vocabulary = vocabulary_tensors(features)
     calib_eps, calib_split = (data.x_id, config.data.id_split) if data.x_id else (data.train, config.data.train_split)
@@ -245,7 +253,7 @@ def train_grasp(config: GraspTrainConfig, resume: bool = False) -> Path:
                                    "pairs": int(scores.numel()), "auc": calib_auc},
                       objects={"id": data.id_objects, "ood": data.ood_objects, "split": data.split_source},
                       fewshot=to_dict(config.fewshot), local_weight=net.scorer.local, head=config.student.head,
-                      match_vocabulary=config.match_vocabulary)
+                      match_vocabulary=config.match_vocabulary, image_weight=config.image_weight)
     objects = [ObjectEntry(name, data.descriptions.get(name, ""), "train") for name in data.id_objects]
     return write_grasp_model_dir(out / RUN_MODEL_DIR, net.student.cpu(), card, features, grasp,
                                  TextTower.from_teacher(teacher), replay, objects)

@@ -216,9 +216,9 @@ class Learner:
         n_val = min(len(negatives) - 1, max(1, round(len(negatives) * cfg.validation)))
         neg_fit, neg_val = negatives[:-n_val], negatives[-n_val:]  # no fit sees the validation frames
         if isinstance(answerer.scorer, DetectorScorer):  # the object where the detector finds it; no global embedding
-            neg_rows = detector_negative_rows(neg_fit)
+            neg_rows = detector_negative_rows(neg_fit, len(prior))
             peak = answerer.scorer.log_scores(feats, prior[None], None)[..., 0]
-            regions, where = detector_shot_regions(feats, boxes, peak)
+            regions, where = detector_shot_regions(feats, boxes, peak, len(prior))
             whole = None
         else:
             neg_rows = negative_rows(neg_fit)

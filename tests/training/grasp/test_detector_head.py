@@ -69,3 +69,40 @@ def test_a_vocabulary_match_is_the_softmax_against_the_other_known_names():
     # the trained bias b of the sigmoid match plays no part in it
     assert np.array_equal(DetectorScorer(10.0, 5.0, (vocab, None)).log_scores(feats, outside, None),
                           scorer.log_scores(feats, outside, None))
+
+
+def test_a_distilled_embedding_follows_the_text_trained_one():
+    config = StudentConfig(arch="resnet18", head="detector", fpn_dim=16, image_embedding=True)
+    model = Student(config, embed_dim=12, image_size=64).eval()
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, 64, 64))
+    assert out.shape == (2, 64, FIELDS + 24)
+    for part in (out[..., FIELDS:FIELDS + 12], out[..., FIELDS + 12:]):
+        assert torch.allclose(part.norm(dim=-1), torch.ones(2, 64), atol=1e-4)
+    assert not torch.allclose(out[..., FIELDS:FIELDS + 12], out[..., FIELDS + 12:], atol=1e-2)
+    with pytest.raises(StudentError, match="image_embedding"):
+        StudentConfig(arch="resnet18", image_embedding=True).validate()
+
+
+@pytest.mark.parametrize("with_vocabulary", [False, True])
+def test_the_ensemble_weighs_the_two_matches_geometrically(with_vocabulary: bool):
+    rng = np.random.default_rng(2)
+    text_part = _random_features(rng)
+    image_part = rng.normal(size=(3, 16, 8)).astype(np.float32)
+    feats = np.concatenate([text_part, image_part], -1)
+    queries = rng.normal(size=(4, 8)).astype(np.float32)
+    vocabulary = (rng.normal(size=(5, 8)).astype(np.float32), None) if with_vocabulary else None
+    only_image = np.concatenate([text_part[..., :FIELDS], image_part], -1)
+    for w in (0.0, 0.3, 1.0):
+        scorer = DetectorScorer(12.0, -2.0, vocabulary, image_weight=w)
+        expected = (1 - w) * scorer.log_scores(text_part, queries, None) + w * scorer.log_scores(only_image, queries,
+                                                                                                    None)
+        np.testing.assert_allclose(scorer.log_scores(feats, queries, None), expected, atol=1e-5)
+        torch_scorer = TorchDetectorScorer(12.0, -2.0, None if vocabulary is None else
+                                           (torch.from_numpy(vocabulary[0]), None), image_weight=w)
+        logits, boxes = torch_scorer.score_and_locate(torch.from_numpy(feats), torch.from_numpy(queries), None)
+        np_logits, np_boxes = scorer.score_and_locate(feats, queries, None)
+        np.testing.assert_allclose(np_logits, logits.numpy(), atol=1e-3)
+        np.testing.assert_allclose(np_boxes, boxes.numpy(), atol=1e-4)
+    with pytest.raises(ValueError, match="2 x 8"):
+        DetectorScorer(12.0, -2.0).log_scores(feats[..., :-1], queries, None)

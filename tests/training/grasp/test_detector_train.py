@@ -51,6 +51,13 @@ def test_crop_term_reads_the_embedding_at_the_object_centre():
     assert far[1]["crop"] == pytest.approx(2.0) and near[1]["crop"] == pytest.approx(0.0, abs=1e-6)
     unused = detector_loss(feats, targets, labels, text, match, DetectorLossConfig())
     assert "crop" not in unused[1]
+    # with a distilled embedding after the text-trained one, the crop term reads that one and the text terms do not
+    both = torch.cat([torch.zeros(1, 16, FIELDS + 8), feats[..., FIELDS:]], -1)
+    both[..., FIELDS:FIELDS + 8] = feats[..., FIELDS:].roll(1, 1)
+    terms = detector_loss(both, targets, labels, text, match, DetectorLossConfig(), (crop, torch.ones(1, 1).bool()))[1]
+    assert terms["crop"] == pytest.approx(0.0, abs=1e-6)
+    text_only = detector_loss(both[..., :FIELDS + 8], targets, labels, text, match, DetectorLossConfig())[1]
+    assert terms["text"] == pytest.approx(float(text_only["text"]))
 
 
 def test_brightness_jitter_scales_rgb_pixels_within_its_range_and_leaves_depth():
