@@ -3,7 +3,7 @@ detector's held-out locations cut to the most object-like keep what the fit need
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from vlkd_runtime.query_fit import detector_negative_rows, most_object_like, ranking_auc
+from vlkd_runtime.query_fit import detector_negative_rows, detector_shot_regions, most_object_like, ranking_auc
 from vlkd_runtime.scoring import FIELDS, DetectorScorer
 
 
@@ -34,3 +34,18 @@ def test_most_object_like_locations_keep_the_negatives_and_the_answers_that_peak
     among = [best[i] in np.argsort(-prior[i], kind="stable")[:64] for i in range(6)]
     assert all(np.array_equal(full[i], cut[i]) for i in range(6) if among[i])
     assert np.all(cut <= full)
+
+
+def test_shots_and_negatives_read_the_distilled_embedding_of_a_model_with_two():
+    """On features with a second, distilled embedding (FIELDS + 2D) a query is fitted on that one: the shot's row
+    and the negative rows are its last D channels, at the locations the single-embedding rule picks."""
+    rng = np.random.default_rng(3)
+    feats = rng.standard_normal((2, 16, FIELDS + 2 * 8)).astype(np.float32)
+    rows = detector_negative_rows(feats, 8, per_frame=4)
+    assert rows.shape == (8, 8)
+    assert np.array_equal(rows, detector_negative_rows(np.concatenate([feats[..., :FIELDS], feats[..., -8:]], -1), 8,
+                                                       per_frame=4))
+    regions, said = detector_shot_regions(feats, [(0.0, 0.0, 0.5, 0.5), None], feats[..., 0], 8)
+    best = int(np.argmax(feats[1, :, 0]))
+    assert np.array_equal(regions[1], feats[1, best, -8:]) and "answer peaks" in said[1]
+    assert regions.shape == (2, 8)
