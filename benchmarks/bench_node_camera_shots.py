@@ -7,7 +7,8 @@ training camera ranges, a seed no benchmark uses); once an answer on the new cam
 ~/add_object goal {name, take_next_frames: k} without regions of interest, so the node picks where the name's
 answer peaks in each frame. Per goal: success, the node's message, the time from sending the goal to its result
 and from its last "collecting camera frames" feedback to its result (the learning, once the shots are in; the issue's
-goal: <= 3 s), and the frames the feedback counted. Then ~/remove_object of each taught name.
+goal: <= 3 s; the node's first job also embeds the model dir's held-out frames, once), and the frames the feedback
+counted. Then ~/remove_object of each taught name.
 
     vlkd collect clutter --config clutter_train --seed 7777 --episodes 150 --ood-episode-fraction 0.95 \
         --out data/clutter_shots
@@ -38,9 +39,6 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--k", type=int, default=5, help="camera frames per object (take_next_frames)")
     p.add_argument("--min-visible", type=float, default=0.5, help="least visible fraction of the object")
     p.add_argument("--camera-rate", type=float, default=30.0, help="camera frames per second")
-    p.add_argument("--settle", type=float, default=0.0,
-                   help="seconds to wait once the node first answers, before the first goal (0: at once, when the "
-                        "first job still waits for the held-out frames the node embeds on activation)")
     p.add_argument("--out", help="also write the results as JSON here")
     return p.parse_args()
 
@@ -106,8 +104,6 @@ def run(args: argparse.Namespace) -> dict:
                 try:
                     time.sleep(1.0)  # the previous camera's last frames are older than this one's
                     wait_ready(client, name, node)
-                    if not rows:
-                        time.sleep(args.settle)
                     rows.append(teach(client, name, args.k))
                 finally:
                     interrupt(camera)
@@ -120,7 +116,7 @@ def run(args: argparse.Namespace) -> dict:
             rclpy.try_shutdown()
             log = interrupt(node)
     ok = [r for r in rows if r["success"]]
-    return {"command": " ".join(sys.argv), "k": args.k, "settle_s": args.settle, "rows": rows,
+    return {"command": " ".join(sys.argv), "k": args.k, "rows": rows,
             "summary": {"objects": len(rows), "succeeded": len(ok),
                         "max_learning_s": max((r["learning_s"] for r in ok), default=None),
                         "learning_goal_s": GOAL_SECONDS, "removed": sum(bool(r and r.success) for r in removed)},

@@ -180,11 +180,6 @@ class GraspFeasibility:
         """The decision threshold `query` applies to `name`: its own once learnt from shots, else the model's."""
         return self._answerer.threshold_of(normalize_name(name), self._store.serving.registry)
 
-    def prepare_learning(self) -> None:
-        """Embed the model dir's held-out frames now, in the background, which the first `add_object` job would
-        otherwise wait for (1-5 s with the shipped model on 2 CPU cores)."""
-        self._learner.prepare()
-
     def add_object(self, name: str, images: Any, description: str | None = None, k: int = 5,
                    rois: Sequence[Box | None] | None = None) -> FewShotJob:
         """Learn `name` from its shots in the background; answers at once with the job, or raises ValueError saying

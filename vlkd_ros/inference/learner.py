@@ -44,9 +44,6 @@ class NotRemovable(FewShotError):
     or a job is learning it now."""
 
 
-PREPARE = object()  # the worker's queue item that embeds the held-out frames ahead of the first job
-
-
 class ValidationFailed(RuntimeError):
     """A fitted query failed its validation on held-out shots: the job fails and nothing changes."""
 
@@ -103,21 +100,10 @@ class Learner:
                 self.pending = {**self.pending, key: ObjectEntry(key, description=text or "", source="added")}
             self._jobs[job.job_id] = job
             self._queue.put((job, inputs, boxes))
-            self._start_worker()
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._work, name="vlkd-fewshot", daemon=True)
+                self._worker.start()
         return job
-
-    def prepare(self) -> None:
-        """Embed the model dir's held-out frames on the worker now, in the background, so that the first job does
-        not wait for them (jobs queued meanwhile run after it)."""
-        with self._jobs_lock:
-            self._queue.put(PREPARE)
-            self._start_worker()
-
-    def _start_worker(self) -> None:
-        """Start the worker thread unless it runs. Called with _jobs_lock held."""
-        if self._worker is None or not self._worker.is_alive():
-            self._worker = threading.Thread(target=self._work, name="vlkd-fewshot", daemon=True)
-            self._worker.start()
 
     def remove_object(self, name: str) -> str:
         """`GraspFeasibility.remove_object`: refused (NotRemovable) before any write, else committed."""
@@ -188,12 +174,6 @@ class Learner:
 
     def _work(self) -> None:
         while (item := self._queue.get()) is not None:
-            if item is PREPARE:
-                try:
-                    self._held_out_negatives(self._store.serving)
-                except Exception:  # noqa: BLE001 - the first job then tries again and says why it fails
-                    log.exception("embedding the model dir's held-out frames failed")
-                continue
             job, inputs, boxes = item
             with self._jobs_lock:
                 if job.state != "queued":  # cancelled while it waited
@@ -294,20 +274,16 @@ class Learner:
         """Features of the model dir's held-out training frames without the object `key` (all of them for a name
         the model was not trained on: training scenes never hold it), embedded once (the weights never change while
         serving; the frames themselves are not kept)."""
-        names, targets, feats = self._held_out_negatives(serving)
+        if self._negatives is None:
+            held = self._read_held_out()
+            self._negatives = (held.names, held.targets, self._held_out_features(serving, held))
+        names, targets, feats = self._negatives
         column = {normalize_name(n): i for i, n in enumerate(names)}.get(key)
         absent = feats if column is None else feats[targets[:, column] < 0.5]
         if len(absent) < 2:
             raise FewShotError(f"the model dir's held-out frames hold {len(absent)} frame(s) without {key!r}: too "
                                "few to fit and judge its query vector")
         return absent
-
-    def _held_out_negatives(self, serving: Serving) -> tuple[list[str], np.ndarray, np.ndarray]:
-        """The held-out frames' names, targets and features, embedded on the first call (on the worker thread)."""
-        if self._negatives is None:
-            held = self._read_held_out()
-            self._negatives = (held.names, held.targets, self._held_out_features(serving, held))
-        return self._negatives
 
     def _held_out_features(self, serving: Serving, held: HeldOut, batch: int = 8) -> np.ndarray:
         """The serving encoder's features of every held-out frame, written `batch` frames at a time into one array (a

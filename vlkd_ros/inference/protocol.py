@@ -62,9 +62,6 @@ class GraspModel(Protocol):
         adds "location" to each answer: {"u", "v", "box": [x0, y0, x1, y1], "confidence"} in [0, 1] of its square
         input."""
 
-    def prepare_learning(self) -> None:
-        """Make ready in the background what every few-shot job needs (the first `add_object` does it otherwise)."""
-
     def add_object(self, name: str, images: Any, description: str | None = None, k: int = 5,
                    rois: Sequence[Box | None] | None = None) -> GraspJob:
         """Learn `name` from `images` (each with its region of interest, or None) in the background (ValueError:

@@ -172,7 +172,6 @@ class PerceptionNode(LifecycleNode):
             self.queries.embeddings.clear()
             self._model = model
         freeze_heap()
-        model.prepare_learning()  # the first ~/add_object goal then does not wait for the held-out frames
         self.queries.prefetcher.start()
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                          reliability=RELIABILITIES[cfg["image_reliability"]])

@@ -293,30 +293,3 @@ def test_one_writer_per_model_dir(model_dir, shots, tiny_clutter):
             assert time.monotonic() < deadline
             time.sleep(0.1)
     other.close()
-
-
-def test_prepared_learning_embeds_the_held_out_frames_once_ahead_of_the_first_job(model_dir, shots, tmp_path,
-                                                                                  monkeypatch):
-    embedded = []
-    features = grasp_module.Learner._held_out_features
-
-    def counted(self, *args, **kwargs):
-        embedded.append(1)
-        return features(self, *args, **kwargs)
-
-    monkeypatch.setattr(grasp_module.Learner, "_held_out_features", counted)
-    plain_dir = copy_model(model_dir, tmp_path / "plain")
-    prepared = GraspFeasibility.from_checkpoint(model_dir)
-    prepared.prepare_learning()
-    end = time.monotonic() + 60
-    while not embedded and time.monotonic() < end:
-        time.sleep(0.05)
-    assert embedded == [1]  # in the background, before any job
-    taught(prepared, shots)
-    assert embedded == [1]  # the job reused them
-    plain = GraspFeasibility.from_checkpoint(plain_dir)
-    taught(plain, shots)
-    assert embedded == [1, 1]
-    assert prepared.query(shots, [NEW]) == plain.query(shots, [NEW])  # the same query vector either way
-    prepared.close()
-    plain.close()
