@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 
 from training.grasp.data import GraspDataConfig, load_clutter_data
-from vlkd_ros.inference import GraspFeasibility, name_quality
+from vlkd_formats.model_dir import KIND_GRASP, read_card, resolve_model_dir
+from vlkd_ros.inference import GraspFeasibility, default_model_dir, name_quality
 from vlkd_ros.inference.observations import episode_observation
 
 
@@ -40,6 +41,22 @@ def shot_episodes(data, name: str, k: int, min_visible: float) -> list:
         if len(picked) == k:
             break
     return picked
+
+
+def card_objects_with_shots(shots_data: str, model_dir: str | None, k: int, min_visible: float
+                            ) -> tuple[list[tuple[str, list]], list[str]]:
+    """([(name, its k `shot_episodes`)], [names with fewer]) over the Y_ood objects of a model dir's card (None: the
+    shipped model), in the card's order."""
+    data = load_clutter_data(GraspDataConfig(root=shots_data))
+    card = read_card(resolve_model_dir(model_dir or default_model_dir()), KIND_GRASP)
+    usable, lacking = [], []
+    for name in card.labels["ood"]:
+        episodes = shot_episodes(data, name, k, min_visible)
+        if len(episodes) == k:
+            usable.append((name, episodes))
+        else:
+            lacking.append(name)
+    return usable, lacking
 
 
 def pixel_box(bbox: tuple[int, int, int, int]) -> tuple[int, int, int, int]:

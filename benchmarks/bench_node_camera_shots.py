@@ -25,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench_fewshot_queries import shot_episodes
+from bench_fewshot_queries import card_objects_with_shots
 from bench_ros_service import VLKD, peer_env, start, wait_ready
 
 GOAL_SECONDS = 3.0  # learning time once the shots are in
@@ -45,19 +45,8 @@ def parse_args() -> argparse.Namespace:
 
 def plan(args: argparse.Namespace) -> list[tuple[str, list[Path]]]:
     """(name, k episode dirs) for the first `--objects` Y_ood objects of the card with k shots."""
-    from training.grasp.data import GraspDataConfig, load_clutter_data
-    from vlkd_formats.model_dir import KIND_GRASP, read_card, resolve_model_dir
-
-    data = load_clutter_data(GraspDataConfig(root=args.shots_data))
-    card = read_card(resolve_model_dir(args.model_dir), KIND_GRASP)
-    out = []
-    for name in card.labels["ood"]:
-        episodes = shot_episodes(data, name, args.k, args.min_visible)
-        if len(episodes) == args.k:
-            out.append((name, [e.images["base_rgb"].parent for e in episodes]))
-        if len(out) == args.objects:
-            break
-    return out
+    objects, _ = card_objects_with_shots(args.shots_data, args.model_dir, args.k, args.min_visible)
+    return [(name, [e.images["base_rgb"].parent for e in episodes]) for name, episodes in objects[:args.objects]]
 
 
 def teach(client, name: str, k: int) -> dict:

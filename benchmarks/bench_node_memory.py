@@ -64,22 +64,12 @@ def rss_by_mapping(pid: int, top: int = 8) -> dict[str, float]:
 
 def teaching_plan(shots_data: str, model_dir: str, jobs: int, k: int, min_visible: float) -> tuple[list, list]:
     """([(name, images, boxes)] per goal, [Y_ood objects lacking k shots]): the card's Y_ood objects in turn."""
-    from bench_fewshot_queries import pixel_box, shot_episodes
-    from training.grasp.data import GraspDataConfig, load_clutter_data
+    from bench_fewshot_queries import card_objects_with_shots, pixel_box
     from vlkd_formats.image_codec import read_rgb
-    from vlkd_formats.model_dir import KIND_GRASP, read_card, resolve_model_dir
-    from vlkd_ros.inference import default_model_dir
 
-    data = load_clutter_data(GraspDataConfig(root=shots_data))
-    card = read_card(resolve_model_dir(model_dir or default_model_dir()), KIND_GRASP)
-    usable, lacking = [], []
-    for name in card.labels["ood"]:
-        episodes = shot_episodes(data, name, k, min_visible)
-        if len(episodes) < k:
-            lacking.append(name)
-            continue
-        usable.append((name, [read_rgb(e.images["base_rgb"]) for e in episodes],
-                       [pixel_box(e.objects[name].bbox) for e in episodes]))
+    objects, lacking = card_objects_with_shots(shots_data, model_dir, k, min_visible)
+    usable = [(name, [read_rgb(e.images["base_rgb"]) for e in episodes],
+               [pixel_box(e.objects[name].bbox) for e in episodes]) for name, episodes in objects]
     if not usable:
         raise SystemExit(f"no Y_ood object of the model has {k} shots in {shots_data}")
     plan = []

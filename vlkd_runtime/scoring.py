@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -119,13 +120,13 @@ class DetectorScorer:
 
     def log_scores(self, feats: np.ndarray, pos: np.ndarray, neg: np.ndarray | None) -> np.ndarray:
         """log p_l per location and name, (B, L, N) float32."""
-        d = pos.shape[-1]
-        check_detector_features(feats, d)
+        check_detector_features(feats, pos.shape[-1])
         prior = -(_softplus(-feats[..., 0]) + _softplus(-feats[..., 1]))  # log sigmoid(o) + log sigmoid(f)
-        match = self._log_match(feats[..., FIELDS:FIELDS + d], pos, neg)
-        if feats.shape[-1] > FIELDS + d:  # ViLD's ensemble with the distilled embedding
+        named, distilled = detector_embeddings(feats, pos.shape[-1])
+        match = self._log_match(named, pos, neg)
+        if distilled is not None:  # ViLD's ensemble with the distilled embedding
             w = np.float32(self.image_weight)
-            match = (np.float32(1) - w) * match + w * self._log_match(feats[..., FIELDS + d:], pos, neg)
+            match = (np.float32(1) - w) * match + w * self._log_match(distilled, pos, neg)
         return (prior[..., None] + match).astype(np.float32)
 
     def _log_match(self, emb: np.ndarray, pos: np.ndarray, neg: np.ndarray | None) -> np.ndarray:
@@ -153,6 +154,13 @@ def check_detector_features(feats: np.ndarray, dim: int) -> None:
         raise ValueError(f"detector features must be (B, L, {FIELDS} + {dim}) or (B, L, {FIELDS} + 2 x {dim}), got "
                          f"{feats.shape}")
     _square_side(feats.shape[1], "detector features need a square map of locations")
+
+
+def detector_embeddings(feats: Any, dim: int) -> tuple[Any, Any | None]:
+    """The embeddings of detector features (..., FIELDS + dim), or (..., FIELDS + 2 dim) with a distilled one, numpy
+    or torch alike: the one trained against the names' texts and the distilled one (None without)."""
+    named = feats[..., FIELDS:FIELDS + dim]
+    return named, feats[..., FIELDS + dim:] if feats.shape[-1] > FIELDS + dim else None
 
 
 def detector_boxes(feats: np.ndarray, best: np.ndarray, cell: np.ndarray) -> np.ndarray:

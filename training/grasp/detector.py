@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from training.grasp.data import Episode
-from vlkd_runtime.scoring import FIELDS
+from vlkd_runtime.scoring import detector_embeddings
 
 MIN_PIXELS = 4  # an object slot with fewer visible pixels in the (augmented) frame is no detection target
 
@@ -144,9 +144,9 @@ def detector_loss(feats: Tensor, targets: DetectorTargets, labels: SlotLabels, t
     first embedding and the crop term the second. Returns (total, {term: value})."""
     terms = {"heatmap": focal_heatmap_loss(feats[..., 0], targets.heatmap)}
     at = torch.gather(feats, 1, targets.cell[..., None].expand(-1, -1, feats.shape[-1]))  # (B, K, FIELDS + D)
-    d, valid = text.shape[-1], targets.valid
-    emb = at[..., FIELDS:FIELDS + d]
-    distilled = at[..., FIELDS + d:] if at.shape[-1] > FIELDS + d else emb  # a second, distilled-only embedding
+    valid = targets.valid
+    emb, distilled = detector_embeddings(at, text.shape[-1])
+    distilled = emb if distilled is None else distilled  # the crop term's: a second, distilled-only one if any
 
     def mean(x: Tensor, keep: Tensor = valid) -> Tensor:
         return (x * keep).sum() / keep.sum().clamp_min(1)

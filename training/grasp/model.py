@@ -16,7 +16,7 @@ from training.grasp.data import Episode, EpisodeDataset, ObservationTransform
 from training.losses import CLIP_TAU
 from training.students import Student
 from vlkd_runtime.grasp_dir import label_vocabulary
-from vlkd_runtime.scoring import FIELDS, MAX_LOG_SCORE, detector_boxes, peak_boxes
+from vlkd_runtime.scoring import MAX_LOG_SCORE, check_detector_features, detector_boxes, detector_embeddings, peak_boxes
 
 
 class GraspScorer(nn.Module):
@@ -102,15 +102,13 @@ class DetectorScorer(nn.Module):
 
     def log_scores(self, feats: Tensor, pos: Tensor, neg: Tensor | None) -> Tensor:
         """log p per location and name (B, L, N) of detector features (B, L, FIELDS + D)."""
-        d = pos.shape[-1]
-        if feats.ndim != 3 or feats.shape[-1] not in (FIELDS + d, FIELDS + 2 * d):
-            raise ValueError(f"detector features must be (B, L, {FIELDS} + {d}) or (B, L, {FIELDS} + 2 x {d}), got "
-                             f"{tuple(feats.shape)}")
+        check_detector_features(feats, pos.shape[-1])
         prior = F.logsigmoid(feats[..., 0]) + F.logsigmoid(feats[..., 1])
-        match = self._log_match(feats[..., FIELDS:FIELDS + d], pos, neg)
-        if feats.shape[-1] > FIELDS + d:  # ViLD's ensemble with the distilled embedding
+        named, distilled = detector_embeddings(feats, pos.shape[-1])
+        match = self._log_match(named, pos, neg)
+        if distilled is not None:  # ViLD's ensemble with the distilled embedding
             w = self.image_weight
-            match = (1 - w) * match + w * self._log_match(feats[..., FIELDS + d:], pos, neg)
+            match = (1 - w) * match + w * self._log_match(distilled, pos, neg)
         return prior[..., None] + match
 
     def _log_match(self, emb: Tensor, pos: Tensor, neg: Tensor | None) -> Tensor:
