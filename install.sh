@@ -51,6 +51,9 @@ fi
 if [ -x scripts/build_interfaces.sh ]; then
     VENV="$VENV" VLKD_ROS_DISTRO="$DISTRO" scripts/build_interfaces.sh
 fi
+# 4. The shipped grasp model's serving files, derived from its weights (git holds those once): the ONNX image encoder
+#    the node runs and its features of the held-out frames few-shot jobs judge new objects against.
+"$VENV/bin/vlkd" export --model vlkd_ros/models/grasp_default --if-missing >/dev/null
 # The resolved set goes to an untracked file (an install never modifies tracked files); compare it with the tracked
 # lock (constraints-lock.txt; constraints-lock-jazzy.txt for jazzy), and rewrite the lock on purpose with
 # scripts/update_lock.sh (no argument; VLKD_ROS_DISTRO=jazzy for the Jazzy one).

@@ -7,7 +7,7 @@ training camera ranges, a seed no benchmark uses); once an answer on the new cam
 ~/add_object goal {name, take_next_frames: k} without regions of interest, so the node picks where the name's
 answer peaks in each frame. Per goal: success, the node's message, the time from sending the goal to its result
 and from its last "collecting camera frames" feedback to its result (the learning, once the shots are in; the issue's
-goal: <= 3 s; the node's first job also embeds the model dir's held-out frames, once), and the frames the feedback
+goal: <= 3 s; the first job reads the held-out frames' features `vlkd export` stored), and the frames the feedback
 counted. Then ~/remove_object of each taught name.
 
     vlkd collect clutter --config clutter_train --seed 7777 --episodes 150 --ood-episode-fraction 0.95 \

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from vlkd_formats.errors import VlkdError
+from vlkd_formats.hashing import file_sha256
 
 
 PACKAGED_MODEL_CONFIGS = Path(__file__).parent / "model_configs"
@@ -60,15 +61,6 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    """SHA-256 of a file's content."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Teacher:

@@ -29,8 +29,11 @@ for the shipped model or a read-only model dir), into that dir, and the model di
         .lock (*)                    the writer lock (`vlkd_formats.dir_lock`) a few-shot learner holds while it
                                      may commit; its pid and command are in it (no content otherwise)
         onnx/student-<sha16>.onnx (*)  the image encoder of the weights whose SHA-256 starts with <sha16>, written by
-                                     `vlkd train-grasp` and `vlkd export --model DIR` (few-shot commits write none);
-                                     never while loading
+                                     `vlkd train-grasp` and `vlkd export --model DIR` (few-shot commits write none;
+                                     the shipped model's at install: git holds no ONNX); never while loading
+        onnx/heldout-<sha16>.safetensors (*)  that encoder's features of replay.safetensors' held-out frames (a
+                                     detector's most object-like locations), written with it: what a node's
+                                     few-shot jobs judge a new object against without embedding the frames
       written on request (either kind): export/ (`vlkd export` of a distill model), eval/ (reports)
 
 Every loader goes through `read_card(dir, expect_kind=...)`: it accepts a run dir that holds `model/` (and reads
@@ -175,6 +178,11 @@ def _missing_card(given: Path, expect_kind: str | None) -> str:
 def onnx_file(weights_sha256: str) -> str:
     """Relative path of the ONNX image encoder of the weights with this SHA-256."""
     return f"{ONNX_DIR}/student-{weights_sha256[:16]}.onnx"
+
+
+def held_out_features_file(weights_sha256: str) -> str:
+    """Relative path of the held-out frames' features as the ONNX encoder of these weights gives them."""
+    return f"{ONNX_DIR}/heldout-{weights_sha256[:16]}.safetensors"
 
 
 def shots_file(name: str, version: int) -> str:

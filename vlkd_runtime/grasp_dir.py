@@ -15,8 +15,8 @@ from safetensors import safe_open
 from safetensors.numpy import load_file
 
 from vlkd_formats.model_dir import (GRASP_FILE, GRASP_FORMAT, GRASP_VERSION, KIND_GRASP, REPLAY_FILE,
-                                    TEXT_ENCODER_DIR, TEXT_FEATURES_FILE, ModelCard, ModelDirError, onnx_file,
-                                    read_card, resolve_model_dir)
+                                    TEXT_ENCODER_DIR, TEXT_FEATURES_FILE, ModelCard, ModelDirError,
+                                    held_out_features_file, onnx_file, read_card, resolve_model_dir)
 from vlkd_formats.object_registry import ObjectRegistry, read_registry
 from vlkd_formats.state_dir import ModelFiles, StateCard, check_state_dir, model_name
 from vlkd_runtime.observation import ObservationTransform
@@ -91,11 +91,21 @@ def served_registry(files: ModelFiles) -> ObjectRegistry:
 @dataclass
 class HeldOut:
     """Held-out training frames of a model dir: which trained objects are graspable in each (`targets` (N,
-    len(names)) in {0, 1}), and their transformed inputs, read from `path` a few at a time (`batches`)."""
+    len(names)) in {0, 1}), and their transformed inputs, read from `path` a few at a time (`batches`);
+    `features_path`: where the served weights' ONNX encoder's features of them are stored
+    (`vlkd_runtime.held_out_features`), when it was written."""
 
     names: list[str]
     targets: np.ndarray
     path: Path
+    features_path: Path | None = None
+
+    @classmethod
+    def read(cls, replay: Path, features_path: Path | None = None) -> "HeldOut":
+        """The held-out part of a replay file (`replay.safetensors`): names and targets; inputs read on demand."""
+        with safe_open(str(replay), "np") as f:
+            return cls(json.loads(f.metadata()["names"]), f.get_tensor("val_targets").astype(np.float32), replay,
+                       features_path)
 
     def batches(self, size: int) -> Iterator[np.ndarray]:
         """The inputs (n <= size, C, S, S) float32, in order: never all of them in memory at once."""
@@ -146,10 +156,10 @@ class ServedModelDir:
                 if part in feats for i, texts in enumerate(rows)}
 
     def held_out(self) -> HeldOut:
-        """The held-out training frames of `replay.safetensors` (its validation part)."""
-        path = self.root / REPLAY_FILE
-        with safe_open(str(path), "np") as f:
-            return HeldOut(json.loads(f.metadata()["names"]), f.get_tensor("val_targets").astype(np.float32), path)
+        """The held-out training frames of `replay.safetensors` (its validation part), and where the current
+        weights' features of them are stored."""
+        return HeldOut.read(self.root / REPLAY_FILE,
+                            self.files.path(held_out_features_file(self.registry.weights_sha256)))
 
 
 def label_vocabulary(text_features: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 
 def onnx_session(path: str | Path, threads: int = 0, cuda: bool = False) -> Any:
     """An onnxruntime InferenceSession of `path` (`threads` > 0: its intra-op threads, 0: one per core; `cuda`: the
@@ -21,3 +23,8 @@ def onnx_session(path: str | Path, threads: int = 0, cuda: bool = False) -> Any:
         options.intra_op_num_threads = threads
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=providers + ["CPUExecutionProvider"])
+
+
+def image_features(session: Any, images: np.ndarray) -> np.ndarray:
+    """An exported image encoder's features of transformed observations (B, C, S, S) (`session`: `onnx_session`)."""
+    return session.run(["features"], {"images": np.ascontiguousarray(images, np.float32)})[0]

@@ -22,15 +22,19 @@ from training.grasp.model import DetectorScorer, GraspScorer, build_scorer, voca
 from training.grasp.text import GraspTextConfig, TextTower
 from training.model_dir import ModelCard, load_model_dir, write_model_dir
 from training.students import Student
-from training.teacher import file_sha256
 from vlkd_formats.atomic_io import atomic_write, atomic_write_json
+from vlkd_formats.hashing import file_sha256
 from vlkd_formats.model_dir import (GRASP_FILE, GRASP_FORMAT, GRASP_VERSION, KIND_GRASP, REPLAY_FILE,
-                                    TEXT_ENCODER_DIR, WEIGHTS_FILE, onnx_file, read_card, resolve_model_dir)
+                                    TEXT_ENCODER_DIR, WEIGHTS_FILE, held_out_features_file, onnx_file, read_card,
+                                    resolve_model_dir)
 from vlkd_formats.object_registry import ObjectEntry, ObjectRegistry, write_registry
 from vlkd_formats.state_dir import ModelFiles
 from vlkd_runtime.grasp_dir import GraspCard as RuntimeGraspCard
+from vlkd_runtime.grasp_dir import HeldOut
 from vlkd_runtime.grasp_dir import read_grasp_card as read_card_as
 from vlkd_runtime.grasp_dir import served_registry
+from vlkd_runtime.held_out_features import held_out_features, write_held_out_features
+from vlkd_runtime.onnx_session import image_features, onnx_session
 from vlkd_runtime.text import TEXT_CARD, OnnxTextEncoder, prompt_texts
 
 FORMAT, VERSION = GRASP_FORMAT, GRASP_VERSION
@@ -136,8 +140,9 @@ def write_grasp_model_dir(out: str | os.PathLike, student: Student, card: ModelC
         registry = ObjectRegistry(weights=WEIGHTS_FILE, weights_sha256=file_sha256(root / WEIGHTS_FILE))
         onnx_path = root / onnx_file(registry.weights_sha256)
         export_student_onnx(student, grasp.image_size, onnx_path)
-        for old in onnx_path.parent.glob("student-*.onnx"):  # exports of weights an earlier run wrote here
-            if old != onnx_path:
+        features_path = write_served_held_out_features(root, registry.weights_sha256, grasp.head == "detector")
+        for old in [*onnx_path.parent.glob("student-*.onnx"), *onnx_path.parent.glob("heldout-*.safetensors")]:
+            if old not in (onnx_path, features_path):  # exports of weights an earlier run wrote here
                 old.unlink(missing_ok=True)
         for entry in objects:
             registry = registry.with_object(entry)
@@ -169,7 +174,8 @@ def load_grasp_model_dir(model_dir: str | os.PathLike, device: str | torch.devic
 
 def export_onnx(model_dir: str | os.PathLike) -> tuple[Path, float]:
     """`vlkd export` of a grasp model dir: write the image encoder of the registry's current weights to
-    `onnx/student-<sha16>.onnx`, where backend "onnx" loads it, and the ONNX text encoder when the dir has only the
+    `onnx/student-<sha16>.onnx`, where backend "onnx" loads it, with its features of the held-out frames beside it,
+    and the ONNX text encoder when the dir has only the
     text tower's weights (`text_encoder/text.safetensors`, which it then drops); returns (path, max deviation from
     PyTorch)."""
     gm = load_grasp_model_dir(model_dir)
@@ -179,4 +185,17 @@ def export_onnx(model_dir: str | os.PathLike) -> tuple[Path, float]:
         for old in (TextTower.WEIGHTS, TextTower.CONFIG):
             (text / old).unlink()
     path = gm.onnx_path()
-    return path, export_student_onnx(gm.student, gm.grasp.image_size, path)
+    diff = export_student_onnx(gm.student, gm.grasp.image_size, path)
+    write_served_held_out_features(gm.root, gm.registry.weights_sha256, gm.grasp.head == "detector", gm.files)
+    return path, diff
+
+
+def write_served_held_out_features(root: Path, weights_sha256: str, detector: bool, files: ModelFiles | None = None
+                                   ) -> Path:
+    """Store the replay file's held-out frames' features as the ONNX export of these weights gives them on one thread
+    (as a node does by default), beside it: a node's few-shot jobs read them instead of embedding the frames."""
+    files = files or ModelFiles(root, None)
+    encoder = onnx_session(files.path(onnx_file(weights_sha256)), threads=1)
+    held = HeldOut.read(root / REPLAY_FILE, files.path(held_out_features_file(weights_sha256)))
+    return write_held_out_features(held.features_path, held_out_features(
+        lambda images: image_features(encoder, images), held, detector), held)

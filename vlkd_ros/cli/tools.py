@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from vlkd_ros.cli import CLIError
 
@@ -15,10 +16,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="ONNX export of a model dir, verified against PyTorch",
                        description="A distill model dir: the student with its label-text matrix into MODEL/export "
                                    "(export.json lists the files). A grasp model dir: the image encoder of its current "
-                                   "weights into MODEL/onnx/student-<sha16>.onnx, which backend onnx serves. Example: "
+                                   "weights into MODEL/onnx/student-<sha16>.onnx, which backend onnx serves, with its "
+                                   "features of the held-out frames (onnx/heldout-<sha16>.safetensors). Example: "
                                    "vlkd export --model runs/distill/model")
     p.add_argument("--model", required=True, help="model dir (or the run dir holding it as model/)")
     p.add_argument("--out", help="output dir of a distill export (default MODEL/export)")
+    p.add_argument("--if-missing", action="store_true",
+                   help="a grasp model dir: do nothing when both files of its current weights are there (install.sh "
+                        "exports the shipped model this way)")
     p.set_defaults(func=run_export)
 
     s = sub.add_parser("split", help="seeded ID/OOD label split of an ImageFolder (|Y_id| = |Y_ood|)",
@@ -52,8 +57,15 @@ def run_export(args: argparse.Namespace) -> int:
         if args.out:
             raise CLIError("a grasp model dir exports into its own onnx/ folder (where backend onnx loads it): "
                            "drop --out")
-        path, diff = export_onnx(args.model)
-        print(json.dumps({"files": {"onnx": str(path)}, "max_abs_diff": {"onnx": diff}}, indent=2))
+        from vlkd_runtime.grasp_dir import read_served_model_dir
+
+        served = read_served_model_dir(args.model)
+        files = {"onnx": str(served.onnx_path()), "held_out_features": str(served.held_out().features_path)}
+        if args.if_missing and all(Path(f).is_file() for f in files.values()):
+            print(json.dumps({"files": files, "exported": False}, indent=2))
+            return 0
+        _, diff = export_onnx(args.model)
+        print(json.dumps({"files": files, "exported": True, "max_abs_diff": {"onnx": diff}}, indent=2))
         return 0
     from training.export import export_model
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from vlkd_formats.model_dir import ModelDirError
 from vlkd_runtime.grasp_dir import ServedModelDir
-from vlkd_runtime.onnx_session import onnx_session
+from vlkd_runtime.onnx_session import image_features, onnx_session
 
 BACKENDS = ("torch", "onnx")
 ImageEncoder = Callable[[np.ndarray], np.ndarray]  # inputs (B, C, S, S) float32 -> features (B, D) or (B, 1 + L, D)
@@ -27,7 +27,7 @@ class OnnxImageEncoder:
         self.session = onnx_session(path, threads, cuda)
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        return self.session.run(["features"], {"images": np.ascontiguousarray(images, np.float32)})[0]
+        return image_features(self.session, images)
 
 
 class TorchImageEncoder:

@@ -21,18 +21,15 @@ from vlkd_ros.inference.jobs import FewShotJob, JobCancelled
 from vlkd_ros.inference.shots import MIN_SHOTS, ShotError, ShotRules, base_rgb, check_shots
 from vlkd_ros.inference.state_store import FewShotError, StateStore
 from vlkd_runtime.grasp_dir import HeldOut
+from vlkd_runtime.held_out_features import held_out_features, read_held_out_features
 from vlkd_runtime.query_fit import (Box, QueryFitConfig, calibrate, detector_negative_rows, detector_shot_regions,
-                                    fit_query, fpr_threshold, most_object_like, negative_rows, ranking_auc,
-                                    shot_regions)
+                                    fit_query, fpr_threshold, negative_rows, ranking_auc, shot_regions)
 from vlkd_runtime.scoring import DetectorScorer, sigmoid
 
 log = logging.getLogger(__name__)
 MAX_JOBS, MAX_JOBS_PER_NAME, JOB_HISTORY = 4, 1, 100
 MAX_KEPT_SHOTS = 50  # an object's newest shots kept with its query (for an offline finetune or a refit)
 CANCEL_WAIT_S = 10.0  # how long cancel() waits for a running job to reach its next step
-# A detector's held-out frames keep their most object-like locations (a square number: the scorer takes them as a
-# map); the fit's negatives are among them, and a learnt query's answer peaks among the shipped model's 64 on 99.8%
-HELD_OUT_LOCATIONS = 64
 
 
 class JobQueueFull(FewShotError):
@@ -285,21 +282,13 @@ class Learner:
                                "few to fit and judge its query vector")
         return absent
 
-    def _held_out_features(self, serving: Serving, held: HeldOut, batch: int = 8) -> np.ndarray:
-        """The serving encoder's features of every held-out frame, written `batch` frames at a time into one array (a
-        list of batches joined at the end holds them twice at its peak: for the shipped model 70 MB more, of which
-        the allocator kept 56 MB after); a detector's cut to their `HELD_OUT_LOCATIONS` most object-like locations
-        (the shipped model's 256 locations: 70 MB, 64 of them: 17 MB)."""
-        n = len(held.targets)
-        feats = np.empty((0,), np.float32)
-        for start, inputs in zip(range(0, n, batch), held.batches(batch)):
-            out = self._answerer.features(serving, inputs)
-            if isinstance(self._answerer.scorer, DetectorScorer):
-                out = most_object_like(out, HELD_OUT_LOCATIONS)
-            if start == 0:
-                feats = np.empty((n, *out.shape[1:]), np.float32)
-            feats[start:start + len(out)] = out
-        return feats
+    def _held_out_features(self, serving: Serving, held: HeldOut) -> np.ndarray:
+        """The serving encoder's features of every held-out frame: as stored with the weights' ONNX export, else
+        embedded here (a detector's cut to their most object-like locations, `vlkd_runtime.held_out_features`)."""
+        stored = None if held.features_path is None else read_held_out_features(held.features_path, held)
+        if stored is not None:
+            return stored
+        return held_out_features(serving.encoder, held, isinstance(self._answerer.scorer, DetectorScorer))
 
 
 def input_boxes(rois: Sequence[Box | None] | None, rgb: list[np.ndarray]) -> list[Box | None]:

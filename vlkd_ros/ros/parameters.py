@@ -86,8 +86,8 @@ PARAMETERS = (
               f"while latest-frame queries came in the last {PREFETCH_WHILE_QUERIED_S:g} s; queries then answer from "
               "the newest embedded fresh observation and never wait for the model; 0: a query that finds the latest "
               "observation not yet embedded embeds it", "runtime", float_range=(0.0, 1000.0)),
-    ParamSpec("prefetch_busy_share", 0.2, "largest share of the time the prefetch may spend embedding: after an "
-              "embedding that took t s, the next starts t / share s after it began (so a slow or busy CPU embeds "
+    ParamSpec("prefetch_busy_share", 0.4, "largest share of one core the prefetch may spend embedding: after an "
+              "embedding that took t s of CPU, the next starts t / share s after it began (so a slow CPU embeds "
               "fewer frames and keeps the rest for queries, the camera and other nodes); 1: only prefetch_rate "
               "limits it", "runtime", float_range=(0.01, 1.0)),
     ParamSpec("results_rate", 1.0, "Hz at which the latest frame is judged for every known object and published "

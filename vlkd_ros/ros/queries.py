@@ -237,7 +237,7 @@ class QueryServices:
         return entry
 
     def _prefetch(self) -> None:
-        """Embed the latest observation ahead of the queries (the prefetch thread, niced, at most prefetch_rate
+        """Embed the latest observation ahead of the queries (the prefetch thread, at most prefetch_rate
         Hz, woken by new frames while latest-frame queries keep coming)."""
         model = self._node.model
         if model is None or self._node.state != "active":

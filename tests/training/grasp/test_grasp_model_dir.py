@@ -1,14 +1,18 @@
 """The grasp model dir on disk: refused with what to do when of the other kind or incomplete, and exported to ONNX
-where backend onnx loads it (`vlkd export`), the text tower of a dir written before text_encoder/ held ONNX too."""
+where backend onnx loads it, with the held-out frames' features beside it (`vlkd export`), the text tower of a dir
+written before text_encoder/ held ONNX too."""
+import json
 import shutil
 
+import numpy as np
 import pytest
+from safetensors.numpy import load_file
 
 from grasp_fixtures import copy_model
 from training.grasp.text import TextTower
 from training.teacher import Teacher, TeacherConfig
 from training.grasp.model_dir import export_onnx, load_grasp_model_dir
-from vlkd_formats.model_dir import ModelDirError, WrongKindError, onnx_file
+from vlkd_formats.model_dir import ModelDirError, WrongKindError, held_out_features_file, onnx_file
 from vlkd_ros.cli import main as cli
 
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
@@ -33,12 +37,20 @@ def test_export_writes_the_onnx_file_of_the_current_weights(tiny_grasp_model, tm
     model_dir = copy_model(tiny_grasp_model, tmp_path / "model")
     assert cli(["export", "--model", str(model_dir), "--out", str(tmp_path / "elsewhere")]) == 2
     assert "a grasp model dir exports into its own onnx/ folder" in capsys.readouterr().err
-    trained = sorted(p.name for p in (model_dir / "onnx").iterdir())  # train-grasp wrote the weights' export
-    assert trained == [onnx_file(load_grasp_model_dir(model_dir).registry.weights_sha256).split("/")[-1]]
+    sha = load_grasp_model_dir(model_dir).registry.weights_sha256
+    written = sorted(p.name for p in (model_dir / "onnx").iterdir())  # train-grasp wrote the weights' export
+    assert written == [held_out_features_file(sha).split("/")[-1], onnx_file(sha).split("/")[-1]]
+    features = load_file(str(model_dir / held_out_features_file(sha)))["features"]
     shutil.rmtree(model_dir / "onnx")
     path, diff = export_onnx(model_dir)
-    assert path == model_dir / onnx_file(load_grasp_model_dir(model_dir).registry.weights_sha256) and diff < 1e-4
-    assert [p.name for p in (model_dir / "onnx").iterdir()] == [path.name]
+    assert path == model_dir / onnx_file(sha) and diff < 1e-4
+    assert sorted(p.name for p in (model_dir / "onnx").iterdir()) == written
+    np.testing.assert_array_equal(load_file(str(model_dir / held_out_features_file(sha)))["features"], features)
+    before = path.stat().st_mtime_ns
+    capsys.readouterr()
+    assert cli(["export", "--model", str(model_dir), "--if-missing"]) == 0  # both there: nothing written
+    assert json.loads(capsys.readouterr().out)["exported"] is False and path.stat().st_mtime_ns == before
+    assert cli(["export", "--model", str(model_dir)]) == 0 and path.stat().st_mtime_ns != before
 
 
 def test_export_converts_a_text_tower_saved_as_weights(tiny_grasp_model, tiny_teacher_file, tmp_path):

@@ -146,14 +146,20 @@ def test_the_prefetcher_runs_after_wakes_at_a_bounded_rate() -> None:
     assert len(runs) == 3  # stopped
 
 
-def test_prefetch_busy_share_spaces_runs_by_how_long_they_take():
-    """After a run that took t s the next starts no sooner than t / busy_share after it began (busy at most that
-    share of the time, whatever the rate allows); at share 1 only the rate spaces them."""
-    runs, share = [], {"value": 0.2}
+def test_prefetch_busy_share_spaces_runs_by_the_cpu_time_they_take():
+    """After a run that took t s of CPU the next starts no sooner than t / busy_share after it began (busy at most
+    that share of a core, whatever the rate allows); time a run spends off the CPU (waiting for a core, here
+    sleeping) does not space them, and at share 1 only the rate does."""
+    runs, share, mode = [], {"value": 0.2}, {"spin": True}
 
     def work():
         runs.append(time.monotonic())
-        time.sleep(0.1)
+        if mode["spin"]:  # 0.1 s of this thread's CPU time
+            end = time.thread_time() + 0.1
+            while time.thread_time() < end:
+                pass
+        else:
+            time.sleep(0.1)
 
     def gaps_of(n: int) -> list[float]:
         start = len(runs)
@@ -168,9 +174,12 @@ def test_prefetch_busy_share_spaces_runs_by_how_long_they_take():
     prefetcher = Prefetcher(work, lambda: 1000.0, lambda: share["value"])
     prefetcher.start()
     try:
-        assert all(gap >= 0.1 / 0.2 - 1e-3 for gap in gaps_of(3))  # each run >= 0.1 s, so >= 0.5 s apart
-        share["value"] = 1.0
-        gaps_of(1)  # the run waiting on the old share's spacing
-        assert all(gap < 0.4 for gap in gaps_of(3))  # back to back: about the run's own 0.1 s
+        assert all(gap >= 0.1 / 0.2 - 1e-3 for gap in gaps_of(3))  # each run 0.1 s of CPU: >= 0.5 s apart
+        mode["spin"] = False
+        gaps_of(1)  # the run waiting on the spinning run's spacing
+        assert all(gap < 0.4 for gap in gaps_of(3))  # 0.1 s asleep, next to no CPU: about the run's own 0.1 s
+        share["value"], mode["spin"] = 1.0, True
+        gaps_of(1)
+        assert all(gap < 0.45 for gap in gaps_of(3))  # back to back: about the run's own 0.1 s
     finally:
         prefetcher.stop()
