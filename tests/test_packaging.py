@@ -1,8 +1,9 @@
 """The wheel carries everything a non-editable install needs to run `vlkd demo`: the job configs, the open_clip model
 configs, the object sets and splits, the shipped offline teacher, and every package of the import contracts.
 
-The wheel is built from a copy of the working tree (tracked and untracked, not ignored files), so the build writes
-nothing into the checkout and no stale build/ folder can leak files into it."""
+The wheel is built from a copy of the working tree (tracked and untracked, not ignored files, but the shipped model's
+serving files install.sh writes), so the build writes nothing into the checkout and no stale build/ folder can leak
+files into it."""
 from __future__ import annotations
 
 import os
@@ -21,11 +22,15 @@ PACKAGE_DATA = ["training/configs", "training/model_configs", "training/assets/o
 
 
 def _source_files() -> list[str]:
-    try:
-        listed = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, check=True,
-                                capture_output=True, text=True, timeout=60).stdout.split("\0")
-    except (OSError, subprocess.CalledProcessError):
-        pytest.skip("not a git checkout: cannot tell the source files from build outputs")
+    """Tracked and untracked files, not ignored ones but the shipped model dirs' serving files (`onnx/`, which
+    install.sh writes from the weights: a wheel built after it carries them)."""
+    listed = []
+    for which in (["-co"], ["-oi", "--", "vlkd_ros/models"]):
+        try:
+            listed += subprocess.run(["git", "ls-files", "-z", "--exclude-standard", *which], cwd=REPO, check=True,
+                                     capture_output=True, text=True, timeout=60).stdout.split("\0")
+        except (OSError, subprocess.CalledProcessError):
+            pytest.skip("not a git checkout: cannot tell the source files from build outputs")
     return [f for f in listed if f and (REPO / f).is_file()]
 
 

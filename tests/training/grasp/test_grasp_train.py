@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vlkd_formats.config import load_config, to_dict
-from vlkd_formats.model_dir import GRASP_ENTRIES, read_card
+from vlkd_formats.model_dir import GRASP_ENTRIES, held_out_features_file, read_card
 from training.grasp.model_dir import ReplayBuffer, load_grasp_model_dir
 from training.grasp.train import GraspTrainConfig
 from training.students import StudentError
@@ -40,8 +40,11 @@ def test_trained_model_dir_is_complete_and_self_contained(tiny_grasp_model):
     # The saved ONNX text tower alone reproduces the teacher's prompt features, for any new name too.
     tower = OnnxTextEncoder(tiny_grasp_model / "text_encoder")
     assert np.allclose(tower.encode(model.card.texts["ood"]), model.text_features["ood"].numpy(), atol=1e-5)
-    # The ONNX export of the weights (what backend onnx, the node's default, runs) matches PyTorch.
-    assert [p for p in (tiny_grasp_model / "onnx").iterdir()] == [model.onnx_path()]
+    # The ONNX export of the weights (what backend onnx, the node's default, runs) matches PyTorch; its features of
+    # the held-out frames are beside it.
+    assert sorted((tiny_grasp_model / "onnx").iterdir()) == sorted([model.onnx_path(),
+                                                                    tiny_grasp_model / held_out_features_file(
+                                                                        registry.weights_sha256)])
     images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     session = ort.InferenceSession(str(model.onnx_path()), providers=["CPUExecutionProvider"])
     with torch.no_grad():
