@@ -270,17 +270,23 @@ def direct(model_dir: str, device: str, backend: str, threads: int, names: list[
     wide = numpy_to_image(np.random.default_rng(3).integers(0, 256, (480, 640, 3), dtype=np.uint8), "rgb8")
     out: dict = {}
     torch_threads = torch.get_num_threads()
-    for be, th in [(backend, threads)] + [c for c in (("onnx", 1), ("onnx", 2), ("torch", 1), ("torch", 2))
-                                          if c != (backend, threads)]:
+    served = ""
+    for be, th in [(backend, threads)] + [c for c in (("onnx-int8", 1), ("onnx", 1), ("onnx", 2), ("torch", 1),
+                                                      ("torch", 2)) if c != (backend, threads)]:
         try:
             model = GraspFeasibility.from_checkpoint(model_dir, device=device, backend=be, threads=th)
         except Exception as err:  # noqa: BLE001 - e.g. no ONNX export: report it, measure the rest
             out[f"embed_{be}_{th}t"] = {"error": str(err)[:200]}
             continue
+        key = f"embed_{model.backend}_{th}t"  # "auto" named as what it resolved to
+        if key in out:
+            model.close()
+            continue
         side = model.image_size
         rgb = image_to_rgb(msg, shrink_to=side)
-        out[f"embed_{be}_{th}t"] = clock(lambda: model.embed(rgb))
+        out[key] = clock(lambda: model.embed(rgb))
         if (be, th) == (backend, threads):
+            served = key
             out["convert_480x480"] = clock(lambda: image_to_rgb(msg, shrink_to=side))
             out["convert_640x480"] = clock(lambda: image_to_rgb(wide, shrink_to=side))
             embedding = model.embed(rgb)
@@ -291,7 +297,7 @@ def direct(model_dir: str, device: str, backend: str, threads: int, names: list[
             out["query_1_name"] = clock(lambda: model.query(image_to_rgb(msg, shrink_to=side), names[:1]))
         model.close()
         torch.set_num_threads(torch_threads)
-    out["forward"] = out[f"embed_{backend}_{threads}t"]
+    out["forward"] = out[served] if served else {"error": f"backend {backend!r} did not load"}
     return out
 
 

@@ -31,9 +31,13 @@ for the shipped model or a read-only model dir), into that dir, and the model di
         onnx/student-<sha16>.onnx (*)  the image encoder of the weights whose SHA-256 starts with <sha16>, written by
                                      `vlkd train-grasp` and `vlkd export --model DIR` (few-shot commits write none;
                                      the shipped model's at install: git holds no ONNX); never while loading
-        onnx/heldout-<sha16>.safetensors (*)  that encoder's features of replay.safetensors' held-out frames (a
-                                     detector's most object-like locations), written with it: what a node's
-                                     few-shot jobs judge a new object against without embedding the frames
+        onnx/student-<sha16>.int8.onnx (*)  its int8 copy (static quantization calibrated on the replay's training
+                                     frames), written with it when its features stay within a median cosine of
+                                     0.98 of the float32 ones on the held-out frames
+        onnx/heldout-<sha16>[.int8].safetensors (*)  that encoder's (or its int8 copy's) features of
+                                     replay.safetensors' held-out frames (a detector's most object-like
+                                     locations), written with it: what a node's few-shot jobs judge a new object
+                                     against without embedding the frames
       written on request (either kind): export/ (`vlkd export` of a distill model), eval/ (reports)
 
 Every loader goes through `read_card(dir, expect_kind=...)`: it accepts a run dir that holds `model/` (and reads
@@ -175,14 +179,14 @@ def _missing_card(given: Path, expect_kind: str | None) -> str:
     return f"{given / CARD_FILE} not found: {given} is not {what} (train one with {writer})"
 
 
-def onnx_file(weights_sha256: str) -> str:
-    """Relative path of the ONNX image encoder of the weights with this SHA-256."""
-    return f"{ONNX_DIR}/student-{weights_sha256[:16]}.onnx"
+def onnx_file(weights_sha256: str, int8: bool = False) -> str:
+    """Relative path of the ONNX image encoder of the weights with this SHA-256 (`int8`: its int8 copy)."""
+    return f"{ONNX_DIR}/student-{weights_sha256[:16]}{'.int8' if int8 else ''}.onnx"
 
 
-def held_out_features_file(weights_sha256: str) -> str:
-    """Relative path of the held-out frames' features as the ONNX encoder of these weights gives them."""
-    return f"{ONNX_DIR}/heldout-{weights_sha256[:16]}.safetensors"
+def held_out_features_file(weights_sha256: str, int8: bool = False) -> str:
+    """Relative path of the held-out frames' features as that ONNX encoder (or its int8 copy) gives them."""
+    return f"{ONNX_DIR}/heldout-{weights_sha256[:16]}{'.int8' if int8 else ''}.safetensors"
 
 
 def shots_file(name: str, version: int) -> str:

@@ -140,9 +140,13 @@ class ServedModelDir:
                                   None if feats is None else label_vocabulary(feats), self.grasp.image_weight)
         return Scorer(self.grasp.logit_scale, self.grasp.logit_bias, self.grasp.local_weight)
 
-    def onnx_path(self, registry: ObjectRegistry | None = None) -> Path:
-        """Where the ONNX image encoder of the current weights (or of `registry`'s) is."""
-        return self.files.path(onnx_file((registry or self.registry).weights_sha256))
+    def onnx_path(self, registry: ObjectRegistry | None = None, int8: bool = False) -> Path:
+        """Where the ONNX image encoder (`int8`: its int8 copy) of the current weights (or of `registry`'s) is."""
+        return self.files.path(onnx_file((registry or self.registry).weights_sha256, int8))
+
+    def held_out_features_path(self, int8: bool = False) -> Path:
+        """Where that encoder's features of the held-out frames are stored (`vlkd_runtime.held_out_features`)."""
+        return self.files.path(held_out_features_file(self.registry.weights_sha256, int8))
 
     def text_encoder_dir(self) -> Path:
         """The folder of the teacher's text tower (`vlkd_runtime.text.OnnxTextEncoder`)."""
@@ -155,11 +159,10 @@ class ServedModelDir:
         return {tuple(texts): feats[part][i].astype(np.float32) for part, rows in self.card.texts.items()
                 if part in feats for i, texts in enumerate(rows)}
 
-    def held_out(self) -> HeldOut:
-        """The held-out training frames of `replay.safetensors` (its validation part), and where the current
-        weights' features of them are stored."""
-        return HeldOut.read(self.root / REPLAY_FILE,
-                            self.files.path(held_out_features_file(self.registry.weights_sha256)))
+    def held_out(self, features_path: Path | None = None) -> HeldOut:
+        """The held-out training frames of `replay.safetensors` (its validation part), and where their features by
+        the serving encoder are stored, if given (`held_out_features_path`)."""
+        return HeldOut.read(self.root / REPLAY_FILE, features_path)
 
 
 def label_vocabulary(text_features: Mapping[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:

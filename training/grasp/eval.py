@@ -29,6 +29,7 @@ from training.teacher import Teacher, resolve_device
 from vlkd_formats.atomic_io import atomic_write_json, atomic_write_text
 from training.model_dir import training_config_tree
 from vlkd_formats.model_dir import CARD_FILE, KIND_GRASP, RUN_MODEL_DIR, file_slug
+from vlkd_runtime.onnx_session import image_features, onnx_session
 
 log = logging.getLogger(__name__)
 COLUMNS = (("x_id", "Y_id on X_id"), ("id_on_ood", "Y_id on X_ood"), ("ood_on_ood", "Y_ood on X_ood"))
@@ -49,12 +50,33 @@ class GraspEvalConfig:
     # evaluated (X_id: scenes of Y_id objects only, X_ood: scenes holding a Y_ood object); shots then come from
     # the training dataset's X_ood, so nothing is tuned on the benchmark
     teacher_row: bool = True      # with a benchmark: the teacher's own zero-shot row (its frame embedding)
+    encoder: str = "torch"  # the image encoder judged: the weights ("torch") or, for a detector's zero-shot figures,
+    # the model dir's ONNX export as the node serves it ("onnx", "onnx-int8": its int8 copy)
 
     def validate(self) -> None:
         """Check ranges."""
         if self.k_shot < 1 or self.batch_size < 1 or self.replay_size < 0:
             raise ValueError(f"eval needs k_shot >= 1, batch_size >= 1, replay_size >= 0; got {self.k_shot}, "
                              f"{self.batch_size}, {self.replay_size}")
+        if self.encoder not in ENCODERS:
+            raise ValueError(f"eval.encoder must be one of {ENCODERS}, got {self.encoder!r}")
+
+
+ENCODERS = ("torch", "onnx", "onnx-int8")
+
+
+class OnnxStudent(torch.nn.Module):
+    """An exported image encoder run by onnxruntime (CPU, one thread per core), called as the student is: what a
+    node serving it computes."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: run `vlkd export --model {path.parent.parent}` first")
+        self.session = onnx_session(path)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(image_features(self.session, images.cpu().numpy()))
 
 
 def _default_rows() -> list[dict[str, Any]]:
@@ -145,6 +167,11 @@ def evaluate_grasp(model_dir: str | Path, config: GraspEvalConfig, train_overrid
     device = resolve_device(config.device)
     gm = load_grasp_model_dir(model_dir, device)
     train_config = card_train_config(gm.root, train_overrides or [])
+    if config.encoder != "torch":
+        if not (config.benchmark and gm.grasp.head == "detector"):
+            raise ValueError(f"eval.encoder={config.encoder} judges a detector's export on a benchmark "
+                             "(eval.benchmark=DIR); k-shot figures finetune the weights: use eval.encoder=torch")
+        gm = replace(gm, student=OnnxStudent(gm.onnx_path(int8=config.encoder == "onnx-int8")))
     if config.benchmark and gm.grasp.head == "detector":
         log.warning("a detector model learns new objects as query vectors (add_object), not by finetuning: "
                     "zero-shot figures on the benchmark only")
@@ -244,7 +271,8 @@ def _benchmark_zero_shot(gm: GraspModelDir, config: GraspEvalConfig, train_confi
     x_id, x_query = bench.train + bench.x_id, bench.x_ood
     zero, per_object = _student_metrics(gm.student, gm, x_id, x_query,
                                         torch.full((1, len(ood_objects)), gm.grasp.threshold), config, device)
-    return {"model_dir": str(gm.root), "k_shot": config.k_shot, "threshold": gm.grasp.threshold,
+    return {"model_dir": str(gm.root), "encoder": config.encoder, "k_shot": config.k_shot,
+            "threshold": gm.grasp.threshold,
             "objects": {"id": id_objects, "ood": ood_objects, "split": "the model card"},
             "benchmark": config.benchmark,
             "counts": {"x_id": len(x_id), "x_ood": 0, "x_ood_support": 0, "x_ood_query": len(x_query)},

@@ -6,25 +6,28 @@ layout is in `vlkd_formats.model_dir`; `vlkd train-grasp` writes it to `output_d
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from training.checkpoint import load_weights_into
 from training.grasp.data import ObservationTransform
-from training.grasp.export import export_student_onnx, export_text_encoder
+from training.grasp.export import (INT8_MIN_COSINE, calibration_frames, export_student_onnx, export_text_encoder,
+                                   quantize_student_onnx)
 from training.grasp.model import DetectorScorer, GraspScorer, build_scorer, vocabulary_tensors
 from training.grasp.text import GraspTextConfig, TextTower
 from training.model_dir import ModelCard, load_model_dir, write_model_dir
 from training.students import Student
 from vlkd_formats.atomic_io import atomic_write, atomic_write_json
 from vlkd_formats.hashing import file_sha256
-from vlkd_formats.model_dir import (GRASP_FILE, GRASP_FORMAT, GRASP_VERSION, KIND_GRASP, REPLAY_FILE,
+from vlkd_formats.model_dir import (GRASP_FILE, GRASP_FORMAT, GRASP_VERSION, KIND_GRASP, ONNX_DIR, REPLAY_FILE,
                                     TEXT_ENCODER_DIR, WEIGHTS_FILE, held_out_features_file, onnx_file, read_card,
                                     resolve_model_dir)
 from vlkd_formats.object_registry import ObjectEntry, ObjectRegistry, write_registry
@@ -38,6 +41,7 @@ from vlkd_runtime.onnx_session import image_features, onnx_session
 from vlkd_runtime.text import TEXT_CARD, OnnxTextEncoder, prompt_texts
 
 FORMAT, VERSION = GRASP_FORMAT, GRASP_VERSION
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -109,9 +113,9 @@ class GraspModelDir:
         """The replay/validation buffer."""
         return ReplayBuffer.load(self.root / REPLAY_FILE)
 
-    def onnx_path(self) -> Path:
-        """Where the ONNX image encoder of the current weights is (or goes: `export_onnx`)."""
-        return self.files.path(onnx_file(self.registry.weights_sha256))
+    def onnx_path(self, int8: bool = False) -> Path:
+        """Where the ONNX image encoder (`int8`: its int8 copy) of the current weights is (or goes: `export_onnx`)."""
+        return self.files.path(onnx_file(self.registry.weights_sha256, int8))
 
     def name_features(self, names: list[str], descriptions: dict[str, str] | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -126,8 +130,8 @@ class GraspModelDir:
 def write_grasp_model_dir(out: str | os.PathLike, student: Student, card: ModelCard,
                           text_features: dict[str, torch.Tensor], grasp: GraspCard, tower: TextTower | Path,
                           replay: ReplayBuffer, objects: list[ObjectEntry]) -> Path:
-    """Write every part of the grasp model dir `out` (`vlkd train-grasp` writes `output_dir/model`), the ONNX
-    export of the weights among them (what backend "onnx", the node's default, runs); `tower` is the teacher's text
+    """Write every part of the grasp model dir `out` (`vlkd train-grasp` writes `output_dir/model`), the serving
+    files of the weights among them (`write_serving_files`: what the node runs); `tower` is the teacher's text
     tower to export, or another model dir's `text_encoder/` to copy. The registry (objects + current weights), then
     the card go last, so a dir with a readable card is complete."""
     def grasp_parts(root: Path) -> None:
@@ -138,11 +142,10 @@ def write_grasp_model_dir(out: str | os.PathLike, student: Student, card: ModelC
         replay.save(root / REPLAY_FILE)
         atomic_write_json(root / GRASP_FILE, asdict(grasp))
         registry = ObjectRegistry(weights=WEIGHTS_FILE, weights_sha256=file_sha256(root / WEIGHTS_FILE))
-        onnx_path = root / onnx_file(registry.weights_sha256)
-        export_student_onnx(student, grasp.image_size, onnx_path)
-        features_path = write_served_held_out_features(root, registry.weights_sha256, grasp.head == "detector")
-        for old in [*onnx_path.parent.glob("student-*.onnx"), *onnx_path.parent.glob("heldout-*.safetensors")]:
-            if old not in (onnx_path, features_path):  # exports of weights an earlier run wrote here
+        written = write_serving_files(root, ModelFiles(root, None), student, card, grasp,
+                                      registry.weights_sha256).files
+        for old in (root / ONNX_DIR).iterdir():
+            if old not in written:  # exports of weights an earlier run wrote here
                 old.unlink(missing_ok=True)
         for entry in objects:
             registry = registry.with_object(entry)
@@ -172,30 +175,61 @@ def load_grasp_model_dir(model_dir: str | os.PathLike, device: str | torch.devic
     return GraspModelDir(root, student.to(device).eval(), card, grasp, registry, text, files)
 
 
-def export_onnx(model_dir: str | os.PathLike) -> tuple[Path, float]:
-    """`vlkd export` of a grasp model dir: write the image encoder of the registry's current weights to
-    `onnx/student-<sha16>.onnx`, where backend "onnx" loads it, with its features of the held-out frames beside it,
-    and the ONNX text encoder when the dir has only the
-    text tower's weights (`text_encoder/text.safetensors`, which it then drops); returns (path, max deviation from
-    PyTorch)."""
+def export_onnx(model_dir: str | os.PathLike) -> ServingFiles:
+    """`vlkd export` of a grasp model dir: write the serving files of the registry's current weights
+    (`write_serving_files`), and the ONNX text encoder when the dir has only the text tower's weights
+    (`text_encoder/text.safetensors`, which it then drops)."""
     gm = load_grasp_model_dir(model_dir)
     text = gm.root / TEXT_ENCODER_DIR
     if not (text / TEXT_CARD).is_file():
         export_text_encoder(TextTower.load(text), text)
         for old in (TextTower.WEIGHTS, TextTower.CONFIG):
             (text / old).unlink()
-    path = gm.onnx_path()
-    diff = export_student_onnx(gm.student, gm.grasp.image_size, path)
-    write_served_held_out_features(gm.root, gm.registry.weights_sha256, gm.grasp.head == "detector", gm.files)
-    return path, diff
+    return write_serving_files(gm.root, gm.files, gm.student, gm.card, gm.grasp, gm.registry.weights_sha256)
 
 
-def write_served_held_out_features(root: Path, weights_sha256: str, detector: bool, files: ModelFiles | None = None
-                                   ) -> Path:
-    """Store the replay file's held-out frames' features as the ONNX export of these weights gives them on one thread
-    (as a node does by default), beside it: a node's few-shot jobs read them instead of embedding the frames."""
-    files = files or ModelFiles(root, None)
-    encoder = onnx_session(files.path(onnx_file(weights_sha256)), threads=1)
-    held = HeldOut.read(root / REPLAY_FILE, files.path(held_out_features_file(weights_sha256)))
-    return write_held_out_features(held.features_path, held_out_features(
-        lambda images: image_features(encoder, images), held, detector), held)
+@dataclass
+class ServingFiles:
+    """What `write_serving_files` wrote: the ONNX encoder (its largest deviation from PyTorch), its int8 copy when
+    that stays faithful (the median cosine of its features to the float32 ones on held-out frames), and each one's
+    features of the held-out frames."""
+
+    onnx: Path
+    max_abs_diff: float
+    int8: Path | None
+    int8_cosine: float
+    held_out_features: list[Path]
+
+    @property
+    def files(self) -> list[Path]:
+        """Every file written."""
+        return [self.onnx, *([self.int8] if self.int8 else []), *self.held_out_features]
+
+
+def write_serving_files(root: Path, files: ModelFiles, student: Student, card: ModelCard, grasp: GraspCard,
+                        weights_sha256: str) -> ServingFiles:
+    """Export the image encoder of these weights to `onnx/` (backend "onnx"), its int8 copy calibrated on the replay
+    file's training frames and photometric variants of them (backend "onnx-int8"; not written when unfaithful:
+    `quantize_student_onnx`), and each
+    one's features of the held-out frames on one thread, as a node computes them by default (its few-shot jobs read
+    them instead of embedding the frames)."""
+    fp32, int8 = files.path(onnx_file(weights_sha256)), files.path(onnx_file(weights_sha256, int8=True))
+    diff = export_student_onnx(student, grasp.image_size, fp32)
+    with safe_open(str(root / REPLAY_FILE), "np") as f:
+        held = f.get_slice("val_inputs")
+        calibration, check = f.get_tensor("inputs").astype(np.float32), held[:min(32, held.get_shape()[0])]
+    calibration = calibration_frames(calibration, grasp.views, card.mean, card.std)
+    cosine = quantize_student_onnx(fp32, calibration, check.astype(np.float32), int8, INT8_MIN_COSINE)
+    if not int8.is_file():
+        files.path(held_out_features_file(weights_sha256, int8=True)).unlink(missing_ok=True)
+        log.warning("%s: no int8 encoder: its features keep a median cosine of %.3f to the float32 ones (< %g); "
+                    "backend onnx-int8 cannot serve these weights", root, cosine, INT8_MIN_COSINE)
+    features = []
+    for quantized, encoder_path in ((False, fp32), (True, int8)):
+        if not encoder_path.is_file():
+            continue
+        encoder = onnx_session(encoder_path, threads=1)
+        held = HeldOut.read(root / REPLAY_FILE, files.path(held_out_features_file(weights_sha256, quantized)))
+        features.append(write_held_out_features(held.features_path, held_out_features(
+            lambda images: image_features(encoder, images), held, grasp.head == "detector"), held))
+    return ServingFiles(fp32, diff, int8 if int8.is_file() else None, cosine, features)

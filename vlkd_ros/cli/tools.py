@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from vlkd_ros.cli import CLIError
 
@@ -16,14 +15,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="ONNX export of a model dir, verified against PyTorch",
                        description="A distill model dir: the student with its label-text matrix into MODEL/export "
                                    "(export.json lists the files). A grasp model dir: the image encoder of its current "
-                                   "weights into MODEL/onnx/student-<sha16>.onnx, which backend onnx serves, with its "
-                                   "features of the held-out frames (onnx/heldout-<sha16>.safetensors). Example: "
-                                   "vlkd export --model runs/distill/model")
+                                   "weights into MODEL/onnx/student-<sha16>.onnx (backend onnx) and its int8 copy "
+                                   "student-<sha16>.int8.onnx (backend onnx-int8, when faithful), each with its "
+                                   "features of the held-out frames (onnx/heldout-<sha16>[.int8].safetensors). "
+                                   "Example: vlkd export --model runs/distill/model")
     p.add_argument("--model", required=True, help="model dir (or the run dir holding it as model/)")
     p.add_argument("--out", help="output dir of a distill export (default MODEL/export)")
     p.add_argument("--if-missing", action="store_true",
-                   help="a grasp model dir: do nothing when both files of its current weights are there (install.sh "
-                        "exports the shipped model this way)")
+                   help="a grasp model dir: do nothing when both encoders of its current weights and their "
+                        "held-out features are there (install.sh exports the shipped model this way)")
     p.set_defaults(func=run_export)
 
     s = sub.add_parser("split", help="seeded ID/OOD label split of an ImageFolder (|Y_id| = |Y_ood|)",
@@ -60,12 +60,15 @@ def run_export(args: argparse.Namespace) -> int:
         from vlkd_runtime.grasp_dir import read_served_model_dir
 
         served = read_served_model_dir(args.model)
-        files = {"onnx": str(served.onnx_path()), "held_out_features": str(served.held_out().features_path)}
-        if args.if_missing and all(Path(f).is_file() for f in files.values()):
-            print(json.dumps({"files": files, "exported": False}, indent=2))
+        have = [served.onnx_path(int8=q) for q in (False, True)] + [served.held_out_features_path(q) for q in
+                                                                      (False, True)]
+        if args.if_missing and all(p.is_file() for p in have):
+            print(json.dumps({"files": [str(p) for p in have], "exported": False}, indent=2))
             return 0
-        _, diff = export_onnx(args.model)
-        print(json.dumps({"files": files, "exported": True, "max_abs_diff": {"onnx": diff}}, indent=2))
+        out = export_onnx(args.model)
+        print(json.dumps({"files": [str(p) for p in out.files], "exported": True,
+                          "max_abs_diff": {"onnx": out.max_abs_diff}, "int8_median_cosine": out.int8_cosine},
+                         indent=2))
         return 0
     from training.export import export_model
 

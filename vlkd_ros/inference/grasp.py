@@ -17,7 +17,7 @@ from typing import Any, Sequence
 from vlkd_formats.model_dir import resolve_model_dir
 from vlkd_formats.object_registry import normalize_name
 from vlkd_ros.inference.answerer import Answerer, Embedding, check_names
-from vlkd_ros.inference.encoders import BACKENDS, image_encoder
+from vlkd_ros.inference.encoders import BACKENDS, image_encoder, resolve_backend
 from vlkd_ros.inference.jobs import FewShotJob
 from vlkd_ros.inference.learner import JobQueueFull, Learner, NotRemovable, ValidationFailed
 from vlkd_ros.inference.model_paths import default_model_dir, state_dir_for
@@ -43,12 +43,14 @@ class GraspFeasibility:
 
     def __init__(self, model: ServedModelDir, device: str, backend: str, threads: int = 0):
         self._model = model
-        self._store = StateStore(model, image_encoder(backend, model, device, threads))
+        self.backend = resolve_backend(backend, model)  # "auto" resolved: the encoder that serves
+        self._store = StateStore(model, image_encoder(self.backend, model, device, threads))
         def text() -> OnnxTextEncoder:
             return OnnxTextEncoder(model.text_encoder_dir(), threads, device.startswith("cuda"))
 
         self._answerer = Answerer(model, text, lambda: self._learner.pending)
-        self._learner = Learner(self._answerer, self._store, model.held_out)
+        stored = None if self.backend == "torch" else model.held_out_features_path(int8=self.backend == "onnx-int8")
+        self._learner = Learner(self._answerer, self._store, lambda: model.held_out(stored))
 
     @classmethod
     def from_checkpoint(cls, model_dir: str | os.PathLike | None = None, device: str = "cpu", backend: str = "torch",
@@ -58,11 +60,10 @@ class GraspFeasibility:
         learning writes, and whose registry is served once it holds one (a StateDirError when it belongs to another
         model); None: the per-user default state dir for the default model or a model dir that is not writable
         (`state_dir_for`), else the model dir itself. Backend "onnx" runs the image encoder exported for the current
-        weights (a ModelDirError says so when there is none) and imports no torch; loading never writes. `threads`
+        weights (a ModelDirError says so when there is none) and imports no torch, "onnx-int8" its int8 copy, "auto"
+        that copy where the export wrote one, else the float32 one (`encoders`); loading never writes. `threads`
         > 0: intra-op threads of the encoders (onnxruntime session threads; for backend torch also torch's
         process-wide thread count); 0 keeps the backend's default."""
-        if backend not in BACKENDS:
-            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
             raise ValueError(f"threads must be an integer >= 0, got {threads!r}")
         if not isinstance(device, str) or not (device == "cpu" or device.startswith("cuda")):

@@ -36,6 +36,8 @@ class GraspEmbedding(Protocol):
 class GraspModel(Protocol):
     """A loaded grasp-feasibility model: open-vocabulary answers and few-shot learning of new objects."""
 
+    backend: str  # the image encoder's backend ("onnx", "onnx-int8" or "torch")
+
     @property
     def model_version(self) -> str:
         """Version of the weights now serving; changes whenever they are swapped."""

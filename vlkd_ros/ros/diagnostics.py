@@ -64,6 +64,7 @@ class NodeReport:
     state: str
     error: str = ""
     model_version: str | None = None
+    backend: str = ""  # the image encoder's backend, once a model is loaded
     objects: int = 0
     model_dir: str = ""  # resolved once configured
     state_dir: str = ""  # where few-shot learning writes (the model dir itself when it has no state dir)
@@ -112,6 +113,7 @@ def report_values(report: NodeReport) -> dict[str, Any]:
     return {
         "state": report.state,
         "model_version": report.model_version or "",
+        "backend": report.backend,
         "model_dir": report.model_dir,
         "state_dir": report.state_dir,
         "image_topic": report.image_topic,

@@ -186,7 +186,8 @@ class PerceptionNode(LifecycleNode):
         self._state, self._error, self._load_error = "active", "", ""
         names = [name for name, _ in model.objects()]
         self.get_logger().info(
-            f"active: model {model.model_version} loaded in {time.monotonic() - start:.1f} s, {len(names)} objects, "
+            f"active: model {model.model_version} ({model.backend}) loaded in {time.monotonic() - start:.1f} s, "
+            f"{len(names)} objects, "
             f"camera {cfg['image_topic']} ({cfg['image_reliability']}), services "
             f"{self.get_fully_qualified_name()}/{{is_graspable,query_objects,list_objects,remove_object}}, action "
             f"{self.get_fully_qualified_name()}/add_object")
@@ -411,7 +412,7 @@ class PerceptionNode(LifecycleNode):
             model_dir, state_dir = str(self.params["model_dir"]), str(self.params["state_dir"])
         return NodeReport(
             name=self.get_fully_qualified_name().lstrip("/"), state=self._state, error=self._error,
-            model_version=str(model.model_version) if model else None,
+            model_version=str(model.model_version) if model else None, backend=model.backend if model else "",
             objects=len(model.objects()) if model else 0, model_dir=model_dir, state_dir=state_dir,
             image_topic=self._config.get("image_topic", ""),
             frames_received=count, other_views=list(self._views_latest),

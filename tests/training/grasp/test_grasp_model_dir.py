@@ -38,14 +38,16 @@ def test_export_writes_the_onnx_file_of_the_current_weights(tiny_grasp_model, tm
     assert cli(["export", "--model", str(model_dir), "--out", str(tmp_path / "elsewhere")]) == 2
     assert "a grasp model dir exports into its own onnx/ folder" in capsys.readouterr().err
     sha = load_grasp_model_dir(model_dir).registry.weights_sha256
-    written = sorted(p.name for p in (model_dir / "onnx").iterdir())  # train-grasp wrote the weights' export
-    assert written == [held_out_features_file(sha).split("/")[-1], onnx_file(sha).split("/")[-1]]
+    written = sorted((model_dir / "onnx").iterdir())  # train-grasp wrote the weights' serving files
+    assert written == sorted(model_dir / rel for q in (False, True)
+                             for rel in (onnx_file(sha, q), held_out_features_file(sha, q)))
     features = load_file(str(model_dir / held_out_features_file(sha)))["features"]
     shutil.rmtree(model_dir / "onnx")
-    path, diff = export_onnx(model_dir)
-    assert path == model_dir / onnx_file(sha) and diff < 1e-4
-    assert sorted(p.name for p in (model_dir / "onnx").iterdir()) == written
+    out = export_onnx(model_dir)
+    assert out.onnx == model_dir / onnx_file(sha) and out.max_abs_diff < 1e-4 and out.int8_cosine >= 0.98
+    assert sorted(out.files) == sorted((model_dir / "onnx").iterdir()) == written
     np.testing.assert_array_equal(load_file(str(model_dir / held_out_features_file(sha)))["features"], features)
+    path = out.onnx
     before = path.stat().st_mtime_ns
     capsys.readouterr()
     assert cli(["export", "--model", str(model_dir), "--if-missing"]) == 0  # both there: nothing written

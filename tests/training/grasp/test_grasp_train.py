@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vlkd_formats.config import load_config, to_dict
-from vlkd_formats.model_dir import GRASP_ENTRIES, held_out_features_file, read_card
+from vlkd_formats.model_dir import GRASP_ENTRIES, held_out_features_file, onnx_file, read_card
 from training.grasp.model_dir import ReplayBuffer, load_grasp_model_dir
 from training.grasp.train import GraspTrainConfig
 from training.students import StudentError
@@ -40,11 +40,11 @@ def test_trained_model_dir_is_complete_and_self_contained(tiny_grasp_model):
     # The saved ONNX text tower alone reproduces the teacher's prompt features, for any new name too.
     tower = OnnxTextEncoder(tiny_grasp_model / "text_encoder")
     assert np.allclose(tower.encode(model.card.texts["ood"]), model.text_features["ood"].numpy(), atol=1e-5)
-    # The ONNX export of the weights (what backend onnx, the node's default, runs) matches PyTorch; its features of
-    # the held-out frames are beside it.
-    assert sorted((tiny_grasp_model / "onnx").iterdir()) == sorted([model.onnx_path(),
-                                                                    tiny_grasp_model / held_out_features_file(
-                                                                        registry.weights_sha256)])
+    # The ONNX export of the weights (what backend onnx runs) matches PyTorch; its int8 copy (backend onnx-int8,
+    # written when faithful, as it is here) and each one's features of the held-out frames are beside it.
+    sha = registry.weights_sha256
+    assert sorted((tiny_grasp_model / "onnx").iterdir()) == sorted(
+        tiny_grasp_model / rel for q in (False, True) for rel in (onnx_file(sha, q), held_out_features_file(sha, q)))
     images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     session = ort.InferenceSession(str(model.onnx_path()), providers=["CPUExecutionProvider"])
     with torch.no_grad():

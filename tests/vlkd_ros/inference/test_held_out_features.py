@@ -1,7 +1,8 @@
 """The held-out frames' features a few-shot job judges a new object against are written with the weights' ONNX
-export (`vlkd train-grasp`, `vlkd export --model DIR`: tests/training/grasp/test_grasp_model_dir.py) and read by the node's first job instead of embedding the
-frames: they equal what the node computes itself, bit for bit, so an object learnt with them is the object learnt
-without; a stale or damaged file is ignored, never trusted."""
+export (`vlkd train-grasp`, `vlkd export --model DIR`: tests/training/grasp/test_grasp_model_dir.py) and read by
+the node's first job instead of embedding the frames: they equal what the node computes itself, bit for bit (the
+float32 encoder's and the int8 copy's), so an object learnt with them is the object learnt without; a stale or
+damaged file is ignored, never trusted."""
 import json
 import logging
 import shutil
@@ -43,12 +44,13 @@ def learnt(model_dir, tiny_clutter) -> tuple[dict, list]:
     return entry, answers
 
 
-def test_the_stored_features_are_the_ones_a_node_computes(detector_dir):
+@pytest.mark.parametrize("int8", [False, True])
+def test_the_stored_features_are_the_ones_a_node_computes(detector_dir, int8):
     served = read_served_model_dir(detector_dir)
-    held = served.held_out()
-    assert held.features_path.is_file() and held.features_path.parent == served.onnx_path().parent
+    held = served.held_out(served.held_out_features_path(int8))
+    assert held.features_path.is_file() and held.features_path.parent == served.onnx_path(int8=int8).parent
     stored = load_file(str(held.features_path))["features"]
-    session = onnx_session(served.onnx_path(), threads=1)
+    session = onnx_session(served.onnx_path(int8=int8), threads=1)
     computed = held_out_features(lambda x: image_features(session, x), held, detector=True)
     assert stored.shape == (len(held.targets), min(HELD_OUT_LOCATIONS, 36), computed.shape[-1])
     np.testing.assert_array_equal(stored, computed)
@@ -56,12 +58,12 @@ def test_the_stored_features_are_the_ones_a_node_computes(detector_dir):
 
 def test_an_object_learnt_with_them_is_the_object_learnt_without(detector_dir, tiny_clutter, tmp_path, caplog):
     without = copy_model(detector_dir, tmp_path / "without")
-    read_served_model_dir(without).held_out().features_path.unlink()
+    read_served_model_dir(without).held_out_features_path().unlink()
     stale = copy_model(detector_dir, tmp_path / "stale")  # features said to come from another replay file
-    path = read_served_model_dir(stale).held_out().features_path
+    path = read_served_model_dir(stale).held_out_features_path()
     save_file(load_file(str(path)), str(path), metadata={"replay_sha256": "0" * 64})
     damaged = copy_model(detector_dir, tmp_path / "damaged")
-    read_served_model_dir(damaged).held_out().features_path.write_bytes(b"not safetensors")
+    read_served_model_dir(damaged).held_out_features_path().write_bytes(b"not safetensors")
 
     entry, answers = learnt(detector_dir, tiny_clutter)
     with caplog.at_level(logging.WARNING, logger="vlkd_runtime.held_out_features"):

@@ -10,7 +10,7 @@ from diagnostic_msgs.msg import DiagnosticStatus  # noqa: E402
 from vlkd_ros.ros.diagnostics import (NodeReport, QueryStats, RateMeter, diagnostic_status,  # noqa: E402
                                       level_and_message, percentile, report_values)
 
-ACTIVE = dict(name="ns/vlkd_perception", state="active", model_version="v1-abcdef12", objects=3,
+ACTIVE = dict(name="ns/vlkd_perception", state="active", model_version="v1-abcdef12", backend="onnx-int8", objects=3,
               model_dir="/models/grasp", image_topic="/camera/image_raw", max_frame_age=1.0)
 
 
@@ -67,7 +67,8 @@ def test_values_and_status_of_a_busy_node() -> None:
                         embeddings={"computed": 4, "hits": 30, "fallbacks": 2, "failed": 0})
     values = report_values(report)
     assert values == {
-        "state": "active", "model_version": "v1-abcdef12", "model_dir": "/models/grasp", "state_dir": "",
+        "state": "active", "model_version": "v1-abcdef12", "backend": "onnx-int8", "model_dir": "/models/grasp",
+        "state_dir": "",
         "image_topic": "/camera/image_raw", "objects": 3, "frames_received": 120, "other_views": "base_depth, hand_rgb",
         "camera_info": "640x480 camera_color_optical_frame", "camera_rate_hz": 29.99, "frame_age_s": 0.033,
         "latency_p50_ms": 20.0, "latency_p95_ms": 29.0, "queries_total": 3, "queries_failed": 1,
