@@ -210,16 +210,15 @@ def write_serving_files(root: Path, files: ModelFiles, student: Student, card: M
                         weights_sha256: str) -> ServingFiles:
     """Export the image encoder of these weights to `onnx/` (backend "onnx"), its int8 copy calibrated on the replay
     file's training frames and photometric variants of them (backend "onnx-int8"; not written when unfaithful:
-    `quantize_student_onnx`), and each
-    one's features of the held-out frames on one thread, as a node computes them by default (its few-shot jobs read
-    them instead of embedding the frames)."""
+    `quantize_student_onnx`), and each one's features of the held-out frames on one thread, as a node computes them
+    by default (its few-shot jobs read them instead of embedding the frames)."""
     fp32, int8 = files.path(onnx_file(weights_sha256)), files.path(onnx_file(weights_sha256, int8=True))
     diff = export_student_onnx(student, grasp.image_size, fp32)
     with safe_open(str(root / REPLAY_FILE), "np") as f:
-        held = f.get_slice("val_inputs")
-        calibration, check = f.get_tensor("inputs").astype(np.float32), held[:min(32, held.get_shape()[0])]
-    calibration = calibration_frames(calibration, grasp.views, card.mean, card.std)
-    cosine = quantize_student_onnx(fp32, calibration, check.astype(np.float32), int8, INT8_MIN_COSINE)
+        val = f.get_slice("val_inputs")
+        train, check = f.get_tensor("inputs").astype(np.float32), val[:min(32, val.get_shape()[0])].astype(np.float32)
+    calibration = calibration_frames(train, grasp.views, card.mean, card.std)
+    cosine = quantize_student_onnx(fp32, calibration, check, int8, INT8_MIN_COSINE)
     if not int8.is_file():
         files.path(held_out_features_file(weights_sha256, int8=True)).unlink(missing_ok=True)
         log.warning("%s: no int8 encoder: its features keep a median cosine of %.3f to the float32 ones (< %g); "

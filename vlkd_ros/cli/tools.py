@@ -60,8 +60,7 @@ def run_export(args: argparse.Namespace) -> int:
         from vlkd_runtime.grasp_dir import read_served_model_dir
 
         served = read_served_model_dir(args.model)
-        have = [served.onnx_path(int8=q) for q in (False, True)] + [served.held_out_features_path(q) for q in
-                                                                      (False, True)]
+        have = [p for q in (False, True) for p in (served.onnx_path(int8=q), served.held_out_features_path(q))]
         if args.if_missing and all(p.is_file() for p in have):
             print(json.dumps({"files": [str(p) for p in have], "exported": False}, indent=2))
             return 0
