@@ -52,7 +52,10 @@ class GraspDataConfig:
     """Where the clutter dataset is, which views the model stacks, how observations are sized, and whether
     training batches are augmented (random flip + a crop of at least `augment_min_area` of the image: crops
     that keep most of the table, so the labels of the objects on it still hold; and each observation's RGB
-    scaled by a gain drawn log-uniformly from `augment_brightness`, as under dimmer or brighter lights)."""
+    scaled by a gain drawn log-uniformly from `augment_brightness`, as under dimmer or brighter lights);
+    `augment_recolor` is the share of training frames whose colours are turned (recolor_observations): their
+    objects no longer look like their names, so they train the class-agnostic heads and the teacher's crop
+    embeddings of the recoloured frame, computed at that step, but no name term."""
 
     root: str = "data/clutter_offline"
     views: list[str] = field(default_factory=lambda: ["base_rgb"])
@@ -66,6 +69,7 @@ class GraspDataConfig:
     augment: bool = False
     augment_min_area: float = 0.85
     augment_brightness: list[float] = field(default_factory=lambda: [1.0, 1.0])
+    augment_recolor: float = 0.0
 
     def validate(self) -> None:
         """Check views, sizes, augmentation and the split."""
@@ -73,6 +77,8 @@ class GraspDataConfig:
         if len(self.augment_brightness) != 2 or not 0 < self.augment_brightness[0] <= self.augment_brightness[1]:
             raise DatasetError(f"data.augment_brightness must be [low, high] gains with 0 < low <= high, got "
                                f"{list(self.augment_brightness)}")
+        if not 0 <= self.augment_recolor <= 1:
+            raise DatasetError(f"data.augment_recolor must be a share in [0, 1], got {self.augment_recolor}")
         if not 0.1 <= self.augment_min_area <= 1.0:
             raise DatasetError(f"data.augment_min_area must be in [0.1, 1] (the smallest crop, as a fraction of the "
                                f"image area), got {self.augment_min_area}")
@@ -392,14 +398,52 @@ def jitter_brightness(x: torch.Tensor, generator: torch.Generator, gains: list[f
         return x
     lo, hi = math.log(gains[0]), math.log(gains[1])
     gain = torch.exp(lo + (hi - lo) * torch.rand(len(x), generator=generator)).view(-1, 1, 1, 1)
-    out, start = x.clone(), 0
-    for view in transform.views:
-        kind, channels = VIEWS[view]
-        if kind == "rgb":
-            pixels = x[:, start:start + 3] * transform.std + transform.mean
-            out[:, start:start + 3] = ((pixels * gain).clamp(0, 1) - transform.mean) / transform.std
-        start += channels
+    out = x.clone()
+    for start in rgb_offsets(transform):
+        pixels = x[:, start:start + 3] * transform.std + transform.mean
+        out[:, start:start + 3] = ((pixels * gain).clamp(0, 1) - transform.mean) / transform.std
     return out
+
+
+def view_start(views: list[str], view: str) -> int:
+    """The first stacked channel of `view` among `views`."""
+    return sum(VIEWS[v][1] for v in views[:views.index(view)])
+
+
+def rgb_offsets(transform: ObservationTransform) -> list[int]:
+    """The first stacked channel of each RGB view of `transform`, in stacking order."""
+    return [view_start(transform.views, v) for v in transform.views if VIEWS[v][0] == "rgb"]
+
+
+def hue_matrix(angle: float, saturation: float) -> torch.Tensor:
+    """The 3x3 RGB map that turns hues by `angle` radians about the grey axis and scales saturation (grey stays
+    grey: brightness is kept)."""
+    k = torch.full((3,), 3 ** -0.5)
+    cross = torch.tensor([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+    grey = torch.outer(k, k)
+    turn = math.cos(angle) * torch.eye(3) + math.sin(angle) * cross + (1 - math.cos(angle)) * grey
+    return (grey + saturation * (torch.eye(3) - grey)) @ turn
+
+
+def recolor_observations(x: torch.Tensor, generator: torch.Generator, share: float,
+                         transform: ObservationTransform) -> tuple[torch.Tensor, torch.Tensor]:
+    """Observations (B, C, S, S) as `transform` made them, a `share` of them with every RGB view's hues turned by
+    30-330 degrees and saturation scaled by 0.6-1.5 (log-uniform), in pixel space and clipped to [0, 1]; returns
+    them and which were recoloured (B,). Share 0 returns `x` itself and draws nothing from `generator`."""
+    chosen = torch.zeros(len(x), dtype=torch.bool)
+    if share <= 0:
+        return x, chosen
+    chosen = torch.rand(len(x), generator=generator) < share
+    angles = math.radians(30) + math.radians(300) * torch.rand(len(x), generator=generator)
+    saturations = torch.exp(math.log(0.6) + math.log(1.5 / 0.6) * torch.rand(len(x), generator=generator))
+    out = x.clone()
+    for i in torch.nonzero(chosen).flatten().tolist():
+        m = hue_matrix(float(angles[i]), float(saturations[i]))
+        for start in rgb_offsets(transform):
+            pixels = x[i, start:start + 3] * transform.std + transform.mean
+            turned = torch.einsum("ij,jhw->ihw", m, pixels).clamp(0, 1)
+            out[i, start:start + 3] = (turned - transform.mean) / transform.std
+    return out, chosen
 
 
 class MaskedEpisodeDataset(EpisodeDataset):

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from training.grasp.data import Episode
+from training.grasp.regions import mask_boxes
 from vlkd_runtime.scoring import detector_embeddings
 
 MIN_PIXELS = 4  # an object slot with fewer visible pixels in the (augmented) frame is no detection target
@@ -59,9 +60,14 @@ class SlotLabels:
     visible: Tensor
     supports: Tensor
 
-    def rows(self, index: Tensor, device: torch.device) -> SlotLabels:
-        """The labels of episodes `index` (a batch), on `device`."""
-        return SlotLabels(*(t[index].to(device) for t in (self.name, self.free, self.visible, self.supports)))
+    def rows(self, index: Tensor, device: torch.device, named: Tensor | None = None) -> SlotLabels:
+        """The labels of episodes `index` (a batch), on `device`; where `named` (B,) is False, no slot's name is
+        known (-1: the name terms skip it)."""
+        name, free, visible, supports = (t[index].to(device) for t in (self.name, self.free, self.visible,
+                                                                         self.supports))
+        if named is not None:
+            name = torch.where(named.to(device)[:, None], name, -1)
+        return SlotLabels(name, free, visible, supports)
 
 
 def slot_labels(episodes: list[Episode], names: list[str]) -> SlotLabels:
@@ -97,17 +103,9 @@ def detector_targets(masks: Tensor, slots: int, side: int, config: DetectorLossC
     """Targets from object masks (B, S, S) (value k + 1 = slot k) as augmentation left them: each slot's box is
     that of its visible pixels in the frame, so crops and flips move the targets with the image."""
     b, s = masks.shape[0], masks.shape[-1]
-    onehot = F.one_hot(masks.long().clamp(max=slots), slots + 1)[..., 1:].bool()  # (B, S, S, K)
-    count = onehot.sum((1, 2))
-    coords = torch.arange(s, device=masks.device)
-    rows, cols = onehot.any(2), onehot.any(1)  # (B, S, K): rows (y) / columns (x) holding the slot
-    big = torch.tensor(s, device=masks.device)
-    y0 = torch.where(rows, coords[None, :, None], big).amin(1)
-    y1 = torch.where(rows, coords[None, :, None], -1).amax(1) + 1
-    x0 = torch.where(cols, coords[None, :, None], big).amin(1)
-    x1 = torch.where(cols, coords[None, :, None], -1).amax(1) + 1
+    pixels, count = mask_boxes(masks, slots)
     valid = count >= MIN_PIXELS
-    box = torch.stack([x0, y0, x1, y1], -1).float() / s  # (B, K, 4), exclusive edges in [0, 1]
+    box = pixels.float() / s  # (B, K, 4), exclusive edges in [0, 1]
     box = torch.where(valid[..., None], box, torch.tensor([0.0, 0.0, 1.0, 1.0], device=masks.device))
     cx, cy = (box[..., 0] + box[..., 2]) / 2, (box[..., 1] + box[..., 3]) / 2
     gx, gy = (cx * side).clamp(max=side - 1e-4), (cy * side).clamp(max=side - 1e-4)

@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file, save_file
+from torchvision.ops import roi_align
 from tqdm import tqdm
 
 from training.feature_cache import cache_key
@@ -87,6 +88,50 @@ def teacher_region_features(teacher: Teacher, episodes: list[Episode], cache_dir
     Path(cache_dir).mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda tmp: save_file({"features": features.contiguous(), "valid": valid.to(torch.uint8)},
                                              tmp))
+    return RegionTargets(features, valid)
+
+
+def mask_boxes(masks: torch.Tensor, slots: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per object slot of masks (B, S, S) (value k + 1 = slot k): the box of its pixels (B, K, 4) as left, top,
+    right, bottom with exclusive right / bottom edges (S, S, -1 + 1, ... where it has none) and its pixel count
+    (B, K)."""
+    s = masks.shape[-1]
+    onehot = F.one_hot(masks.long().clamp(max=slots), slots + 1)[..., 1:].bool()  # (B, S, S, K)
+    coords = torch.arange(s, device=masks.device)
+    rows, cols = onehot.any(2), onehot.any(1)  # (B, S, K): rows (y) / columns (x) holding the slot
+    big = torch.tensor(s, device=masks.device)
+    y0 = torch.where(rows, coords[None, :, None], big).amin(1)
+    y1 = torch.where(rows, coords[None, :, None], -1).amax(1) + 1
+    x0 = torch.where(cols, coords[None, :, None], big).amin(1)
+    x1 = torch.where(cols, coords[None, :, None], -1).amax(1) + 1
+    return torch.stack([x0, y0, x1, y1], -1), onehot.sum((1, 2))
+
+
+@torch.no_grad()
+def online_region_features(teacher: Teacher, x: torch.Tensor, masks: torch.Tensor, slots: int,
+                           rows: torch.Tensor, rgb_start: int = 0) -> RegionTargets:
+    """The teacher's features of each visible object's crop (crop_box's rule) of frames `x` (B, C, S, S, the
+    base RGB view at channels rgb_start..+3, normalised with the teacher's mean / std) as they are now, e.g.
+    augmented, for the frames `rows` (B,) selects; other frames' slots are not valid. Crops are bilinear resamples
+    to the teacher's input size."""
+    b, s = x.shape[0], x.shape[-1]
+    boxes, count = mask_boxes(masks, slots)
+    features = torch.zeros(b, slots, teacher.embed_dim)
+    valid = (count > 0) & rows.to(count.device)[:, None]
+    where = torch.nonzero(valid).tolist()
+    if not where:
+        return RegionTargets(features, valid)
+    rois = []
+    for i, k in where:
+        x0, y0, x1, y1 = boxes[i, k].tolist()
+        left, top, right, bottom = crop_box((x0, y0, x1 - 1, y1 - 1), s, s)
+        rois.append([i, left, top, right, bottom])
+    size = teacher.image_size
+    crops = roi_align(x[:, rgb_start:rgb_start + 3].float(), torch.tensor(rois, dtype=torch.float32, device=x.device),
+                      (size, size), aligned=True)
+    feats = teacher.encode_images(crops)
+    for (i, k), f in zip(where, feats):
+        features[i, k] = f
     return RegionTargets(features, valid)
 
 

@@ -19,11 +19,13 @@ from vlkd_formats.config import dump_config, to_dict
 from training.feature_cache import teacher_image_features, teacher_text_features
 from training.grasp.data import (ClutterData, EpisodeDataset, GraspDataConfig, MaskedEpisodeDataset,
                                  ObservationTransform, augment_observations, base_rgb_images, episode_targets,
-                                 jitter_brightness, load_clutter_data, stack_episodes, view_channels)
+                                 jitter_brightness, load_clutter_data, recolor_observations, stack_episodes,
+                                 view_channels, view_start)
 from training.grasp.detector import DetectorLossConfig, detector_loss, detector_targets, slot_labels
 from training.grasp.fewshot import GraspFewShotConfig
 from training.grasp.losses import GraspBatch, build_grasp_loss, needs_regions, needs_teacher_features
-from training.grasp.regions import RegionTargets, region_weights, teacher_region_features
+from training.grasp.regions import (RegionTargets, online_region_features, region_weights,
+                                    teacher_region_features)
 from training.grasp.model import (DetectorScorer, GraspScorer, calibrate_threshold, roc_auc, score_episodes,
                                   vocabulary_tensors)
 from training.grasp.model_dir import GraspCard, ReplayBuffer, write_grasp_model_dir
@@ -87,6 +89,9 @@ class GraspTrainConfig:
                                f"student.head={self.student.head}")
         if not 0 <= self.image_weight <= 1:
             raise ValueError(f"image_weight must lie in [0, 1], got {self.image_weight}")
+        if self.data.augment_recolor > 0 and not self.data.augment:
+            raise ValueError(f"data.augment_recolor={self.data.augment_recolor} recolours augmented frames: set "
+                             "data.augment=true")
         channels = view_channels(self.data.views)
         if self.student.in_chans != channels:
             raise StudentError(f"student.in_chans={self.student.in_chans} but data.views {self.data.views} stack "
@@ -186,6 +191,13 @@ def train_grasp(config: GraspTrainConfig, resume: bool = False) -> Path:
                 augmented = augment_observations(x, augment_rng, config.data.augment_min_area, masks)
                 x, masks = augmented if masks is not None else (augmented, None)
                 x = jitter_brightness(x, augment_rng, config.data.augment_brightness, transform)
+                x, recolored = recolor_observations(x, augment_rng, config.data.augment_recolor, transform)
+            else:
+                recolored = torch.zeros(len(x), dtype=torch.bool)
+            online = None
+            if regions is not None and recolored.any():  # the cached crops no longer show these frames' objects
+                online = online_region_features(teacher, x, masks, regions.features.shape[1], recolored,
+                                                view_start(config.data.views, "base_rgb"))
             x = x.to(device, non_blocking=True)
             with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=use_amp):
                 feats = net.student(x)
@@ -195,18 +207,19 @@ def train_grasp(config: GraspTrainConfig, resume: bool = False) -> Path:
             distilled = feats[..., -pos.shape[-1]:] if detector else local  # its distilled embedding, if it has one
             glob = local.mean(1) if detector else feats[:, 0] if feats.ndim == 3 else feats
             t_img = glob.detach() if teacher_img is None else teacher_img[index].to(device)
-            extra = {} if regions is None else _region_batch(distilled, masks, regions, index, device)
+            extra = {} if regions is None else _region_batch(distilled, masks, regions, index, device, online)
+            named_rows = ~recolored.to(device)  # a recoloured object no longer looks like its name
             batch = GraspBatch(student=glob, teacher_img=t_img, text=pos,
                                labels=torch.zeros(len(x), dtype=torch.long, device=device),
                                logits=net.scorer(named, pos, neg), targets=targets[index].to(device),
-                               mask=torch.ones(len(x), len(pos), dtype=torch.bool, device=device), **extra)
+                               mask=named_rows[:, None].expand(-1, len(pos)), **extra)
             loss, terms = criterion(batch)
             if slots is not None:
                 found = detector_targets(masks.to(device), slots.name.shape[1], math.isqrt(feats.shape[1]),
                                          config.detector)
                 crops = None if regions is None else (extra["region_targets"], extra["region_valid"])
-                det, det_terms = detector_loss(feats, found, slots.rows(index, device), pos, net.scorer.match,
-                                               config.detector, crops)
+                det, det_terms = detector_loss(feats, found, slots.rows(index, device, named_rows), pos,
+                                               net.scorer.match, config.detector, crops)
                 loss = loss + det
                 terms = {**terms, **{f"det_{k}": v.item() for k, v in det_terms.items()}}
             optimizer_step(loss, optimizer, scheduler, config.optim.schedule)
@@ -276,12 +289,19 @@ def init_bias(net: GraspNet, dataset: EpisodeDataset, targets: torch.Tensor, pos
 
 
 def _region_batch(local: torch.Tensor, masks: torch.Tensor, regions: RegionTargets, index: torch.Tensor,
-                  device: torch.device) -> dict[str, torch.Tensor]:
-    """GraspBatch fields of region distillation for a batch of per-location embeddings (B, L, D) and masks."""
+                  device: torch.device, online: RegionTargets | None = None) -> dict[str, torch.Tensor]:
+    """GraspBatch fields of region distillation for a batch of per-location embeddings (B, L, D) and masks: the
+    cached crop features of the batch's episodes, or for the frames `online` has any valid slot in (the
+    recoloured ones), the teacher's features of their crops as they are now."""
     side = math.isqrt(local.shape[1])
     weights, covered = region_weights(masks, regions.features.shape[1], side)
-    return {"local": local, "region_weights": weights.to(device), "region_targets": regions.features[index].to(device),
-            "region_valid": regions.valid[index].to(device) & covered.to(device)}
+    features, valid = regions.features[index], regions.valid[index]
+    if online is not None:
+        rows = online.valid.any(1)
+        features = torch.where(rows[:, None, None], online.features, features)
+        valid = torch.where(rows[:, None], online.valid, valid)
+    return {"local": local, "region_weights": weights.to(device), "region_targets": features.to(device),
+            "region_valid": valid.to(device) & covered.to(device)}
 
 
 def init_student(student: Student, model_dir: str, embed_dim: int, image_size: int) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.grasp.data import ObservationTransform, jitter_brightness
+from training.grasp.data import ObservationTransform, jitter_brightness, recolor_observations
 from training.grasp.detector import DetectorLossConfig, SlotLabels, detector_loss, detector_targets, focal_heatmap_loss
 from vlkd_runtime.scoring import FIELDS
 
@@ -70,6 +70,47 @@ def test_brightness_jitter_scales_rgb_pixels_within_its_range_and_leaves_depth()
     assert torch.allclose(per_frame.min(1).values, per_frame.max(1).values, atol=1e-4)  # one gain per frame
     assert 0.25 - 1e-4 <= float(per_frame.min()) and float(per_frame.max()) <= 1.5 + 1e-4
     assert float(per_frame[:, 0].std()) > 0.1 and torch.equal(y[:, 3], x[:, 3])
+
+
+def test_recolouring_turns_hues_keeps_grey_and_brightness_and_leaves_depth():
+    transform = ObservationTransform(["base_rgb", "base_depth"], 16, [0.5, 0.4, 0.3], [0.2, 0.25, 0.3], 2.0)
+    pixels = 0.3 + 0.4 * torch.rand(64, 3, 16, 16)
+    pixels[:, :, 0, 0] = 0.45  # one grey pixel per frame
+    x = torch.cat([(pixels - transform.mean) / transform.std, torch.rand(64, 1, 16, 16)], 1)
+    generator = torch.Generator().manual_seed(0)
+    same, none = recolor_observations(x, generator, 0.0, transform)
+    assert same is x and not none.any() and torch.equal(generator.get_state(), torch.Generator().manual_seed(0)
+                                                        .get_state())  # share 0 draws nothing
+    y, chosen = recolor_observations(x, generator, 0.5, transform)
+    assert 16 <= int(chosen.sum()) <= 48 and torch.equal(y[~chosen], x[~chosen]) and torch.equal(y[:, 3], x[:, 3])
+    out = y[:, :3] * transform.std + transform.mean
+    assert torch.allclose(out[chosen, :, 0, 0], torch.full_like(out[chosen, :, 0, 0], 0.45), atol=1e-5)
+    unclipped = ((out > 0) & (out < 1)).all(1)[chosen]  # where nothing clipped, the mean of R, G, B is kept
+    assert torch.allclose(out[chosen].mean(1)[unclipped], pixels[chosen].mean(1)[unclipped], atol=1e-5)
+    change = (out[chosen] - pixels[chosen]).abs().flatten(1).amax(1)
+    assert float(change.min()) > 0.05  # every recoloured frame's colours moved (hue turns of >= 30 degrees)
+
+
+def test_online_crop_features_match_the_cached_crops_of_the_same_frames(tiny_clutter: Path, tmp_path: Path,
+                                                                         torch_single_thread):
+    from training.grasp.data import GraspDataConfig, MaskedEpisodeDataset, load_clutter_data
+    from training.grasp.regions import online_region_features, teacher_region_features
+    from training.teacher import Teacher, TeacherConfig
+
+    teacher = Teacher(TeacherConfig(model="vlkd-table", pretrained=None, device="cpu"))
+    episodes = load_clutter_data(GraspDataConfig(root=str(tiny_clutter))).train[:16]
+    transform = ObservationTransform(["base_rgb"], 48, teacher.mean, teacher.std, 2.0)
+    items = [MaskedEpisodeDataset(episodes, transform)[i] for i in range(len(episodes))]
+    x, masks = torch.stack([i[0] for i in items]), torch.stack([i[1] for i in items])
+    cached = teacher_region_features(teacher, episodes, tmp_path)
+    rows = torch.arange(len(x)) % 2 == 0
+    online = online_region_features(teacher, x, masks, cached.features.shape[1], rows)
+    assert torch.equal(online.valid, cached.valid & rows[:, None])  # the rows asked for, every visible object
+    cos = (online.features * cached.features).sum(-1)[online.valid]
+    # the same crops, resampled bilinearly from the normalised frame instead of bicubically from the PNG
+    assert float(cos.min()) > 0.9, cos
+    flipped = online_region_features(teacher, x.flip(-1), masks.flip(-1), cached.features.shape[1], rows)
+    assert float((flipped.features * online.features).sum(-1)[online.valid].min()) > 0.7  # boxes follow the frame (other objects: ~0.36)
 
 
 @pytest.mark.slow
