@@ -29,6 +29,16 @@ def view_channels(views: list[str]) -> int:
     return sum(VIEWS[v][1] for v in views)
 
 
+def view_start(views: list[str], view: str) -> int:
+    """The first stacked channel of `view` among `views`."""
+    return view_channels(views[:views.index(view)])
+
+
+def rgb_offsets(views: list[str]) -> list[int]:
+    """The first stacked channel of each RGB view among `views`, in stacking order."""
+    return [view_start(views, v) for v in views if VIEWS[v][0] == "rgb"]
+
+
 def check_rgb(view: str, array: np.ndarray) -> np.ndarray:
     """An RGB view must be a non-empty HxWx3 uint8 array."""
     if not isinstance(array, np.ndarray) or array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] != 3 \

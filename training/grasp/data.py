@@ -20,7 +20,7 @@ from training.data import DatasetError, ImageList
 from vlkd_formats.dataset_dir import DatasetInfo, read_dataset_info, read_manifest
 from vlkd_formats.image_codec import read_depth, read_label_png, read_rgb
 from vlkd_formats.split import split_labels
-from vlkd_runtime.observation import VIEWS, check_depth, check_rgb, view_channels
+from vlkd_runtime.observation import VIEWS, check_depth, check_rgb, rgb_offsets, view_channels
 from vlkd_runtime.observation import check_views as check_known_views
 
 log = logging.getLogger(__name__)
@@ -399,20 +399,10 @@ def jitter_brightness(x: torch.Tensor, generator: torch.Generator, gains: list[f
     lo, hi = math.log(gains[0]), math.log(gains[1])
     gain = torch.exp(lo + (hi - lo) * torch.rand(len(x), generator=generator)).view(-1, 1, 1, 1)
     out = x.clone()
-    for start in rgb_offsets(transform):
+    for start in rgb_offsets(transform.views):
         pixels = x[:, start:start + 3] * transform.std + transform.mean
         out[:, start:start + 3] = ((pixels * gain).clamp(0, 1) - transform.mean) / transform.std
     return out
-
-
-def view_start(views: list[str], view: str) -> int:
-    """The first stacked channel of `view` among `views`."""
-    return sum(VIEWS[v][1] for v in views[:views.index(view)])
-
-
-def rgb_offsets(transform: ObservationTransform) -> list[int]:
-    """The first stacked channel of each RGB view of `transform`, in stacking order."""
-    return [view_start(transform.views, v) for v in transform.views if VIEWS[v][0] == "rgb"]
 
 
 def hue_matrix(angle: float, saturation: float) -> torch.Tensor:
@@ -439,7 +429,7 @@ def recolor_observations(x: torch.Tensor, generator: torch.Generator, share: flo
     out = x.clone()
     for i in torch.nonzero(chosen).flatten().tolist():
         m = hue_matrix(float(angles[i]), float(saturations[i]))
-        for start in rgb_offsets(transform):
+        for start in rgb_offsets(transform.views):
             pixels = x[i, start:start + 3] * transform.std + transform.mean
             turned = torch.einsum("ij,jhw->ihw", m, pixels).clamp(0, 1)
             out[i, start:start + 3] = (turned - transform.mean) / transform.std

@@ -15,7 +15,7 @@ from training.export import ExportError, write_onnx
 from training.grasp.text import TextTower
 from training.students import Student
 from vlkd_formats.atomic_io import atomic_write, atomic_write_json
-from vlkd_runtime.observation import VIEWS
+from vlkd_runtime.observation import rgb_offsets
 from vlkd_runtime.text import (SPLIT_PATTERN, TEXT_CARD, TEXT_FORMAT, TEXT_ONNX, TEXT_VERSION, TOKENIZER_FILE,
                                OnnxTextEncoder)
 
@@ -102,15 +102,11 @@ def calibration_frames(inputs: np.ndarray, views: list[str], mean: list[float], 
     out = [inputs]
     for _ in range(copies):
         x = inputs.copy()
-        start = 0
-        for view in views:
-            kind, channels = VIEWS[view]
-            if kind == "rgb":
-                pixels = x[:, start:start + 3] * s + m
-                gain = rng.uniform(0.6, 1.4, (len(x), 1, 1, 1)) * rng.uniform(0.8, 1.2, (len(x), 3, 1, 1))
-                shifted = np.clip(gain * pixels + rng.uniform(-0.2, 0.2, (len(x), 1, 1, 1)), 0, 1)
-                x[:, start:start + 3] = (shifted - m) / s
-            start += channels
+        for start in rgb_offsets(list(views)):
+            pixels = x[:, start:start + 3] * s + m
+            gain = rng.uniform(0.6, 1.4, (len(x), 1, 1, 1)) * rng.uniform(0.8, 1.2, (len(x), 3, 1, 1))
+            shifted = np.clip(gain * pixels + rng.uniform(-0.2, 0.2, (len(x), 1, 1, 1)), 0, 1)
+            x[:, start:start + 3] = (shifted - m) / s
         out.append(x)
     return np.concatenate(out).astype(np.float32)
 

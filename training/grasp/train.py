@@ -20,7 +20,7 @@ from training.feature_cache import teacher_image_features, teacher_text_features
 from training.grasp.data import (ClutterData, EpisodeDataset, GraspDataConfig, MaskedEpisodeDataset,
                                  ObservationTransform, augment_observations, base_rgb_images, episode_targets,
                                  jitter_brightness, load_clutter_data, recolor_observations, stack_episodes,
-                                 view_channels, view_start)
+                                 view_channels)
 from training.grasp.detector import DetectorLossConfig, detector_loss, detector_targets, slot_labels
 from training.grasp.fewshot import GraspFewShotConfig
 from training.grasp.losses import GraspBatch, build_grasp_loss, needs_regions, needs_teacher_features
@@ -37,6 +37,7 @@ from training.students import Student, StudentConfig, StudentError
 from training.teacher import Teacher, TeacherConfig, resolve_device, teacher_card
 from vlkd_formats.model_dir import KIND_GRASP, RUN_CONFIG_FILE, RUN_MODEL_DIR, WEIGHTS_FILE, resolve_model_dir
 from vlkd_formats.object_registry import ObjectEntry
+from vlkd_runtime.observation import view_start
 from vlkd_runtime.scoring import FIELDS
 
 log = logging.getLogger(__name__)
